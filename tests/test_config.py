@@ -1,0 +1,70 @@
+import pytest
+
+from mtlib.config import ConfigError, load_config, parse_override
+from tests.helpers import ROOT
+
+PARAMS = ROOT / "params.yaml"
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_every_profile_resolves(profile):
+    cfg = load_config(PARAMS, "base_model", profile)
+    assert cfg.profile == profile and cfg.experiment == "base_model"
+    assert cfg.backbone.name == {"smoke": "tiny-random", "cpu": "minilm", "paper": "bert-base-uncased"}[profile]
+
+
+def test_default_profile_is_cpu():
+    assert load_config(PARAMS).profile == "cpu"
+
+
+def test_overrides_apply_in_order_and_parse_yaml_values():
+    cfg = load_config(PARAMS, "base_model", "smoke", seed=7,
+                      overrides=["train.lr=3e-5", "data.train_size.sst=10", "model.head.kind=mlp"])
+    assert cfg.train.lr == pytest.approx(3e-5) and isinstance(cfg.train.lr, float)
+    assert cfg.data.train_size["sst"] == 10 and cfg.model.head.kind == "mlp" and cfg.train.seed == 7
+
+
+def test_unknown_key_is_an_error_naming_its_path():
+    with pytest.raises(ConfigError, match=r"train: unknown key\(s\) \['lrr'\]"):
+        load_config(PARAMS, "base_model", "smoke", overrides=["train.lrr=1"])
+
+
+def test_wrong_type_and_bad_choice_are_errors():
+    with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
+        load_config(PARAMS, "base_model", "smoke", overrides=["train.epochs=two"])
+    with pytest.raises(ConfigError, match="train.sampler: 'nope' is not one of"):
+        load_config(PARAMS, "base_model", "smoke", overrides=["train.sampler=nope"])
+
+
+def test_missing_key_is_an_error(tmp_path):
+    text = PARAMS.read_text().replace("    warmup_steps: 0\n", "")
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="missing key 'warmup_steps'"):
+        load_config(tmp_path / "params.yaml", "base_model", "smoke")
+
+
+def test_unknown_profile_and_experiment_list_the_valid_ones():
+    with pytest.raises(ConfigError, match="unknown profile 'gpu'.*'cpu'"):
+        load_config(PARAMS, "base_model", "gpu")
+    with pytest.raises(ConfigError, match="unknown experiment 'nope'.*'base_model'"):
+        load_config(PARAMS, "nope", "smoke")
+
+
+def test_head_overrides_change_one_task_only():
+    cfg = load_config(PARAMS, "base_model", "smoke", overrides=["model.head_overrides={sts: {kind: lstm}}"])
+    assert cfg.model.head_for("sts").kind == "lstm" and cfg.model.head_for("sst").kind == "linear"
+    with pytest.raises(ConfigError, match="head_overrides"):
+        load_config(PARAMS, "base_model", "smoke", overrides=["model.head_overrides={sts: {kindd: lstm}}"])
+
+
+def test_config_is_frozen():
+    cfg = load_config(PARAMS, "base_model", "smoke")
+    with pytest.raises(AttributeError):
+        cfg.train.lr = 1.0
+
+
+def test_parse_override():
+    assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
+    assert parse_override("x=null") == {"x": None}
+    with pytest.raises(ConfigError):
+        parse_override("novalue")

@@ -1,0 +1,160 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+import mtlib.train as train_module
+from mtlib.cli import main
+from mtlib.model import MultitaskModel
+from mtlib.train import learning_rate, train
+from tests.helpers import ROOT, smoke_config, write_task_files
+
+
+def metric_values(metrics):
+    return {k: metrics[k] for k in ("dev", "test", "best_update", "updates") if k in metrics}
+
+
+def test_accumulation_consumes_distinct_micro_batches(tmp_path, monkeypatch):
+    """Reference-code defect 2: it backpropagated the SAME micro-batch k times."""
+    seen = []
+    original = MultitaskModel.loss
+
+    def spy(self, batch):
+        seen.append((batch.task, tuple(batch.ids)))
+        return original(self, batch)
+
+    monkeypatch.setattr(MultitaskModel, "loss", spy)
+    cfg = smoke_config(tmp_path, "base_model", "train.accumulation=3", "train.epochs=1", "train.steps_per_epoch=4",
+                       "train.sampler=round_robin")
+    metrics = train(cfg, tmp_path / "run", progress=False)
+    assert len(seen) == 12 and metrics["updates"] == 4
+    for update in range(4):
+        group = seen[3 * update: 3 * update + 3]
+        assert len(set(group)) == 3
+    per_task = {}
+    for task, ids in seen:  # within one pass over a task, no example is reused
+        per_task.setdefault(task, []).extend(ids)
+    assert all(len(ids) == len(set(ids)) for ids in per_task.values())
+
+
+def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
+    a = train(smoke_config(tmp_path), tmp_path / "a", progress=False)
+    b = train(smoke_config(tmp_path), tmp_path / "b", progress=False)
+    c = train(smoke_config(tmp_path, "base_model", "train.seed=2"), tmp_path / "c", progress=False)
+    assert metric_values(a) == metric_values(b)
+    assert metric_values(a) != metric_values(c)
+    history = [pd.read_csv(tmp_path / name / "history.csv").drop(columns="train_seconds") for name in "ab"]
+    pd.testing.assert_frame_equal(*history)
+
+
+def test_interrupted_run_resumes_to_identical_metrics(tmp_path, monkeypatch):
+    overrides = ("train.epochs=4", "train.steps_per_epoch=3", "train.sampler=annealed", "train.accumulation=2")
+    full = train(smoke_config(tmp_path, "base_model", *overrides), tmp_path / "full", progress=False)
+
+    calls = {"n": 0}
+    original = train_module.evaluate
+
+    def crash_on_third_evaluation(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated crash after two checkpoints")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", crash_on_third_evaluation)
+    cfg = smoke_config(tmp_path, "base_model", *overrides)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", progress=False)
+    assert (tmp_path / "resumed" / "checkpoints" / "last" / "optimizer.safetensors").exists()
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+    monkeypatch.setattr(train_module, "evaluate", original)
+    with pytest.raises(FileExistsError, match="not empty"):
+        train(cfg, tmp_path / "resumed", progress=False)
+    resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    assert metric_values(resumed) == metric_values(full)
+    history = [pd.read_csv(tmp_path / name / "history.csv").drop(columns="train_seconds") for name in ("full", "resumed")]
+    pd.testing.assert_frame_equal(*history)
+    assert not (tmp_path / "resumed" / "checkpoints" / "last").exists()  # dropped once complete
+
+
+def test_run_folder_contents(tmp_path):
+    train(smoke_config(tmp_path), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["dev"]) == {"sst/acc", "para/acc", "sts/pearson", "mean"}
+    assert metrics["params"]["task_specific"].keys() == {"sst", "para", "sts"}
+    sst = pd.read_csv(run / "predictions" / "sst-dev.csv")
+    assert list(sst.columns) == ["id", "sentiment"] and sst["sentiment"].between(0, 4).all()
+    sts = pd.read_csv(run / "predictions" / "sts-test.csv")
+    assert list(sts.columns) == ["id", "similarity"] and sts["similarity"].between(0, 5).all()
+    assert list(pd.read_csv(run / "predictions" / "para-dev.csv").columns) == ["id", "is_duplicate"]
+    assert (run / "checkpoints" / "best" / "model.safetensors").exists()
+    assert "lr:" in (run / "config.yaml").read_text()
+    assert not list(run.rglob("*.tmp")) and not list(run.rglob("*.pt"))
+
+
+def test_learning_rate_schedule(tmp_path):
+    cfg = smoke_config(tmp_path, "base_model", "train.warmup_steps=4", "train.schedule=linear", "train.lr=1.0",
+                       "train.epochs=2", "train.steps_per_epoch=6").train
+    rates = [learning_rate(u, cfg) for u in range(12)]
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert rates[4] == pytest.approx(1.0) and rates[-1] == pytest.approx(1 / 8)
+    assert all(a >= b for a, b in zip(rates[3:], rates[4:]))
+
+
+def test_fp16_on_cpu_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        train(smoke_config(tmp_path, "base_model", "train.amp=fp16"), tmp_path / "run", progress=False)
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    metrics = train(smoke_config(tmp_path, "base_model", "train.amp=bf16"), tmp_path / "run", progress=False)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics["dev"].values())
+
+
+def test_cli_train_evaluate_predict_end_to_end(tmp_path, capsys):
+    data = write_task_files(tmp_path / "data")
+    run = tmp_path / "run"
+    common = ["--params", str(ROOT / "params.yaml"), "--profile", "smoke", "--data", str(data), "--no-progress",
+              "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    assert main(["train", "--experiment", "base_model", "--out", str(run), *common]) == 0
+    trained = json.loads((run / "metrics.json").read_text())
+    assert main(["evaluate", "--run", str(run), "--data", str(data)]) == 0
+    evaluated = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert evaluated["dev"] == pytest.approx(trained["dev"])
+    assert (run / "evaluation" / "sst-test.csv").exists()
+    # a labelled file the run never saw
+    unseen = write_task_files(tmp_path / "unseen", seed=99) / "sts-dev.csv"
+    out = tmp_path / "pred.csv"
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run), "--task", "sts", "--input", str(unseen), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "sts/pearson" in printed
+    predictions = pd.read_csv(out)
+    assert len(predictions) == 24 and predictions["similarity"].between(0, 5).all()
+
+
+def test_bad_input_fails_loudly_and_writes_nothing(tmp_path, capsys):
+    data = write_task_files(tmp_path / "data")
+    lines = (data / "ids-sst-train.csv").read_text().splitlines()
+    lines[5] = lines[5].rsplit("\t", 1)[0] + "\t7"
+    (data / "ids-sst-train.csv").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    code = main(["train", "--experiment", "base_model", "--profile", "smoke", "--params", str(ROOT / "params.yaml"),
+                 "--data", str(data), "--out", str(run), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "ids-sst-train.csv:6: column 'sentiment': label '7' outside 0..4" in err
+    assert not run.exists()
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\tid\tsentence1\tsentence2\n0\ta\tx\t\n")
+    out = tmp_path / "out.csv"
+    assert main(["predict", "--run", str(run), "--task", "sts", "--input", str(bad), "--output", str(out)]) == 2
+    assert "bad.csv:2: column 'sentence2' is empty" in capsys.readouterr().err and not out.exists()
+
+
+def test_python_dash_m_help():
+    result = subprocess.run([sys.executable, "-m", "mtlib", "train", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and "--experiment" in result.stdout
