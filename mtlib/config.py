@@ -91,7 +91,14 @@ class TrainConfig:
     schedule: str                 # 'constant' or 'linear' (decay to 0 after warm-up)
     warmup_steps: int
     max_grad_norm: float | None
+    tasks: tuple                  # the tasks trained (and scored); all three unless single-task
     sampler: str                  # see mtlib.samplers.SAMPLERS
+    update: str                   # batches per update, see mtlib.updates.UPDATES
+    group_size: int               # Gradient Compromise: batches per update (n)
+    combiner: str                 # how per-task gradients combine, see mtlib.gradients.COMBINERS
+    combiner_args: dict           # the combiner's own knobs, e.g. {beta: 0.01} for gradvac
+    granularity: str              # 'whole' or 'layer': segments the combiner treats separately
+    smart: dict | None            # SMART's knobs (see mtlib.smart.Smart); null: no SMART
     amp: str                      # 'none', 'bf16' (CPU or CUDA) or 'fp16' (CUDA, GradScaler)
     eval_every: int | None        # updates between dev evaluations; None: once per epoch
     eval_batch_size: int
@@ -152,6 +159,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
+    if inner is tuple or typing.get_origin(inner) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(value)
     if typing.get_origin(inner) is dict or inner is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -256,8 +267,10 @@ def _choose(value: str, valid, where: str) -> None:
 
 def validate(config: Config, where: str = "config") -> None:
     """Checks that need more than one field or a registry."""
+    from mtlib.gradients import COMBINERS
     from mtlib.heads import HEADS
     from mtlib.samplers import SAMPLERS
+    from mtlib.updates import UPDATES
 
     m, t, d = config.model, config.train, config.data
     _choose(m.pair_mode, ("sentence", "embedding"), f"{where}.model.pair_mode")
@@ -275,6 +288,18 @@ def validate(config: Config, where: str = "config") -> None:
             if n is not None and (not isinstance(n, int) or n < 1):
                 raise ConfigError(f"{where}.data.{name}.{task}: must be a positive integer or null")
     _choose(t.sampler, SAMPLERS, f"{where}.train.sampler")
+    _choose(t.update, UPDATES, f"{where}.train.update")
+    _choose(t.combiner, COMBINERS, f"{where}.train.combiner")
+    _choose(t.granularity, ("whole", "layer"), f"{where}.train.granularity")
+    if not t.tasks or len(set(t.tasks)) != len(t.tasks):
+        raise ConfigError(f"{where}.train.tasks: must list distinct tasks")
+    for task in t.tasks:
+        _choose(task, TASK_NAMES, f"{where}.train.tasks")
+    if t.update.startswith("compromise") and t.group_size < len(t.tasks):
+        raise ConfigError(f"{where}.train.group_size: must be >= the number of tasks ({len(t.tasks)})")
+    if t.combiner != "sum" and t.update == "sampled":
+        raise ConfigError(f"{where}.train.combiner={t.combiner!r} needs a gradient per task: "
+                          "use train.update each_task or compromise")
     _choose(t.amp, ("none", "bf16", "fp16"), f"{where}.train.amp")
     _choose(t.schedule, ("constant", "linear"), f"{where}.train.schedule")
     _choose(t.device, ("auto", "cpu", "cuda"), f"{where}.train.device")

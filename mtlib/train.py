@@ -27,7 +27,11 @@ from mtlib.encode import BatchStream, EncodedSplit, encode_split
 from mtlib.evaluate import autocast, evaluate, prediction_frame
 from mtlib.io import write_csv, write_json, write_text
 from mtlib.model import MultitaskModel, build_model, parameter_counts
+from mtlib.gradients import flat_grad, get_combiner, param_segments, write_grad, zero_grads
 from mtlib.samplers import TaskSampler
+from mtlib.smart import Smart
+from mtlib.tasks import TASKS
+from mtlib.updates import UPDATES, PlanContext
 
 DEV_SAMPLE_SEED = 0  # the dev subsample is fixed: every run is scored on the same rows
 
@@ -106,6 +110,88 @@ def _numpy_state() -> list:
     return [name, keys.tolist(), pos, has_gauss, cached]
 
 
+class Stepper:
+    """One optimiser update: draw the plan's batches, backpropagate each weighted loss
+    (plus SMART's terms when on), combine per-task gradients of the SHARED parameters when
+    the combiner is not a plain sum, and step (through the GradScaler under fp16).
+
+    Per-task gradients are collected batch by batch into a (tasks x params) matrix, so at
+    most tasks + 1 gradient copies live at once and no autograd graph outlives its batch.
+    Heads and PALs are task-specific: they keep their own task's gradient untouched.
+    """
+
+    def __init__(self, cfg: Config, model: MultitaskModel, optimizer, scaler, streams, sampler, sizes, device):
+        t = cfg.train
+        self.cfg, self.model, self.optimizer, self.scaler = cfg, model, optimizer, scaler
+        self.streams, self.sampler, self.sizes, self.device = streams, sampler, sizes, device
+        self.plan = UPDATES[t.update]
+        self.combiner = get_combiner(t.combiner, **t.combiner_args)
+        named = [(n, p) for n, p in model.encoder.named_parameters() if p.requires_grad]
+        self.shared = [p for _, p in named]
+        self.segments = param_segments(named, t.granularity)
+        self.task_index = {task: i for i, task in enumerate(t.tasks)}
+        self.combiner_state = self.combiner.init_state(len(t.tasks), len(self.segments))
+        total = t.epochs * t.steps_per_epoch
+        self.smart = Smart(model, **{"total_steps": total, **t.smart}) if t.smart is not None else None
+        self.batch_counts: dict[str, int] = {}
+        self.counts_epoch = 0
+
+    def loss(self, batch) -> torch.Tensor:
+        output = self.model(batch)
+        loss = TASKS[batch.task].loss(output, batch.labels)
+        if self.smart is not None:
+            loss = self.smart.regularised_loss(self.model, batch, output, loss)
+        return loss
+
+    def step(self, update: int, epoch: int) -> tuple[int, int]:
+        """Run update number ``update``; returns (examples, real tokens) consumed."""
+        t = self.cfg.train
+        if epoch != self.counts_epoch:
+            self.batch_counts, self.counts_epoch = {}, epoch
+        generator = torch.Generator().manual_seed(t.seed * 1_000_003 + update)
+        ctx = PlanContext(self.sampler, epoch, t.epochs, self.sizes, t.accumulation, t.group_size, generator,
+                          self.batch_counts)
+        surgery = t.combiner != "sum"
+        grads = torch.zeros(len(t.tasks), sum(p.numel() for p in self.shared), device=self.device) if surgery else None
+        examples = tokens = 0
+        for task, weight in self.plan(ctx):
+            batch = self.streams[task].next().to(self.device)
+            with autocast(t.amp, self.device):
+                loss = self.loss(batch) * weight
+            self.scaler.scale(loss).backward()
+            if surgery:
+                grads[self.task_index[task]] += flat_grad(self.shared)
+                zero_grads(self.shared)
+            examples, tokens = examples + len(batch), tokens + batch.real_tokens()
+        if surgery:  # combine UNSCALED gradients; re-scale so the scaler's inf/nan check still applies
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+            combined, self.combiner_state = self.combiner.combine(grads / scale, self.combiner_state, generator,
+                                                                  self.segments)
+            write_grad(self.shared, combined * scale)
+        if t.max_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.smart is not None:
+            self.smart.update_ema(self.model)
+        return examples, tokens
+
+    def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """JSON-able state and tensors, for the checkpoint."""
+        tensors = {f"combiner.{k}": v for k, v in self.combiner_state.items()}
+        if self.smart is not None:
+            tensors.update({f"smart.{k}": v for k, v in self.smart.state_dict().items()})
+        return {"batch_counts": self.batch_counts, "counts_epoch": self.counts_epoch}, tensors
+
+    def load_state(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.batch_counts, self.counts_epoch = dict(state["batch_counts"]), int(state["counts_epoch"])
+        self.combiner_state = {k[len("combiner."):]: v.to(self.device) for k, v in tensors.items() if k.startswith("combiner.")}
+        if self.smart is not None:
+            self.smart.load_state_dict({k[len("smart."):]: v for k, v in tensors.items() if k.startswith("smart.")})
+
+
 def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True) -> dict:
     """Train ``cfg`` into ``out_dir``; returns metrics.json's content."""
@@ -119,20 +205,23 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     device = resolve_device(t.device)
+    autocast(t.amp, device)  # fails early on fp16 without CUDA
     seed_everything(t.seed)
 
     tokenizer = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tokenizer, data_dir)
+    data["dev"] = {task: data["dev"][task] for task in t.tasks}
     pad_id = tokenizer.pad_token_id
     model = build_model(cfg).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
     streams = {task: BatchStream(data["train"][task], t.batch_size[task], t.seed, pad_id, cfg.data.bucketing)
-               for task in TASK_NAMES}
-    sizes = {task: len(data["train"][task]) for task in TASK_NAMES}
+               for task in t.tasks}
+    sizes = {task: len(data["train"][task]) for task in t.tasks}
     sampler = TaskSampler(t.sampler, sizes, t.epochs, t.seed)
+    stepper = Stepper(cfg, model, optimizer, scaler, streams, sampler, sizes, device)
 
-    state = {"update": 0, "best_mean": -math.inf, "best_update": 0, "bad_evals": 0, "stopped_early": False,
+    state = {"update": 0, "best_score": -math.inf, "best_update": 0, "bad_evals": 0, "stopped_early": False,
              "examples": 0, "tokens": 0, "train_seconds": 0.0, "history": []}
     if resume and checkpoint_exists(last_ckpt):
         state, extra = load_checkpoint(last_ckpt, model, optimizer)
@@ -140,6 +229,7 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
         for task, stream in streams.items():
             stream.load_state_dict(state["streams"][task])
         scaler.load_state_dict(state["scaler"])
+        stepper.load_state(state["stepper"], extra)
         _restore_rng(extra, state)
     elif resume and (out_dir / "metrics.json").exists():
         raise FileExistsError(f"{out_dir}: the run is complete (metrics.json exists); nothing to resume")
@@ -155,46 +245,44 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
         epoch = state["update"] // t.steps_per_epoch + 1
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(state["update"], t)
-        for _ in range(t.accumulation):  # k DIFFERENT micro-batches: each draw advances a stream
-            batch = streams[sampler.draw(epoch)].next().to(device)
-            with autocast(t.amp, device):
-                loss = model.loss(batch) / t.accumulation
-            scaler.scale(loss).backward()
-            state["examples"] += len(batch)
-            state["tokens"] += batch.real_tokens()
-        if t.max_grad_norm:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        examples, tokens = stepper.step(state["update"], epoch)
+        state["examples"] += examples
+        state["tokens"] += tokens
         state["update"] += 1
         state["train_seconds"] += time.perf_counter() - started
         bar.update(1)
         if state["update"] % eval_every == 0 or state["update"] == total:
-            _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, data["dev"], pad_id, device,
-                                     state, epoch, out_dir, last_ckpt, best_ckpt)
+            _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, stepper, data["dev"], pad_id,
+                                     device, state, epoch, out_dir, last_ckpt, best_ckpt)
     bar.close()
     return finish_run(cfg, model, tokenizer, data, device, state, out_dir, data_dir)
 
 
-def _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, dev, pad_id, device, state, epoch,
-                             out_dir, last_ckpt, best_ckpt) -> None:
+def selection_score(metrics: dict[str, float]) -> float:
+    """What early stopping and the best checkpoint follow: the dev mean (of the trained tasks)."""
+    return metrics["mean"] if "mean" in metrics else float(np.mean(list(metrics.values())))
+
+
+def _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, stepper, dev, pad_id, device, state,
+                             epoch, out_dir, last_ckpt, best_ckpt) -> None:
     t = cfg.train
     metrics, _, timing = evaluate(model, dev, t.eval_batch_size, pad_id, device, t.amp)
     row = {"update": state["update"], "epoch": epoch, "examples": state["examples"],
            "train_seconds": round(state["train_seconds"], 3), **metrics}
     state["history"].append(row)
-    if metrics["mean"] > state["best_mean"]:
-        state.update(best_mean=metrics["mean"], best_update=state["update"], bad_evals=0)
+    score = selection_score(metrics)
+    if score > state["best_score"]:
+        state.update(best_score=score, best_update=state["update"], bad_evals=0)
         save_checkpoint(best_ckpt, model, state={"update": state["update"], "metrics": metrics})
     else:
         state["bad_evals"] += 1
         if t.patience is not None and state["bad_evals"] >= t.patience:
             state["stopped_early"] = True
+    stepper_state, stepper_tensors = stepper.state()
     state.update(sampler=sampler.state_dict(), streams={k: s.state_dict() for k, s in streams.items()},
-                 scaler=scaler.state_dict(), rng_numpy=_numpy_state(), rng_python=list(random.getstate()))
-    save_checkpoint(last_ckpt, model, optimizer, state=state, tensors=_rng_tensors())
+                 scaler=scaler.state_dict(), stepper=stepper_state, rng_numpy=_numpy_state(),
+                 rng_python=list(random.getstate()))
+    save_checkpoint(last_ckpt, model, optimizer, state=state, tensors={**_rng_tensors(), **stepper_tensors})
     write_csv(out_dir / "history.csv", pd.DataFrame(state["history"]))
 
 
@@ -204,7 +292,8 @@ def finish_run(cfg: Config, model: MultitaskModel, tokenizer, data, device, stat
     load_model_weights(out_dir / "checkpoints" / "best", model)
     splits = {"dev": data["dev"]}
     if t.predict_test:
-        splits["test"] = prepare_data(cfg, tokenizer, data_dir, splits=("test-student",))["test-student"]
+        test = prepare_data(cfg, tokenizer, data_dir, splits=("test-student",))["test-student"]
+        splits["test"] = {task: split for task, split in test.items() if task in t.tasks}
     metrics = {"dev": {}, "best_update": state["best_update"], "updates": state["update"],
                "stopped_early": state["stopped_early"]}
     for split, encoded in splits.items():

@@ -20,13 +20,14 @@ def metric_values(metrics):
 def test_accumulation_consumes_distinct_micro_batches(tmp_path, monkeypatch):
     """Reference-code defect 2: it backpropagated the SAME micro-batch k times."""
     seen = []
-    original = MultitaskModel.loss
+    original = MultitaskModel.forward
 
-    def spy(self, batch):
-        seen.append((batch.task, tuple(batch.ids)))
-        return original(self, batch)
+    def spy(self, batch, *args, **kwargs):
+        if self.training:
+            seen.append((batch.task, tuple(batch.ids)))
+        return original(self, batch, *args, **kwargs)
 
-    monkeypatch.setattr(MultitaskModel, "loss", spy)
+    monkeypatch.setattr(MultitaskModel, "forward", spy)
     cfg = smoke_config(tmp_path, "base_model", "train.accumulation=3", "train.epochs=1", "train.steps_per_epoch=4",
                        "train.sampler=round_robin")
     metrics = train(cfg, tmp_path / "run", progress=False)

@@ -1,0 +1,182 @@
+"""The update step: plans, per-task gradient combination, GradScaler, SMART and resume."""
+import pytest
+import torch
+
+import mtlib.train as train_module
+from mtlib.backbone import load_tokenizer
+from mtlib.gradients import compromise_weights, pcgrad
+from mtlib.model import build_model
+from mtlib.samplers import TaskSampler
+from mtlib.tasks import TASKS
+from mtlib.train import Stepper, prepare_data, train
+from mtlib.encode import BatchStream
+from mtlib.updates import UPDATES, PlanContext
+from tests.helpers import smoke_config
+
+SIZES = {"sst": 100, "para": 1000, "sts": 50}
+
+
+def context(name="random", epoch=1, epochs=3, k=2, n=8, seed=0):
+    return PlanContext(TaskSampler(name, SIZES, epochs, seed), epoch, epochs, SIZES, k, n,
+                       torch.Generator().manual_seed(seed))
+
+
+def test_plans():
+    assert [w for _, w in UPDATES["sampled"](context(k=4))] == [0.25] * 4
+    assert sorted(t for t, _ in UPDATES["each_task"](context(k=2))) == ["para", "para", "sst", "sst", "sts", "sts"]
+    plan = UPDATES["compromise"](context(epoch=2, n=8))
+    weights = compromise_weights(SIZES, 2, 3)
+    assert len(plan) == 8 and set(t for t, _ in plan) == set(SIZES)
+    assert all(w == pytest.approx(weights[t]) for t, w in plan)
+
+
+def test_reference_code_compromise_uses_running_batch_counts():
+    ctx = context(epoch=1, epochs=1, n=6)
+    first = UPDATES["compromise_reference"](ctx)
+    second = UPDATES["compromise_reference"](ctx)
+    counts = {t: sum(1 for p in (first, second) for task, _ in p if task == t) for t in SIZES}
+    assert ctx.batch_counts == counts
+    assert all(w == pytest.approx(1 / counts[t]) for t, w in second)  # alpha = 1 at E = 1
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    def make(*overrides, scaler=None):
+        cfg = smoke_config(tmp_path, "base_model", "train.update=each_task", "train.max_grad_norm=null", *overrides)
+        tokenizer = load_tokenizer(cfg.backbone)
+        data = prepare_data(cfg, tokenizer)
+        model = build_model(cfg).eval()  # eval: no dropout, so gradients are comparable
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        streams = {t: BatchStream(data["train"][t], 8, 1, tokenizer.pad_token_id) for t in TASKS}
+        sizes = {t: len(data["train"][t]) for t in TASKS}
+        scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
+        stepper = Stepper(cfg, model, optimizer, scaler, streams, TaskSampler("random", sizes, 2, 1), sizes,
+                          torch.device("cpu"))
+        return cfg, model, optimizer, stepper, data, tokenizer
+    return make
+
+
+def shared_grads_at_step(model, optimizer, stepper, monkeypatch):
+    captured = {}
+
+    def capture(*args, **kwargs):
+        captured["shared"] = torch.cat([p.grad.reshape(-1).clone() for p in stepper.shared])
+        captured["head"] = model.heads["sst"].net[-1].weight.grad.clone()
+
+    monkeypatch.setattr(optimizer, "step", capture)
+    stepper.step(0, 1)
+    return captured
+
+
+def per_task_reference(model, data, tokenizer):
+    streams = {t: BatchStream(data["train"][t], 8, 1, tokenizer.pad_token_id) for t in TASKS}
+    rows, head = [], None
+    for task in ("sst", "para", "sts"):
+        model.zero_grad()
+        batch = streams[task].next()
+        TASKS[task].loss(model(batch), batch.labels).backward()
+        rows.append(torch.cat([p.grad.reshape(-1).clone() for p in model.encoder.parameters()]))
+        if task == "sst":
+            head = model.heads["sst"].net[-1].weight.grad.clone()
+    model.zero_grad()
+    return torch.stack(rows), head
+
+
+def test_pcgrad_step_writes_the_pcgrad_of_per_task_gradients(setup, monkeypatch):
+    cfg, model, optimizer, stepper, data, tokenizer = setup("train.combiner=pcgrad")
+    grads, head = per_task_reference(model, data, tokenizer)
+    generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + 0)
+    captured = shared_grads_at_step(model, optimizer, stepper, monkeypatch)
+    assert torch.allclose(captured["shared"], pcgrad(grads, generator), atol=1e-6)
+    assert torch.allclose(captured["head"], head, atol=1e-6)  # heads keep their own task's gradient
+    assert not torch.allclose(captured["shared"], grads.sum(0), atol=1e-6)  # surgery did something
+
+
+def test_sum_path_equals_summed_task_gradients(setup, monkeypatch):
+    cfg, model, optimizer, stepper, data, tokenizer = setup("train.combiner=sum")
+    grads, _ = per_task_reference(model, data, tokenizer)
+    captured = shared_grads_at_step(model, optimizer, stepper, monkeypatch)
+    assert torch.allclose(captured["shared"], grads.sum(0), atol=1e-6)
+
+
+def test_grad_scaler_unscales_before_surgery(setup, monkeypatch):
+    cfg, model, optimizer, stepper, data, tokenizer = setup("train.combiner=gradvac")
+    plain = shared_grads_at_step(model, optimizer, stepper, monkeypatch)["shared"]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    cfg, model, optimizer, stepper, data, tokenizer = setup("train.combiner=gradvac", scaler=scaler)
+    captured = {}
+    original_step = scaler.step
+
+    def capture(opt, *args, **kwargs):  # the scaler unscales in place before the optimiser steps
+        scaler.unscale_(opt)
+        captured["shared"] = torch.cat([p.grad.reshape(-1).clone() for p in stepper.shared])
+        return original_step(opt, *args, **kwargs)
+
+    monkeypatch.setattr(scaler, "step", capture)
+    stepper.step(0, 1)
+    assert torch.allclose(captured["shared"], plain, atol=1e-5)
+
+
+def test_non_finite_gradient_skips_the_step_and_lowers_the_scale(setup):
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    cfg, model, optimizer, stepper, data, tokenizer = setup("train.combiner=pcgrad", scaler=scaler)
+    before = [p.detach().clone() for p in model.parameters()]
+    original = stepper.loss
+    stepper.loss = lambda batch: original(batch) * float("inf")
+    stepper.step(0, 1)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert scaler.get_scale() < 2.0 ** 10
+
+
+def test_gradvac_moving_average_changes_every_step(setup, monkeypatch):
+    cfg, model, optimizer, stepper, *_ = setup("train.combiner=gradvac", "train.combiner_args={beta: 0.5}")
+    seen = [stepper.combiner_state["ema"].clone()]
+    for update in range(3):
+        stepper.step(update, 1)
+        seen.append(stepper.combiner_state["ema"].clone())
+    assert all(not torch.equal(a, b) for a, b in zip(seen, seen[1:]))
+
+
+def test_layer_granularity_gives_one_ema_per_segment(setup):
+    cfg, model, optimizer, stepper, *_ = setup("train.combiner=gradvac", "train.granularity=layer")
+    assert stepper.combiner_state["ema"].shape == (len(stepper.segments), 3, 3) and len(stepper.segments) > 2
+
+
+@pytest.mark.parametrize("overrides", [
+    ("train.combiner=pcgrad",),
+    ("train.combiner=gradvac", "train.amp=bf16"),
+    ("train.combiner=gradvac", "train.smart={}"),
+    ("train.update=compromise", "train.combiner=gradvac", "train.group_size=5"),
+    ("train.update=compromise_reference", "train.combiner=gradvac", "train.group_size=5", "train.epochs=1"),
+    ("train.update=compromise", "train.combiner=gradvac", "train.group_size=4", "train.smart={}", "train.amp=bf16"),
+])
+def test_surgery_and_smart_train_end_to_end(tmp_path, overrides):
+    cfg = smoke_config(tmp_path, "base_model", "train.update=each_task", *overrides)
+    metrics = train(cfg, tmp_path / "run", progress=False)
+    assert metrics["updates"] == cfg.train.epochs * cfg.train.steps_per_epoch
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics["dev"].values())
+
+
+def test_resume_restores_gradvac_average_and_smart_teacher(tmp_path, monkeypatch):
+    overrides = ("train.update=compromise_reference", "train.combiner=gradvac", "train.group_size=4",
+                 "train.smart={lambda_s: 1.0, mu: 1.0}", "train.epochs=3", "train.steps_per_epoch=2")
+    full = train(smoke_config(tmp_path, "base_model", *overrides), tmp_path / "full", progress=False)
+    calls = {"n": 0}
+    original = train_module.evaluate
+
+    def crash(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", crash)
+    cfg = smoke_config(tmp_path, "base_model", *overrides)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", progress=False)
+    from safetensors.torch import load_file
+    extra = load_file(str(tmp_path / "resumed" / "checkpoints" / "last" / "extra.safetensors"))
+    assert extra["combiner.ema"].abs().sum() > 0 and any(k.startswith("smart.ema.") for k in extra)
+    monkeypatch.setattr(train_module, "evaluate", original)
+    resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    assert resumed["dev"] == full["dev"] and resumed["best_update"] == full["best_update"]
