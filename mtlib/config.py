@@ -50,7 +50,8 @@ class BackboneConfig:
 @dataclass(frozen=True)
 class DataConfig:
     dir: str | None          # None: $MTLIB_DATA, else ../shared/data/cs224n, else download
-    cache_dir: str           # tokenised data, keyed by backbone, max length and file hash
+    cache_dir: str           # tokenised data and encoder features, keyed by what they depend on
+    processed_dir: str       # augmented training files with their before/after class counts
     train_size: PerTask      # training examples kept per task (None: all), seeded sample
     dev_size: PerTask        # dev examples scored during training (None: all), fixed sample
     bucketing: bool          # group similar lengths into batches (less padding)
@@ -74,6 +75,8 @@ class ModelConfig:
     pair_mode: str                     # 'sentence' (one sequence) or 'embedding' (two passes)
     head: HeadConfig                   # every task's head ...
     head_overrides: dict = field(default_factory=dict)  # ... unless overridden: {task: {key: value}}
+    pals: str = "none"                 # projected attention layers: 'none', 'start' or 'after' (fine-tuning)
+    pal_args: dict = field(default_factory=dict)        # mtlib.pal.add_pals knobs: num_heads, head_dim
 
     def head_for(self, task: str) -> HeadConfig:
         return dataclasses.replace(self.head, **self.head_overrides.get(task, {}))
@@ -98,7 +101,13 @@ class TrainConfig:
     combiner: str                 # how per-task gradients combine, see mtlib.gradients.COMBINERS
     combiner_args: dict           # the combiner's own knobs, e.g. {beta: 0.01} for gradvac
     granularity: str              # 'whole' or 'layer': segments the combiner treats separately
-    smart: dict | None            # SMART's knobs (see mtlib.smart.Smart); null: no SMART
+    smart: bool                   # add SMART's regularisers to the loss
+    smart_args: dict              # SMART's knobs (mtlib.smart.Smart); {} = the paper's defaults
+    method: str                   # 'finetune', or 'random' (the random predictor: no training)
+    pretrain_heads: bool          # individual head pretraining on the frozen encoder first
+    pretrain_args: dict           # mtlib.pretrain.pretrain_heads knobs: lr, epochs, patience
+    init_from: str | None         # a run folder whose best weights start this run ({seed} is filled in)
+    sst_adjustment: bool          # fit the 5x5 SST adjustment matrix after training
     amp: str                      # 'none', 'bf16' (CPU or CUDA) or 'fp16' (CUDA, GradScaler)
     eval_every: int | None        # updates between dev evaluations; None: once per epoch
     eval_batch_size: int
@@ -291,6 +300,10 @@ def validate(config: Config, where: str = "config") -> None:
     _choose(t.update, UPDATES, f"{where}.train.update")
     _choose(t.combiner, COMBINERS, f"{where}.train.combiner")
     _choose(t.granularity, ("whole", "layer"), f"{where}.train.granularity")
+    _choose(t.method, ("finetune", "random"), f"{where}.train.method")
+    _choose(m.pals, ("none", "start", "after"), f"{where}.model.pals")
+    if m.pals == "after" and not t.init_from:
+        raise ConfigError(f"{where}.model.pals=after: PALs are added to a fine-tuned model; set train.init_from")
     if not t.tasks or len(set(t.tasks)) != len(t.tasks):
         raise ConfigError(f"{where}.train.tasks: must list distinct tasks")
     for task in t.tasks:

@@ -10,6 +10,7 @@ from mtlib.backbone import load_encoder
 from mtlib.config import TASK_NAMES, Config
 from mtlib.encode import Batch
 from mtlib.heads import Features, build_head
+from mtlib.pal import add_pals, freeze_all_but_pals
 from mtlib.tasks import TASKS
 
 
@@ -63,8 +64,12 @@ def num_parts(task: str, pair_mode: str) -> int:
     return 2 if TASKS[task].is_pair and pair_mode == "embedding" else 1
 
 
-def build_model(cfg: Config, encoder: nn.Module | None = None) -> MultitaskModel:
-    """The model a config describes; heads are initialised from the training seed."""
+def build_model(cfg: Config, encoder: nn.Module | None = None, with_pals: bool = True) -> MultitaskModel:
+    """The model a config describes; heads (and PALs) are initialised from the training seed.
+
+    ``with_pals=False`` leaves PALs out even when the config has them, for loading weights
+    trained without them first (PALs added after fine-tuning, see :func:`add_task_pals`).
+    """
     encoder = encoder if encoder is not None else load_encoder(cfg.backbone, seed=cfg.train.seed)
     size = encoder.config.hidden_size
     torch.manual_seed(cfg.train.seed)
@@ -72,7 +77,17 @@ def build_model(cfg: Config, encoder: nn.Module | None = None) -> MultitaskModel
         task: build_head(cfg.model.head_for(task), size, num_parts(task, cfg.model.pair_mode), TASKS[task].num_outputs)
         for task in TASK_NAMES
     }
-    return MultitaskModel(encoder, heads)
+    model = MultitaskModel(encoder, heads)
+    if with_pals and cfg.model.pals != "none":
+        add_task_pals(model, cfg)
+    return model
+
+
+def add_task_pals(model: MultitaskModel, cfg: Config) -> None:
+    """Attach one no-influence PAL per task; with ``pals: after``, freeze everything else."""
+    model.pals = add_pals(model.encoder, list(TASK_NAMES), seed=cfg.train.seed, **cfg.model.pal_args)
+    if cfg.model.pals == "after":
+        freeze_all_but_pals(model, model.pals)
 
 
 def parameter_counts(model: MultitaskModel) -> dict:

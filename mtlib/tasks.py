@@ -42,6 +42,12 @@ class Task:
             return (output > 0).long().cpu().numpy()
         return output.clamp(self.label_min, self.label_max).cpu().numpy()
 
+    def random_predictions(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """The random predictor: a uniformly drawn class, or a uniform score in the label range."""
+        if self.integer_labels:
+            return rng.integers(int(self.label_min), int(self.label_max) + 1, size=n)
+        return rng.uniform(self.label_min, self.label_max, size=n)
+
     def score(self, predictions: np.ndarray, labels: np.ndarray) -> float:
         predictions, labels = np.asarray(predictions, float), np.asarray(labels, float)
         if self.metric == "acc":

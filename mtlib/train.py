@@ -7,6 +7,7 @@ full training state, for ``resume``) until the run completes.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import shutil
@@ -19,21 +20,24 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from mtlib.augment import balance_classes, length_filter, write_augmented
 from mtlib.backbone import load_tokenizer
 from mtlib.checkpoint import checkpoint_exists, load_checkpoint, load_model_weights, save_checkpoint
 from mtlib.config import TASK_NAMES, Config, TrainConfig, config_from_dict
-from mtlib.data import file_name, find_data_dir, load_split
+from mtlib.data import file_name, find_data_dir, load_split, read_task_file
 from mtlib.encode import BatchStream, EncodedSplit, encode_split
-from mtlib.evaluate import autocast, evaluate, prediction_frame
-from mtlib.io import write_csv, write_json, write_text
-from mtlib.model import MultitaskModel, build_model, parameter_counts
+from mtlib.evaluate import autocast, evaluate, prediction_frame, score
 from mtlib.gradients import flat_grad, get_combiner, param_segments, write_grad, zero_grads
+from mtlib.io import write_csv, write_json, write_text
+from mtlib.model import MultitaskModel, add_task_pals, build_model, parameter_counts
+from mtlib.pretrain import pretrain_heads
 from mtlib.samplers import TaskSampler
 from mtlib.smart import Smart
 from mtlib.tasks import TASKS
 from mtlib.updates import UPDATES, PlanContext
 
 DEV_SAMPLE_SEED = 0  # the dev subsample is fixed: every run is scored on the same rows
+AUGMENTED_TASKS = ("sst", "para")  # the classification tasks whose classes EDA balances
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,8 +64,11 @@ def learning_rate(update: int, cfg: TrainConfig) -> float:
     return cfg.lr * max(0.0, (total - update) / max(1, total - cfg.warmup_steps))
 
 
-def prepare_data(cfg: Config, tokenizer, data_dir=None, splits=("train", "dev")) -> dict[str, dict[str, EncodedSplit]]:
-    """``{split: {task: EncodedSplit}}``: validated, subsampled as the profile says, tokenised."""
+def prepare_data(cfg: Config, tokenizer, data_dir=None, splits=("train", "dev"),
+                 counts: dict | None = None) -> dict[str, dict[str, EncodedSplit]]:
+    """``{split: {task: EncodedSplit}}``: validated, subsampled as the profile says, tokenised;
+    training data length-filtered and augmented when the config says so (``counts``, if
+    given, receives the training-set size per task after each of those steps)."""
     folder = find_data_dir(data_dir or cfg.data.dir)
     out = {}
     for split in splits:
@@ -72,9 +79,40 @@ def prepare_data(cfg: Config, tokenizer, data_dir=None, splits=("train", "dev"))
             size = {"train": cfg.data.train_size[task], "dev": cfg.data.dev_size[task]}.get(split)
             seed = cfg.train.seed if split == "train" else DEV_SAMPLE_SEED
             frame = load_split(folder, task, split, size, seed)
-            out[split][task] = encode_split(tokenizer, frame, task, cfg.model.pair_mode, cfg.backbone.max_length,
-                                            cfg.data.cache_dir, cfg.backbone.name)
+            encoded = _encode(cfg, tokenizer, frame, task)
+            if split == "train":
+                frame, encoded = _prepare_training(cfg, tokenizer, frame, encoded, task, counts)
+            out[split][task] = encoded
     return out
+
+
+def _encode(cfg: Config, tokenizer, frame, task: str) -> EncodedSplit:
+    return encode_split(tokenizer, frame, task, cfg.model.pair_mode, cfg.backbone.max_length,
+                        cfg.data.cache_dir, cfg.backbone.name)
+
+
+def _prepare_training(cfg: Config, tokenizer, frame, encoded: EncodedSplit, task: str, counts: dict | None):
+    """Drop the longest inputs, then EDA-balance SST and Quora (cached in data/processed)."""
+    d = cfg.data
+    counts = {} if counts is None else counts
+    counts.setdefault("loaded", {})[task] = len(frame)
+    if d.length_filter > 0:
+        frame, _ = length_filter(frame, encoded.lengths(), d.length_filter)
+        frame = frame.reset_index(drop=True)
+        encoded = _encode(cfg, tokenizer, frame, task)
+        counts.setdefault("length_filtered", {})[task] = len(frame)
+    if d.augment and task in AUGMENTED_TASKS:
+        spec = TASKS[task]
+        key = hashlib.sha256("\x1f".join(frame["id"]).encode() + f"{task}/{cfg.train.seed}".encode()).hexdigest()[:16]
+        path = Path(d.processed_dir) / f"{task}-train-augmented-{key}.csv"
+        if not path.exists():
+            augmented, classes = balance_classes(frame, list(spec.text_columns), spec.label_column, seed=cfg.train.seed)
+            write_csv(path.with_name(path.stem + "-counts.csv"), classes.reset_index())
+            write_augmented(augmented, path)
+        frame = read_task_file(path, task)
+        encoded = _encode(cfg, tokenizer, frame, task)
+        counts.setdefault("augmented", {})[task] = len(frame)
+    return frame, encoded
 
 
 def save_config(cfg: Config, path: Path) -> None:
@@ -132,7 +170,7 @@ class Stepper:
         self.task_index = {task: i for i, task in enumerate(t.tasks)}
         self.combiner_state = self.combiner.init_state(len(t.tasks), len(self.segments))
         total = t.epochs * t.steps_per_epoch
-        self.smart = Smart(model, **{"total_steps": total, **t.smart}) if t.smart is not None else None
+        self.smart = Smart(model, **{"total_steps": total, **t.smart_args}) if t.smart else None
         self.batch_counts: dict[str, int] = {}
         self.counts_epoch = 0
 
@@ -209,10 +247,28 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
     seed_everything(t.seed)
 
     tokenizer = load_tokenizer(cfg.backbone)
-    data = prepare_data(cfg, tokenizer, data_dir)
+    data_counts: dict = {}
+    data = prepare_data(cfg, tokenizer, data_dir, counts=data_counts)
     data["dev"] = {task: data["dev"][task] for task in t.tasks}
+    data_counts["dev"] = {task: len(split) for task, split in data["dev"].items()}
+    if t.method == "random":
+        return random_run(cfg, tokenizer, data, out_dir, data_dir, data_counts)
     pad_id = tokenizer.pad_token_id
-    model = build_model(cfg).to(device)
+    model = build_model(cfg, with_pals=False)
+    if t.init_from:
+        load_model_weights(Path(t.init_from.format(seed=t.seed)) / "checkpoints" / "best", model)
+    if cfg.model.pals != "none":
+        add_task_pals(model, cfg)
+    model.to(device)
+    resuming = resume and checkpoint_exists(last_ckpt)
+    if t.pretrain_heads and not resuming:
+        history = pretrain_heads(model, {k: data["train"][k] for k in t.tasks}, data["dev"], seed=t.seed,
+                                 batch_size={k: t.batch_size[k] for k in t.tasks}, device=device, amp=t.amp,
+                                 pad_id=pad_id, eval_batch_size=t.eval_batch_size, bucketing=cfg.data.bucketing,
+                                 cache_dir=Path(cfg.data.cache_dir) / "features", progress=progress, **t.pretrain_args)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_csv(out_dir / "pretrain_history.csv",
+                  pd.concat([pd.DataFrame(rows).assign(task=task) for task, rows in history.items()]))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
     streams = {task: BatchStream(data["train"][task], t.batch_size[task], t.seed, pad_id, cfg.data.bucketing)
@@ -223,7 +279,7 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
 
     state = {"update": 0, "best_score": -math.inf, "best_update": 0, "bad_evals": 0, "stopped_early": False,
              "examples": 0, "tokens": 0, "train_seconds": 0.0, "history": []}
-    if resume and checkpoint_exists(last_ckpt):
+    if resuming:
         state, extra = load_checkpoint(last_ckpt, model, optimizer)
         sampler.load_state_dict(state["sampler"])
         for task, stream in streams.items():
@@ -239,6 +295,9 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
     total = t.epochs * t.steps_per_epoch
     eval_every = t.eval_every or t.steps_per_epoch
     bar = tqdm(total=total, initial=state["update"], disable=not progress, desc=cfg.experiment, mininterval=5)
+    if t.init_from and not resuming:  # the starting point competes for "best": PALs must earn their place
+        _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, stepper, data["dev"], pad_id,
+                                 device, state, 0, out_dir, last_ckpt, best_ckpt)
     model.train()
     while state["update"] < total and not state["stopped_early"]:
         started = time.perf_counter()
@@ -255,7 +314,7 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
             _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, stepper, data["dev"], pad_id,
                                      device, state, epoch, out_dir, last_ckpt, best_ckpt)
     bar.close()
-    return finish_run(cfg, model, tokenizer, data, device, state, out_dir, data_dir)
+    return finish_run(cfg, model, tokenizer, data, device, state, out_dir, data_dir, data_counts)
 
 
 def selection_score(metrics: dict[str, float]) -> float:
@@ -286,7 +345,31 @@ def _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, st
     write_csv(out_dir / "history.csv", pd.DataFrame(state["history"]))
 
 
-def finish_run(cfg: Config, model: MultitaskModel, tokenizer, data, device, state, out_dir: Path, data_dir) -> dict:
+def random_run(cfg: Config, tokenizer, data, out_dir: Path, data_dir, data_counts: dict) -> dict:
+    """The random predictor: uniformly drawn labels (a floor every method must clear)."""
+    rng = np.random.default_rng(cfg.train.seed)
+    splits = {"dev": data["dev"]}
+    if cfg.train.predict_test:
+        splits["test"] = prepare_data(cfg, tokenizer, data_dir, splits=("test-student",))["test-student"]
+    metrics = {"dev": {}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "config.yaml")
+    for split, encoded in splits.items():
+        predictions = {task: TASKS[task].random_predictions(len(s), rng) for task, s in encoded.items()}
+        scores = score({t: s for t, s in encoded.items() if s.labels is not None}, predictions)
+        if scores:
+            metrics[split] = scores
+        for task, values in predictions.items():
+            write_csv(out_dir / "predictions" / f"{task}-{split}.csv", prediction_frame(encoded[task], values))
+    metrics.update(best_update=0, updates=0, stopped_early=False, train_seconds=0.0, data=data_counts,
+                   params={"total": 0, "trainable": 0, "shared": 0, "task_specific": {t: 0 for t in TASK_NAMES}},
+                   backbone=cfg.backbone.name, profile=cfg.profile, experiment=cfg.experiment, seed=cfg.train.seed)
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def finish_run(cfg: Config, model: MultitaskModel, tokenizer, data, device, state, out_dir: Path, data_dir,
+               data_counts: dict) -> dict:
     """Score the best checkpoint, write predictions and metrics.json, drop what is not kept."""
     t = cfg.train
     load_model_weights(out_dir / "checkpoints" / "best", model)
@@ -307,7 +390,7 @@ def finish_run(cfg: Config, model: MultitaskModel, tokenizer, data, device, stat
     metrics.update(train_seconds=round(state["train_seconds"], 2),
                    train_examples_per_second=round(state["examples"] / seconds, 2),
                    train_tokens_per_second=round(state["tokens"] / seconds, 2),
-                   params=parameter_counts(model),
+                   params=parameter_counts(model), data=data_counts,
                    backbone=cfg.backbone.name, profile=cfg.profile, experiment=cfg.experiment, seed=t.seed)
     write_json(out_dir / "metrics.json", metrics)
     shutil.rmtree(out_dir / "checkpoints" / "last", ignore_errors=True)

@@ -54,4 +54,5 @@ def smoke_config(tmp_path: Path, experiment: str = "base_model", *overrides: str
     if not data.exists():
         write_task_files(data)
     return load_config(ROOT / "params.yaml", experiment, "smoke",
-                       overrides=[f"data.dir={data}", f"data.cache_dir={tmp_path / 'cache'}", *overrides])
+                       overrides=[f"data.dir={data}", f"data.cache_dir={tmp_path / 'cache'}",
+                                  f"data.processed_dir={tmp_path / 'processed'}", *overrides])

@@ -145,10 +145,10 @@ def test_layer_granularity_gives_one_ema_per_segment(setup):
 @pytest.mark.parametrize("overrides", [
     ("train.combiner=pcgrad",),
     ("train.combiner=gradvac", "train.amp=bf16"),
-    ("train.combiner=gradvac", "train.smart={}"),
+    ("train.combiner=gradvac", "train.smart=true"),
     ("train.update=compromise", "train.combiner=gradvac", "train.group_size=5"),
     ("train.update=compromise_reference", "train.combiner=gradvac", "train.group_size=5", "train.epochs=1"),
-    ("train.update=compromise", "train.combiner=gradvac", "train.group_size=4", "train.smart={}", "train.amp=bf16"),
+    ("train.update=compromise", "train.combiner=gradvac", "train.group_size=4", "train.smart=true", "train.amp=bf16"),
 ])
 def test_surgery_and_smart_train_end_to_end(tmp_path, overrides):
     cfg = smoke_config(tmp_path, "base_model", "train.update=each_task", *overrides)
@@ -159,7 +159,7 @@ def test_surgery_and_smart_train_end_to_end(tmp_path, overrides):
 
 def test_resume_restores_gradvac_average_and_smart_teacher(tmp_path, monkeypatch):
     overrides = ("train.update=compromise_reference", "train.combiner=gradvac", "train.group_size=4",
-                 "train.smart={lambda_s: 1.0, mu: 1.0}", "train.epochs=3", "train.steps_per_epoch=2")
+                 "train.smart=true", "train.smart_args={lambda_s: 1.0, mu: 1.0}", "train.epochs=3", "train.steps_per_epoch=2")
     full = train(smoke_config(tmp_path, "base_model", *overrides), tmp_path / "full", progress=False)
     calls = {"n": 0}
     original = train_module.evaluate

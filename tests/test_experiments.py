@@ -1,0 +1,81 @@
+"""Every named experiment runs; the study's methods do what their configs say."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from mtlib.train import train
+from tests.helpers import ROOT, smoke_config
+
+EXPERIMENTS = list(yaml.safe_load((ROOT / "params.yaml").read_text())["experiments"])
+SHORT = ("train.epochs=1", "train.steps_per_epoch=2", "train.pretrain_args={lr: 1.0e-3, epochs: 2, patience: 1}",
+         "model.pal_args={num_heads: 2, head_dim: 4}")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("experiments")
+
+
+@pytest.fixture(scope="module")
+def advanced_run(workdir):
+    out = workdir / "runs" / "advanced_model" / "seed1"
+    train(smoke_config(workdir, "advanced_model", *SHORT), out, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_runs_on_the_smoke_profile(name, workdir, advanced_run):
+    extra = [f"train.init_from={workdir}/runs/advanced_model/seed{{seed}}"] if name.startswith("pal_after") else []
+    out = workdir / "runs" / name / "seed1"
+    if name == "advanced_model":
+        metrics = json.loads((out / "metrics.json").read_text())
+    else:
+        metrics = train(smoke_config(workdir, name, *SHORT, *extra), out, progress=False)
+    cfg = smoke_config(workdir, name, *SHORT, *extra)
+    assert set(metrics["dev"]) >= {f"{t}/{'pearson' if t == 'sts' else 'acc'}" for t in cfg.train.tasks}
+    assert all(-1 <= v <= 1 for v in metrics["dev"].values())
+
+
+def test_augmentation_balances_classes_after_the_length_filter(workdir, advanced_run):
+    metrics = json.loads((advanced_run / "metrics.json").read_text())
+    counts = metrics["data"]
+    assert counts["length_filtered"]["sst"] == counts["loaded"]["sst"] - int(0.02 * counts["loaded"]["sst"])
+    assert counts["augmented"]["sst"] > counts["length_filtered"]["sst"]
+    assert "sts" not in counts["augmented"]  # regression targets are not balanced
+    files = sorted((workdir / "processed").glob("sst-train-augmented-*-counts.csv"))
+    table = pd.read_csv(files[0])
+    assert table["after"].nunique() == 1 and table["after"].iloc[0] == table["before"].max()
+
+
+def test_pretraining_writes_curves_and_changes_heads(advanced_run):
+    history = pd.read_csv(advanced_run / "pretrain_history.csv")
+    assert set(history["task"]) == {"sst", "para", "sts"} and (history.groupby("task")["epoch"].max() >= 1).all()
+
+
+def test_pal_after_trains_only_pals_and_starts_from_the_fine_tuned_model(workdir, advanced_run):
+    out = workdir / "pal_after_check"
+    metrics = train(smoke_config(workdir, "pal_after", *SHORT, f"train.init_from={advanced_run}",
+                                 "train.keep_checkpoint=true"), out, progress=False)
+    before = load_file(str(advanced_run / "checkpoints" / "best" / "model.safetensors"))
+    after = load_file(str(out / "checkpoints" / "best" / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)  # encoder and heads frozen
+    assert any(k.startswith("pals.") for k in after) and set(after) - set(before) == {k for k in after if k.startswith("pals.")}
+    assert metrics["params"]["trainable"] == sum(metrics["params"]["task_specific"].values()) - sum(
+        before[k].numel() for k in before if k.startswith("heads."))
+    history = pd.read_csv(out / "history.csv")
+    start = json.loads((advanced_run / "metrics.json").read_text())["dev"]
+    assert history.loc[0, "update"] == 0 and history.loc[0, "mean"] == pytest.approx(start["mean"])
+
+
+def test_random_predictor_is_uniform_and_seeded(workdir):
+    a = train(smoke_config(workdir, "random_predictor", "data.dev_size={sst: null, para: null, sts: null}"),
+              workdir / "rp1", progress=False)
+    b = train(smoke_config(workdir, "random_predictor", "data.dev_size={sst: null, para: null, sts: null}"),
+              workdir / "rp2", progress=False)
+    assert a["dev"] == b["dev"] and a["params"]["total"] == 0
+    sst = pd.read_csv(workdir / "rp1" / "predictions" / "sst-dev.csv")["sentiment"]
+    assert sst.between(0, 4).all() and sst.nunique() >= 4
