@@ -23,15 +23,22 @@ def autocast(amp: str, device: torch.device):
 
 @torch.no_grad()
 def predict_split(model, split: EncodedSplit, batch_size: int, pad_id: int, device: torch.device,
-                  amp: str = "none") -> np.ndarray:
-    """Predicted labels (STS: clamped scores) for every row of ``split``, in row order."""
+                  amp: str = "none", sst_adjustment: torch.Tensor | None = None) -> np.ndarray:
+    """Predicted labels (STS: clamped scores) for every row of ``split``, in row order; SST
+    through the 5x5 adjustment matrix when one is given (mtlib.adjust)."""
     was_training = model.training
     model.eval()
     predictions = np.zeros(len(split), dtype=float)
     for batch in eval_batches(split, batch_size, pad_id):
         with autocast(amp, device):
             output = model(batch.to(device))
-        predictions[batch.index] = TASKS[split.task].predict(output)
+        if split.task == "sst" and sst_adjustment is not None:
+            from mtlib.adjust import apply_adjustment  # (mtlib.adjust imports this module)
+
+            probs = output.float().softmax(-1)
+            predictions[batch.index] = apply_adjustment(probs, sst_adjustment.to(probs.device)).cpu().numpy()
+        else:
+            predictions[batch.index] = TASKS[split.task].predict(output)
     model.train(was_training)
     return predictions
 
@@ -44,13 +51,14 @@ def score(splits: dict[str, EncodedSplit], predictions: dict[str, np.ndarray]) -
     return metrics
 
 
-def evaluate(model, splits: dict[str, EncodedSplit], batch_size: int, pad_id: int,
-             device: torch.device, amp: str = "none") -> tuple[dict[str, float], dict[str, np.ndarray], dict]:
+def evaluate(model, splits: dict[str, EncodedSplit], batch_size: int, pad_id: int, device: torch.device,
+             amp: str = "none", sst_adjustment: torch.Tensor | None = None,
+             ) -> tuple[dict[str, float], dict[str, np.ndarray], dict]:
     """Predict every split, score the labelled ones; also returns timing."""
     start, examples = time.perf_counter(), 0
     predictions = {}
     for task, split in splits.items():
-        predictions[task] = predict_split(model, split, batch_size, pad_id, device, amp)
+        predictions[task] = predict_split(model, split, batch_size, pad_id, device, amp, sst_adjustment)
         examples += len(split)
     seconds = time.perf_counter() - start
     labelled = {t: s for t, s in splits.items() if s.labels is not None}

@@ -20,6 +20,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from mtlib.adjust import fit_adjustment, save_adjustment, sst_probabilities
 from mtlib.augment import balance_classes, length_filter, write_augmented
 from mtlib.backbone import load_tokenizer
 from mtlib.checkpoint import checkpoint_exists, load_checkpoint, load_model_weights, save_checkpoint
@@ -37,7 +38,8 @@ from mtlib.tasks import TASKS
 from mtlib.updates import UPDATES, PlanContext
 
 DEV_SAMPLE_SEED = 0  # the dev subsample is fixed: every run is scored on the same rows
-AUGMENTED_TASKS = ("sst", "para")  # the classification tasks whose classes EDA balances
+AUGMENTED_TASKS = ("sst", "para")
+ADJUSTMENT_FILE = "sst_adjustment.safetensors"  # the classification tasks whose classes EDA balances
 
 
 def resolve_device(name: str) -> torch.device:
@@ -379,8 +381,14 @@ def finish_run(cfg: Config, model: MultitaskModel, tokenizer, data, device, stat
         splits["test"] = {task: split for task, split in test.items() if task in t.tasks}
     metrics = {"dev": {}, "best_update": state["best_update"], "updates": state["update"],
                "stopped_early": state["stopped_early"]}
+    adjustment = None
+    if t.sst_adjustment:
+        adjustment = fit_sst_adjustment(model, data["train"]["sst"], tokenizer.pad_token_id, device, t, out_dir)
+        metrics["dev_unadjusted"], _, _ = evaluate(model, data["dev"], t.eval_batch_size, tokenizer.pad_token_id,
+                                                   device, t.amp)
     for split, encoded in splits.items():
-        scores, predictions, timing = evaluate(model, encoded, t.eval_batch_size, tokenizer.pad_token_id, device, t.amp)
+        scores, predictions, timing = evaluate(model, encoded, t.eval_batch_size, tokenizer.pad_token_id, device,
+                                               t.amp, adjustment)
         if scores:
             metrics[split] = scores
         metrics.setdefault("eval_examples_per_second", round(timing["examples_per_second"], 2))
@@ -397,3 +405,12 @@ def finish_run(cfg: Config, model: MultitaskModel, tokenizer, data, device, stat
     if not t.keep_checkpoint:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return metrics
+
+
+def fit_sst_adjustment(model, train_sst: EncodedSplit, pad_id: int, device, t: TrainConfig, out_dir: Path):
+    """The 5x5 SST adjustment matrix, fitted on the frozen model's training-set probabilities
+    and saved beside the run (``sst_adjustment.safetensors``) for evaluate and predict."""
+    probs = sst_probabilities(model, train_sst, t.eval_batch_size, pad_id, device, t.amp)
+    matrix = fit_adjustment(probs, torch.tensor(np.asarray(train_sst.labels, dtype=np.int64)))
+    save_adjustment(out_dir / ADJUSTMENT_FILE, matrix, {"fitted_on": "sst train", "examples": len(train_sst)})
+    return matrix

@@ -79,3 +79,18 @@ def test_random_predictor_is_uniform_and_seeded(workdir):
     assert a["dev"] == b["dev"] and a["params"]["total"] == 0
     sst = pd.read_csv(workdir / "rp1" / "predictions" / "sst-dev.csv")["sentiment"]
     assert sst.between(0, 4).all() and sst.nunique() >= 4
+
+
+def test_sst_adjustment_is_saved_and_applied_by_evaluate_and_predict(workdir):
+    from mtlib.adjust import load_adjustment
+    from mtlib.run import evaluate_run, predict_file
+
+    out = workdir / "adjusted"
+    metrics = train(smoke_config(workdir, "base_model", *SHORT, "train.sst_adjustment=true"), out, progress=False)
+    matrix, _ = load_adjustment(out / "sst_adjustment.safetensors")  # reference-code defect 7: never saved
+    assert matrix.shape == (5, 5) and "dev_unadjusted" in metrics
+    data = workdir / "data"
+    assert evaluate_run(out, data)["dev"] == pytest.approx(metrics["dev"])
+    predict_file(out, "sst", data / "ids-sst-dev.csv", workdir / "sst-pred.csv")
+    run_predictions = pd.read_csv(out / "predictions" / "sst-dev.csv")
+    assert pd.read_csv(workdir / "sst-pred.csv").equals(run_predictions)
