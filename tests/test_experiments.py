@@ -86,7 +86,8 @@ def test_sst_adjustment_is_saved_and_applied_by_evaluate_and_predict(workdir):
     from mtlib.run import evaluate_run, predict_file
 
     out = workdir / "adjusted"
-    metrics = train(smoke_config(workdir, "base_model", *SHORT, "train.sst_adjustment=true"), out, progress=False)
+    metrics = train(smoke_config(workdir, "base_model", *SHORT, "train.sst_adjustment=true",
+                                 "train.keep_checkpoint=true"), out, progress=False)
     matrix, _ = load_adjustment(out / "sst_adjustment.safetensors")  # reference-code defect 7: never saved
     assert matrix.shape == (5, 5) and "dev_unadjusted" in metrics
     data = workdir / "data"

@@ -81,7 +81,7 @@ def test_interrupted_run_resumes_to_identical_metrics(tmp_path, monkeypatch):
 
 
 def test_run_folder_contents(tmp_path):
-    train(smoke_config(tmp_path), tmp_path / "run", progress=False)
+    train(smoke_config(tmp_path, "base_model", "train.keep_checkpoint=true"), tmp_path / "run", progress=False)
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["dev"]) == {"sst/acc", "para/acc", "sts/pearson", "mean"}
@@ -94,6 +94,8 @@ def test_run_folder_contents(tmp_path):
     assert (run / "checkpoints" / "best" / "model.safetensors").exists()
     assert "lr:" in (run / "config.yaml").read_text()
     assert not list(run.rglob("*.tmp")) and not list(run.rglob("*.pt"))
+    train(smoke_config(tmp_path, "base_model", "train.keep_checkpoint=false"), tmp_path / "lean", progress=False)
+    assert not (tmp_path / "lean" / "checkpoints").exists() and (tmp_path / "lean" / "metrics.json").exists()
 
 
 def test_learning_rate_schedule(tmp_path):
@@ -119,7 +121,7 @@ def test_cli_train_evaluate_predict_end_to_end(tmp_path, capsys):
     data = write_task_files(tmp_path / "data")
     run = tmp_path / "run"
     common = ["--params", str(ROOT / "params.yaml"), "--profile", "smoke", "--data", str(data), "--no-progress",
-              "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+              "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "train.keep_checkpoint=true"]
     assert main(["train", "--experiment", "base_model", "--out", str(run), *common]) == 0
     trained = json.loads((run / "metrics.json").read_text())
     assert main(["evaluate", "--run", str(run), "--data", str(data)]) == 0
