@@ -26,7 +26,8 @@ the call's time minus its epochs (hashing the encoder's weights, then encoding +
 or reading). The ratio for the report's 25 epochs is projected from them.
 
 Usage
-  .venv/bin/python benchmarks/bench_pretrain_cache.py                      # minilm, ~3 min on 2 cores
+  .venv/bin/python benchmarks/bench_pretrain_cache.py                      # minilm, ~2-3 min on 2 cores
+  .venv/bin/python benchmarks/bench_pretrain_cache.py --threads 1          # better when the other core is busy
   .venv/bin/python benchmarks/bench_pretrain_cache.py --backbone tiny-random --examples 2000
   .venv/bin/python benchmarks/bench_pretrain_cache.py --head lstm --epochs 5
 """
@@ -111,8 +112,9 @@ def main(argv=None) -> int:
     print(f"backbone {args.backbone}, heads {[type(h).__name__ for h in model.heads.values()]}, "
           f"pair mode {cfg.model.pair_mode}, max_length {cfg.backbone.max_length}, amp {args.amp}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"rows (train, dev) per task {sizes}; batch sizes {dict(sst=cfg.train.batch_size.sst, para=cfg.train.batch_size.para, sts=cfg.train.batch_size.sts)}; "
-          f"{args.epochs} epochs, lr 1e-3, seed {cfg.train.seed}")
+    batch_sizes = {t: cfg.train.batch_size[t] for t in TASK_NAMES}
+    print(f"rows (train, dev) per task {sizes}; batch sizes {batch_sizes}; eval/encode batch "
+          f"{cfg.train.eval_batch_size}; {args.epochs} epochs, lr 1e-3, seed {cfg.train.seed}")
     if hasattr(os, "getloadavg"):
         print(f"load average at start {os.getloadavg()[0]:.2f} ({os.cpu_count()} logical CPUs)")
 

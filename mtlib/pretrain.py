@@ -90,7 +90,8 @@ class CachedFeatures:
 class EncoderFeatures:
     """The uncached alternative: runs the encoder on every batch (``pretrain_heads(cache=False)``).
 
-    Its output is rounded as :class:`CachedFeatures` stores it, so the two agree."""
+    Its output is rounded as :class:`CachedFeatures` stores it, so the two agree. The model
+    must be in eval mode, as :func:`pretrain_heads` puts it."""
 
     def __init__(self, model, split: EncodedSplit, pad_id: int, device: torch.device, amp: str, token_level: bool):
         self.model, self.split, self.pad_id = model, split, pad_id
@@ -114,9 +115,11 @@ class EncoderFeatures:
 def encode_features(model, split: EncodedSplit, batch_size: int, pad_id: int, device: torch.device,
                     amp: str = "none", token_level: bool = False) -> CachedFeatures:
     """Run the encoder (eval mode, no grad) over ``split`` once; see the module docstring."""
+    n = len(split)
+    if n == 0:
+        raise ValueError(f"{split.task}: an empty split has no features")
     was_training = model.training
     model.eval()
-    n = len(split)
     cls = None
     rows_tokens = [[None] * n for _ in split.parts] if token_level else []
     for batch in eval_batches(split, batch_size, pad_id):
@@ -148,13 +151,12 @@ def encoder_fingerprint(model) -> str:
 
 
 def cache_key(fingerprint: str, model, split: EncodedSplit, amp: str, token_level: bool) -> str:
-    """A hash of what the features depend on: the encoder (name and weights), the task (PAL
-    routing), the ids and token ids (which fix max length and pair mode), amp and the format."""
-    encoder_config = getattr(model.encoder, "config", None)
-    name = getattr(encoder_config, "_name_or_path", "") or getattr(encoder_config, "model_type", "")
+    """A hash of what the features depend on: the encoder (its class and every weight, so a
+    backbone, a seed or a checkpoint gets its own files), the task (PAL routing), the ids and
+    token ids (which fix the tokenizer, max length and pair mode), amp and the file format."""
     h = hashlib.sha256()
-    h.update(json.dumps([CACHE_FORMAT, name, fingerprint, split.task, len(split.parts), amp, token_level,
-                         str(TOKEN_DTYPE)]).encode())
+    h.update(json.dumps([CACHE_FORMAT, type(model.encoder).__name__, fingerprint, split.task, len(split.parts),
+                         amp, token_level, str(TOKEN_DTYPE)]).encode())
     h.update("\x1f".join(split.ids).encode())
     for ids, types in split.parts:
         for seqs in (ids, types):
