@@ -173,6 +173,7 @@ def training_plan(cfg, data, pad_id: int, updates: int, batch: int | None) -> li
     from mtlib.config import TASK_NAMES
     from mtlib.encode import BatchStream
     from mtlib.samplers import TaskSampler
+    from mtlib.updates import updates_per_epoch
 
     t = cfg.train
     sizes = {task: len(data["train"][task]) for task in TASK_NAMES}
@@ -181,7 +182,7 @@ def training_plan(cfg, data, pad_id: int, updates: int, batch: int | None) -> li
                for task in TASK_NAMES}
     plan = []
     for update in range(updates):
-        epoch = min(update // t.steps_per_epoch + 1, t.epochs)
+        epoch = min(update // updates_per_epoch(t) + 1, t.epochs)
         micro = []
         for _ in range(t.accumulation):
             task = sampler.draw(epoch)

@@ -86,7 +86,7 @@ class ModelConfig:
 class TrainConfig:
     seed: int
     epochs: int
-    steps_per_epoch: int          # optimiser updates per epoch
+    batches_per_epoch: int        # micro-batches per epoch: one data budget whatever the update rule
     batch_size: PerTask           # physical (micro-)batch size per task
     accumulation: int             # distinct micro-batches per optimiser update
     lr: float
@@ -316,7 +316,7 @@ def validate(config: Config, where: str = "config") -> None:
     _choose(t.amp, ("none", "bf16", "fp16"), f"{where}.train.amp")
     _choose(t.schedule, ("constant", "linear"), f"{where}.train.schedule")
     _choose(t.device, ("auto", "cpu", "cuda"), f"{where}.train.device")
-    for name in ("epochs", "steps_per_epoch", "accumulation", "eval_batch_size"):
+    for name in ("epochs", "batches_per_epoch", "accumulation", "eval_batch_size"):
         if getattr(t, name) < 1:
             raise ConfigError(f"{where}.train.{name}: must be >= 1")
     if not 0.0 <= d.length_filter < 1.0:

@@ -35,7 +35,7 @@ from mtlib.pretrain import pretrain_heads
 from mtlib.samplers import TaskSampler
 from mtlib.smart import Smart
 from mtlib.tasks import TASKS
-from mtlib.updates import UPDATES, PlanContext
+from mtlib.updates import UPDATES, PlanContext, updates_per_epoch
 
 DEV_SAMPLE_SEED = 0  # the dev subsample is fixed: every run is scored on the same rows
 AUGMENTED_TASKS = ("sst", "para")
@@ -58,7 +58,7 @@ def seed_everything(seed: int) -> None:
 
 def learning_rate(update: int, cfg: TrainConfig) -> float:
     """Linear warm-up over ``warmup_steps``, then constant or linear decay to 0."""
-    total = cfg.epochs * cfg.steps_per_epoch
+    total = cfg.epochs * updates_per_epoch(cfg)
     if update < cfg.warmup_steps:
         return cfg.lr * (update + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
@@ -171,7 +171,7 @@ class Stepper:
         self.segments = param_segments(named, t.granularity)
         self.task_index = {task: i for i, task in enumerate(t.tasks)}
         self.combiner_state = self.combiner.init_state(len(t.tasks), len(self.segments))
-        total = t.epochs * t.steps_per_epoch
+        total = t.epochs * updates_per_epoch(t)
         self.smart = Smart(model, **{"total_steps": total, **t.smart_args}) if t.smart else None
         self.batch_counts: dict[str, int] = {}
         self.counts_epoch = 0
@@ -294,8 +294,9 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "config.yaml")
 
-    total = t.epochs * t.steps_per_epoch
-    eval_every = t.eval_every or t.steps_per_epoch
+    per_epoch = updates_per_epoch(t)
+    total = t.epochs * per_epoch
+    eval_every = t.eval_every or per_epoch
     bar = tqdm(total=total, initial=state["update"], disable=not progress, desc=cfg.experiment, mininterval=5)
     if t.init_from and not resuming:  # the starting point competes for "best": PALs must earn their place
         _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, stepper, data["dev"], pad_id,
@@ -303,7 +304,7 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
     model.train()
     while state["update"] < total and not state["stopped_early"]:
         started = time.perf_counter()
-        epoch = state["update"] // t.steps_per_epoch + 1
+        epoch = state["update"] // per_epoch + 1
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(state["update"], t)
         examples, tokens = stepper.step(state["update"], epoch)

@@ -61,6 +61,20 @@ def compromise_reference(ctx: PlanContext) -> list[tuple[str, float]]:
     return [(task, weights[task]) for task in tasks]
 
 
+def batches_per_update(t) -> int:
+    """Micro-batches one update consumes under ``t`` (a TrainConfig)."""
+    if t.update == "sampled":
+        return t.accumulation
+    if t.update == "each_task":
+        return len(t.tasks) * t.accumulation
+    return t.group_size
+
+
+def updates_per_epoch(t) -> int:
+    """Updates per epoch, so that every update rule sees ``batches_per_epoch`` batches."""
+    return max(1, round(t.batches_per_epoch / batches_per_update(t)))
+
+
 UPDATES = {
     "sampled": sampled,
     "each_task": each_task,

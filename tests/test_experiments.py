@@ -11,7 +11,7 @@ from mtlib.train import train
 from tests.helpers import ROOT, smoke_config
 
 EXPERIMENTS = list(yaml.safe_load((ROOT / "params.yaml").read_text())["experiments"])
-SHORT = ("train.epochs=1", "train.steps_per_epoch=2", "train.pretrain_args={lr: 1.0e-3, epochs: 2, patience: 1}",
+SHORT = ("train.epochs=1", "train.batches_per_epoch=2", "train.pretrain_args={lr: 1.0e-3, epochs: 2, patience: 1}",
          "model.pal_args={num_heads: 2, head_dim: 4}")
 
 

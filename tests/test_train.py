@@ -28,7 +28,7 @@ def test_accumulation_consumes_distinct_micro_batches(tmp_path, monkeypatch):
         return original(self, batch, *args, **kwargs)
 
     monkeypatch.setattr(MultitaskModel, "forward", spy)
-    cfg = smoke_config(tmp_path, "base_model", "train.accumulation=3", "train.epochs=1", "train.steps_per_epoch=4",
+    cfg = smoke_config(tmp_path, "base_model", "train.accumulation=3", "train.epochs=1", "train.batches_per_epoch=12",
                        "train.sampler=round_robin")
     metrics = train(cfg, tmp_path / "run", progress=False)
     assert len(seen) == 12 and metrics["updates"] == 4
@@ -52,7 +52,7 @@ def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
 
 
 def test_interrupted_run_resumes_to_identical_metrics(tmp_path, monkeypatch):
-    overrides = ("train.epochs=4", "train.steps_per_epoch=3", "train.sampler=annealed", "train.accumulation=2")
+    overrides = ("train.epochs=4", "train.batches_per_epoch=6", "train.sampler=annealed", "train.accumulation=2")
     full = train(smoke_config(tmp_path, "base_model", *overrides), tmp_path / "full", progress=False)
 
     calls = {"n": 0}
@@ -100,7 +100,7 @@ def test_run_folder_contents(tmp_path):
 
 def test_learning_rate_schedule(tmp_path):
     cfg = smoke_config(tmp_path, "base_model", "train.warmup_steps=4", "train.schedule=linear", "train.lr=1.0",
-                       "train.epochs=2", "train.steps_per_epoch=6").train
+                       "train.epochs=2", "train.batches_per_epoch=6").train
     rates = [learning_rate(u, cfg) for u in range(12)]
     assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert rates[4] == pytest.approx(1.0) and rates[-1] == pytest.approx(1 / 8)

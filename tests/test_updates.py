@@ -10,7 +10,7 @@ from mtlib.samplers import TaskSampler
 from mtlib.tasks import TASKS
 from mtlib.train import Stepper, prepare_data, train
 from mtlib.encode import BatchStream
-from mtlib.updates import UPDATES, PlanContext
+from mtlib.updates import UPDATES, PlanContext, updates_per_epoch
 from tests.helpers import smoke_config
 
 SIZES = {"sst": 100, "para": 1000, "sts": 50}
@@ -153,13 +153,13 @@ def test_layer_granularity_gives_one_ema_per_segment(setup):
 def test_surgery_and_smart_train_end_to_end(tmp_path, overrides):
     cfg = smoke_config(tmp_path, "base_model", "train.update=each_task", *overrides)
     metrics = train(cfg, tmp_path / "run", progress=False)
-    assert metrics["updates"] == cfg.train.epochs * cfg.train.steps_per_epoch
+    assert metrics["updates"] == cfg.train.epochs * updates_per_epoch(cfg.train)
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics["dev"].values())
 
 
 def test_resume_restores_gradvac_average_and_smart_teacher(tmp_path, monkeypatch):
     overrides = ("train.update=compromise_reference", "train.combiner=gradvac", "train.group_size=4",
-                 "train.smart=true", "train.smart_args={lambda_s: 1.0, mu: 1.0}", "train.epochs=3", "train.steps_per_epoch=2")
+                 "train.smart=true", "train.smart_args={lambda_s: 1.0, mu: 1.0}", "train.epochs=3", "train.batches_per_epoch=8")
     full = train(smoke_config(tmp_path, "base_model", *overrides), tmp_path / "full", progress=False)
     calls = {"n": 0}
     original = train_module.evaluate
