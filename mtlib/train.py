@@ -298,8 +298,9 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
     total = t.epochs * per_epoch
     eval_every = t.eval_every or per_epoch
     bar = tqdm(total=total, initial=state["update"], disable=not progress, desc=cfg.experiment, mininterval=5)
+    best_dev = None  # (metrics, predictions, timing) of the best evaluation, reused by finish_run
     if t.init_from and not resuming:  # the starting point competes for "best": PALs must earn their place
-        _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, stepper, data["dev"], pad_id,
+        best_dev = _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, stepper, data["dev"], pad_id,
                                  device, state, 0, out_dir, last_ckpt, best_ckpt)
     model.train()
     while state["update"] < total and not state["stopped_early"]:
@@ -314,10 +315,10 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
         state["train_seconds"] += time.perf_counter() - started
         bar.update(1)
         if state["update"] % eval_every == 0 or state["update"] == total:
-            _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, stepper, data["dev"], pad_id,
-                                     device, state, epoch, out_dir, last_ckpt, best_ckpt)
+            best_dev = _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, stepper, data["dev"],
+                                                pad_id, device, state, epoch, out_dir, last_ckpt, best_ckpt) or best_dev
     bar.close()
-    return finish_run(cfg, model, tokenizer, data, device, state, out_dir, data_dir, data_counts)
+    return finish_run(cfg, model, tokenizer, data, device, state, out_dir, data_dir, data_counts, best_dev)
 
 
 def selection_score(metrics: dict[str, float]) -> float:
@@ -326,15 +327,18 @@ def selection_score(metrics: dict[str, float]) -> float:
 
 
 def _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, stepper, dev, pad_id, device, state,
-                             epoch, out_dir, last_ckpt, best_ckpt) -> None:
+                             epoch, out_dir, last_ckpt, best_ckpt):
+    """Evaluate on dev, checkpoint; returns the evaluation if it is the best so far, else None."""
     t = cfg.train
-    metrics, _, timing = evaluate(model, dev, t.eval_batch_size, pad_id, device, t.amp)
+    metrics, predictions, timing = evaluate(model, dev, t.eval_batch_size, pad_id, device, t.amp)
+    improved = False
     row = {"update": state["update"], "epoch": epoch, "examples": state["examples"],
            "train_seconds": round(state["train_seconds"], 3), **metrics}
     state["history"].append(row)
     score = selection_score(metrics)
     if score > state["best_score"]:
         state.update(best_score=score, best_update=state["update"], bad_evals=0)
+        improved = True
         save_checkpoint(best_ckpt, model, state={"update": state["update"], "metrics": metrics})
     else:
         state["bad_evals"] += 1
@@ -346,6 +350,7 @@ def _evaluate_and_checkpoint(cfg, model, optimizer, scaler, sampler, streams, st
                  rng_python=list(random.getstate()))
     save_checkpoint(last_ckpt, model, optimizer, state=state, tensors={**_rng_tensors(), **stepper_tensors})
     write_csv(out_dir / "history.csv", pd.DataFrame(state["history"]))
+    return (metrics, predictions, timing) if improved else None
 
 
 def random_run(cfg: Config, tokenizer, data, out_dir: Path, data_dir, data_counts: dict) -> dict:
@@ -372,8 +377,11 @@ def random_run(cfg: Config, tokenizer, data, out_dir: Path, data_dir, data_count
 
 
 def finish_run(cfg: Config, model: MultitaskModel, tokenizer, data, device, state, out_dir: Path, data_dir,
-               data_counts: dict) -> dict:
-    """Score the best checkpoint, write predictions and metrics.json, drop what is not kept."""
+               data_counts: dict, best_dev=None) -> dict:
+    """Score the best checkpoint, write predictions and metrics.json, drop what is not kept.
+
+    ``best_dev`` is the best evaluation made during training (None after a resume): the
+    same weights' dev predictions, so they are not computed twice."""
     t = cfg.train
     load_model_weights(out_dir / "checkpoints" / "best", model)
     splits = {"dev": data["dev"]}
@@ -385,11 +393,14 @@ def finish_run(cfg: Config, model: MultitaskModel, tokenizer, data, device, stat
     adjustment = None
     if t.sst_adjustment:
         adjustment = fit_sst_adjustment(model, data["train"]["sst"], tokenizer.pad_token_id, device, t, out_dir)
-        metrics["dev_unadjusted"], _, _ = evaluate(model, data["dev"], t.eval_batch_size, tokenizer.pad_token_id,
-                                                   device, t.amp)
+        metrics["dev_unadjusted"] = best_dev[0] if best_dev else evaluate(
+            model, data["dev"], t.eval_batch_size, tokenizer.pad_token_id, device, t.amp)[0]
     for split, encoded in splits.items():
-        scores, predictions, timing = evaluate(model, encoded, t.eval_batch_size, tokenizer.pad_token_id, device,
-                                               t.amp, adjustment)
+        if split == "dev" and best_dev is not None and adjustment is None:
+            scores, predictions, timing = best_dev
+        else:
+            scores, predictions, timing = evaluate(model, encoded, t.eval_batch_size, tokenizer.pad_token_id, device,
+                                                   t.amp, adjustment)
         if scores:
             metrics[split] = scores
         metrics.setdefault("eval_examples_per_second", round(timing["examples_per_second"], 2))
