@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
+from transformers.utils import logging as hf_logging
 
 from mtlib.config import BackboneConfig
 
@@ -59,8 +59,15 @@ def load_encoder(cfg: BackboneConfig, seed: int = 0) -> BertModel:
         config = _from_pretrained(AutoConfig, source, cfg.name)
         torch.manual_seed(seed)
         return AutoModel.from_config(config, add_pooling_layer=False)
-    logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)  # unused pooler weights
-    return _from_pretrained(AutoModel, source, cfg.name, add_pooling_layer=False)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # the checkpoint's pooler weights are unused on purpose
+    hf_logging.disable_progress_bar()
+    try:
+        return _from_pretrained(AutoModel, source, cfg.name, add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _from_pretrained(factory, source, name: str, **kwargs):
