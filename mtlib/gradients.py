@@ -48,6 +48,15 @@ def flat_grad(params: Iterable[nn.Parameter]) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
+def accumulate_grad(out: torch.Tensor, params: Iterable[nn.Parameter]) -> None:
+    """``out += flat_grad(params)`` without building the flat copy (one pass, no temporary)."""
+    start = 0
+    for p in params:
+        if p.grad is not None:
+            out[start:start + p.numel()] += p.grad.detach().reshape(-1)
+        start += p.numel()
+
+
 def zero_grads(params: Iterable[nn.Parameter]) -> None:
     """Drop the parameters' gradients (``.grad = None``)."""
     for p in params:
@@ -148,6 +157,35 @@ def sum_grads(grads: torch.Tensor) -> torch.Tensor:
     return grads.sum(0)
 
 
+def _gram(grads: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    """Per-segment Gram matrices G[k] = g[k] g[k]^T: (S, T, T) in float64 for the T x T algebra."""
+    return torch.stack([chunk @ chunk.T for chunk in grads.split(lengths, dim=1)]).double()
+
+
+def _combine_rows(coefficients: torch.Tensor, grads: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    """Per segment k, the rows ``coefficients[k] @ g[k]``: (S, R, T), (T, P) -> (R, P)."""
+    chunks = grads.split(lengths, dim=1)
+    return torch.cat([c.to(grads) @ chunk for c, chunk in zip(coefficients, chunks)], dim=1)
+
+
+def pcgrad_coefficients(gram: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """PCGrad in coefficient space: A (T, T) with g_i' = sum_k A[i, k] g_k.
+
+    Every projection adds a multiple of an original g_j to g_i', so g_i' stays a linear
+    combination of the original gradients, and every dot product it needs is a row of
+    A times the Gram matrix G = g g^T: g_i' . g_j = (A G)[i, j], ||g_j||^2 = G[j, j]. The
+    algorithm is therefore T x T algebra after one (T, P) x (P, T) product.
+    """
+    num_tasks = gram.shape[0]
+    coefficients = torch.eye(num_tasks, dtype=gram.dtype)
+    for i in range(num_tasks):
+        for j in _others_in_random_order(i, num_tasks, generator):
+            dot = coefficients[i] @ gram[:, j]
+            if dot < 0 and gram[j, j] > 0:
+                coefficients[i, j] -= dot / gram[j, j]
+    return coefficients
+
+
 def pcgrad_project(grads: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The projected task gradients g_i' of PCGrad, (T, P) -> (T, P).
 
@@ -157,7 +195,8 @@ def pcgrad_project(grads: torch.Tensor, generator: torch.Generator) -> torch.Ten
 
         g_i' <- g_i' - (g_i' . g_j / ||g_j||^2) g_j
 
-    with g_j the ORIGINAL gradient of task j. A zero g_j is skipped.
+    with g_j the ORIGINAL gradient of task j. A zero g_j is skipped. Computed in
+    coefficient space (:func:`pcgrad_coefficients`), the same algebra with O(T^2 P) work.
 
     Properties: ||g_i'|| <= ||g_i|| (each step removes a component); the last task j that
     g_i' was checked against satisfies g_i' . g_j >= 0, so every g_i' agrees with at least
@@ -165,26 +204,49 @@ def pcgrad_project(grads: torch.Tensor, generator: torch.Generator) -> torch.Ten
     with two tasks the projected gradients never conflict. With three or more tasks a later projection can
     undo an earlier one, so g_i' . g_j < 0 is possible, and the result depends on the order.
     """
-    num_tasks = grads.shape[0]
-    norms_sq = (grads * grads).sum(1)  # (T,)
-    projected = grads.clone()
-    for i in range(num_tasks):
-        for j in _others_in_random_order(i, num_tasks, generator):
-            dot = projected[i] @ grads[j]
-            conflict = (dot < 0) & (norms_sq[j] > 0)
-            coef = torch.where(conflict, dot / norms_sq[j].clamp_min(torch.finfo(grads.dtype).tiny), 0.0)
-            projected[i] -= coef * grads[j]
-    return projected
+    coefficients = pcgrad_coefficients(_gram(grads, [grads.shape[1]])[0].cpu(), generator)
+    return _combine_rows(coefficients[None], grads, [grads.shape[1]])
 
 
 def pcgrad(grads: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """PCGrad (Yu et al. 2020): sum_i g_i' of :func:`pcgrad_project`. (T, P) -> (P,)."""
-    return pcgrad_project(grads, generator).sum(0)
+    coefficients = pcgrad_coefficients(_gram(grads, [grads.shape[1]])[0].cpu(), generator)
+    return _combine_rows(coefficients.sum(0)[None, None], grads, [grads.shape[1]])[0]
 
 
 def gradvac_init(num_tasks: int, num_segments: int = 1) -> torch.Tensor:
     """GradVac's initial cosine targets phi_hat: zeros of shape (S, T, T)."""
     return torch.zeros(num_segments, num_tasks, num_tasks)
+
+
+def gradvac_coefficients(gram: torch.Tensor, ema: torch.Tensor, beta: float,
+                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """GradVac in coefficient space, per segment: (S, T, T) Gram -> A (S, T, T) with
+    g_i'[k] = sum_m A[k, i, m] g_m[k], and the new phi_hat (S, T, T).
+
+    As for PCGrad, each vaccine adds a multiple of an original g_j, so every norm and
+    cosine is a quadratic form of the segment's Gram matrix (see :func:`gradvac_project`).
+    """
+    num_segments, num_tasks, _ = gram.shape
+    new_ema = ema.to(dtype=gram.dtype, copy=True)
+    coefficients = torch.eye(num_tasks, dtype=gram.dtype).repeat(num_segments, 1, 1)
+    eps = torch.finfo(torch.float32).eps
+    norms = torch.diagonal(gram, dim1=1, dim2=2).clamp_min(0).sqrt()  # (S, T)
+    for i in range(num_tasks):
+        for j in _others_in_random_order(i, num_tasks, generator):
+            a_i = coefficients[:, i]                                      # (S, T)
+            gram_a = torch.einsum("skm,sm->sk", gram, a_i)               # (S, T): G a_i
+            norm_i = (a_i * gram_a).sum(1).clamp_min(0).sqrt()           # ||g_i'|| per segment
+            norm_j = norms[:, j]
+            defined = (norm_i > 0) & (norm_j > 0)
+            target = ema[:, i, j].to(gram.dtype)
+            phi = gram_a[:, j] / norm_i.clamp_min(eps) / norm_j.clamp_min(eps)
+            phi = torch.where(defined, phi.clamp(-1.0, 1.0), target)
+            sin_phi, sin_target = (1 - phi**2).sqrt(), (1 - target**2).clamp_min(eps).sqrt()
+            w = norm_i / norm_j.clamp_min(eps) * (target * sin_phi - phi * sin_target) / sin_target
+            coefficients[:, i, j] += torch.where(defined & (phi < target), w, 0.0)
+            new_ema[:, i, j] = (1 - beta) * target + beta * phi
+    return coefficients, new_ema
 
 
 def gradvac_project(
@@ -220,37 +282,25 @@ def gradvac_project(
     (the public reference code updated it only when violated, so it could only drift
     down). Where g_i'[k] or g_j[k] is zero the cosine is undefined: that segment is left
     alone and its phi_hat kept. The input ``ema`` is not modified; the new one is on
-    ``grads``' device.
+    ``grads``' device. Computed in coefficient space (:func:`gradvac_coefficients`): one
+    Gram matrix per segment, then T x T algebra.
 
     With two tasks each cos(g_i', g_j) ends at least at phi_hat_ij. With three or more, a
     later task's vaccine can move g_i' away from an earlier one; what holds is that g_i'
     meets the target of the last task j it visited.
     """
+    coefficients, new_ema, lengths = _gradvac(grads, ema, beta, generator, segments)
+    return _combine_rows(coefficients, grads, lengths), new_ema
+
+
+def _gradvac(grads, ema, beta, generator, segments):
     num_tasks, size = grads.shape
     lengths = _segment_lengths(segments, size)
-    num_segments = len(lengths)
-    repeats = torch.tensor(lengths, device=grads.device)
-    if ema.shape != (num_segments, num_tasks, num_tasks):
-        raise ValueError(f"ema must have shape ({num_segments}, {num_tasks}, {num_tasks}), got {tuple(ema.shape)}")
-    new_ema = ema.to(device=grads.device, copy=True)
-    norms = torch.stack([_segment_sum(g * g, lengths) for g in grads]).sqrt()  # (T, S)
-    eps = torch.finfo(grads.dtype).eps
-    vaccinated = grads.clone()
-    for i in range(num_tasks):
-        g_i = vaccinated[i]  # a view: updated in place
-        for j in _others_in_random_order(i, num_tasks, generator):
-            g_j = grads[j]
-            norm_i, norm_j = _segment_sum(g_i * g_i, lengths).sqrt(), norms[j]  # (S,)
-            defined = (norm_i > 0) & (norm_j > 0)
-            target = ema[:, i, j].to(grads)
-            phi = _segment_sum(g_i * g_j, lengths) / norm_i / norm_j  # no underflow of norm_i norm_j
-            phi = torch.where(defined, phi.clamp(-1.0, 1.0), target)
-            sin_phi, sin_target = (1 - phi**2).sqrt(), (1 - target**2).clamp_min(eps).sqrt()
-            w = norm_i / norm_j * (target * sin_phi - phi * sin_target) / sin_target
-            w = torch.where(defined & (phi < target), w, 0.0)
-            g_i += w.repeat_interleave(repeats, output_size=size) * g_j  # (S,) -> (P,)
-            new_ema[:, i, j] = (1 - beta) * target + beta * phi
-    return vaccinated, new_ema
+    if ema.shape != (len(lengths), num_tasks, num_tasks):
+        raise ValueError(f"ema must have shape ({len(lengths)}, {num_tasks}, {num_tasks}), got {tuple(ema.shape)}")
+    gram = _gram(grads, lengths).cpu()
+    coefficients, new_ema = gradvac_coefficients(gram, ema.detach().cpu(), beta, generator)
+    return coefficients, new_ema.to(device=grads.device, dtype=ema.dtype), lengths
 
 
 def gradvac(
@@ -263,8 +313,8 @@ def gradvac(
     """GradVac (Wang et al. 2020, ICLR 2021): (sum_i g_i', new phi_hat) of :func:`gradvac_project`.
     (T, P), (S, T, T) -> (P,), (S, T, T).
     """
-    vaccinated, new_ema = gradvac_project(grads, ema, beta, generator, segments)
-    return vaccinated.sum(0), new_ema
+    coefficients, new_ema, lengths = _gradvac(grads, ema, beta, generator, segments)
+    return _combine_rows(coefficients.sum(1, keepdim=True), grads, lengths)[0], new_ema
 
 
 # ---------------------------------------------------------------------------- registry

@@ -28,7 +28,7 @@ from mtlib.config import TASK_NAMES, Config, TrainConfig, config_from_dict
 from mtlib.data import file_name, find_data_dir, load_split, read_task_file
 from mtlib.encode import BatchStream, EncodedSplit, encode_split
 from mtlib.evaluate import autocast, evaluate, prediction_frame, score
-from mtlib.gradients import flat_grad, get_combiner, param_segments, write_grad, zero_grads
+from mtlib.gradients import accumulate_grad, get_combiner, param_segments, write_grad, zero_grads
 from mtlib.io import write_csv, write_json, write_text
 from mtlib.model import MultitaskModel, add_task_pals, build_model, parameter_counts
 from mtlib.pretrain import pretrain_heads
@@ -175,6 +175,7 @@ class Stepper:
         self.smart = Smart(model, **{"total_steps": total, **t.smart_args}) if t.smart else None
         self.batch_counts: dict[str, int] = {}
         self.counts_epoch = 0
+        self.grads: torch.Tensor | None = None
 
     def loss(self, batch) -> torch.Tensor:
         output = self.model(batch)
@@ -192,7 +193,10 @@ class Stepper:
         ctx = PlanContext(self.sampler, epoch, t.epochs, self.sizes, t.accumulation, t.group_size, generator,
                           self.batch_counts)
         surgery = t.combiner != "sum"
-        grads = torch.zeros(len(t.tasks), sum(p.numel() for p in self.shared), device=self.device) if surgery else None
+        if surgery:  # one (tasks x params) buffer for the whole run
+            if self.grads is None:
+                self.grads = torch.zeros(len(t.tasks), sum(p.numel() for p in self.shared), device=self.device)
+            self.grads.zero_()
         examples = tokens = 0
         for task, weight in self.plan(ctx):
             batch = self.streams[task].next().to(self.device)
@@ -200,14 +204,16 @@ class Stepper:
                 loss = self.loss(batch) * weight
             self.scaler.scale(loss).backward()
             if surgery:
-                grads[self.task_index[task]] += flat_grad(self.shared)
+                accumulate_grad(self.grads[self.task_index[task]], self.shared)
                 zero_grads(self.shared)
             examples, tokens = examples + len(batch), tokens + batch.real_tokens()
         if surgery:  # combine UNSCALED gradients; re-scale so the scaler's inf/nan check still applies
             scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-            combined, self.combiner_state = self.combiner.combine(grads / scale, self.combiner_state, generator,
+            if scale != 1.0:
+                self.grads.mul_(1.0 / scale)
+            combined, self.combiner_state = self.combiner.combine(self.grads, self.combiner_state, generator,
                                                                   self.segments)
-            write_grad(self.shared, combined * scale)
+            write_grad(self.shared, combined.mul_(scale) if scale != 1.0 else combined)
         if t.max_grad_norm:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from mtlib.gradients import (
+    accumulate_grad,
     COMBINERS,
     compromise_adjusted,
     compromise_beta,
@@ -383,3 +384,63 @@ def test_compromise_group_extra_draws_follow_adjusted_probabilities():
     # overall, each task fills the share of the group the sampler asked for
     for task in probs:
         assert counts[task] / (n * groups) == pytest.approx(probs[task], abs=0.01)
+
+
+# ------------------------------------------- coefficient space equals the vector algorithm
+
+
+def _vector_pcgrad(grads, generator):
+    """PCGrad written directly on vectors, as in the paper's Algorithm 1 (the reference)."""
+    projected = grads.clone()
+    for i in range(grads.shape[0]):
+        others = [j for j in range(grads.shape[0]) if j != i]
+        for k in torch.randperm(len(others), generator=generator).tolist():
+            j = others[k]
+            dot = projected[i] @ grads[j]
+            if dot < 0:
+                projected[i] -= dot / (grads[j] @ grads[j]) * grads[j]
+    return projected
+
+
+def _vector_gradvac(grads, ema, beta, generator):
+    """GradVac on whole vectors, directly from Wang et al.'s update rule (the reference)."""
+    vaccinated, new_ema = grads.clone(), ema.clone()
+    for i in range(grads.shape[0]):
+        others = [j for j in range(grads.shape[0]) if j != i]
+        for k in torch.randperm(len(others), generator=generator).tolist():
+            j = others[k]
+            g_i, g_j = vaccinated[i], grads[j]
+            phi = (g_i @ g_j) / (g_i.norm() * g_j.norm())
+            target = ema[0, i, j]
+            if phi < target:
+                w = g_i.norm() * (target * (1 - phi**2).sqrt() - phi * (1 - target**2).sqrt()) / (
+                    g_j.norm() * (1 - target**2).sqrt())
+                vaccinated[i] = g_i + w * g_j
+            new_ema[0, i, j] = (1 - beta) * target + beta * phi
+    return vaccinated, new_ema
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_coefficient_space_pcgrad_equals_the_vector_algorithm(seed):
+    grads = torch.randn(4, 50, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    expected = _vector_pcgrad(grads, torch.Generator().manual_seed(seed))
+    assert torch.allclose(pcgrad_project(grads, torch.Generator().manual_seed(seed)), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_coefficient_space_gradvac_equals_the_vector_algorithm(seed):
+    g = torch.Generator().manual_seed(seed)
+    grads = torch.randn(3, 40, generator=g, dtype=torch.float64)
+    ema = torch.rand(1, 3, 3, generator=g, dtype=torch.float64) * 0.5
+    expected, expected_ema = _vector_gradvac(grads, ema, 0.3, torch.Generator().manual_seed(seed))
+    got, got_ema = gradvac_project(grads, ema, 0.3, torch.Generator().manual_seed(seed))
+    assert torch.allclose(got, expected, atol=1e-10) and torch.allclose(got_ema, expected_ema, atol=1e-12)
+
+
+def test_accumulate_grad_adds_in_flat_layout():
+    model = nn.Linear(3, 2)
+    model(torch.ones(1, 3)).sum().backward()
+    out = torch.zeros(sum(p.numel() for p in model.parameters()))
+    accumulate_grad(out, model.parameters())
+    accumulate_grad(out, model.parameters())
+    assert torch.equal(out, 2 * flat_grad(model.parameters()))
