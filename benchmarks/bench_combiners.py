@@ -35,7 +35,7 @@ Measurement
     the MEDIAN is reported (and min/max). Ratios are medians over the sum's median.
   * Combine alone: the combiner's ``combine`` call (the O(T^2 P) algebra on the (T, P)
     matrix) timed by wrapping the Stepper's combiner object; "grad copies" is the time in
-    ``flat_grad`` + ``zero_grads`` + ``write_grad`` (wrapped in ``mtlib.train``'s namespace),
+    ``accumulate_grad`` + ``zero_grads`` + ``write_grad`` (wrapped in ``mtlib.train``'s namespace),
     the other surgery-only work. The sum variant has neither.
   * Memory: each variant runs in a fresh subprocess (this script re-invokes itself with
     ``--variant``) and reports ``ru_maxrss`` (the process's peak RSS) and the increase of
@@ -268,10 +268,10 @@ def _timed(key, fn, own: dict | None = None):
 
 
 def instrument_mtlib_train() -> None:
-    """Time flat_grad / zero_grads / write_grad as the Stepper calls them (names in mtlib.train)."""
+    """Time accumulate_grad / zero_grads / write_grad as the Stepper calls them (names in mtlib.train)."""
     import mtlib.train as train_module
 
-    for name in ("flat_grad", "zero_grads", "write_grad"):
+    for name in ("accumulate_grad", "zero_grads", "write_grad"):
         setattr(train_module, name, _timed("copies", getattr(train_module, name)))
 
 
@@ -371,7 +371,7 @@ class VariantRun:
             "combine": {
                 "median_seconds": statistics.median(r["combine_seconds"] for r in measured) if surgery else None,
                 "copies_median_seconds": statistics.median(r["copies_seconds"] for r in measured) if surgery else None,
-                "what": "combiner.combine(grads / scale, ...) alone; copies = flat_grad + zero_grads + write_grad",
+                "what": "combiner.combine(grads, ...) alone; copies = accumulate_grad + zero_grads + write_grad",
             },
             "updates": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in self.records],
         }
@@ -508,7 +508,7 @@ def report(info: dict, results: dict, rounds: dict, diffs: dict) -> dict:
     print("median s = median wall time of one Stepper.step (forward, backward, surgery, clip, AdamW); x sum = ratio "
           "to the sum variant's median, same run; ex/s = examples / mean step time.")
     print("combine ms = the combiner's combine() alone (O(T^2 P) algebra on the T x P matrix), median per update; "
-          "copies ms = flat_grad + zero_grads + write_grad (per-task gradient copies and the write-back).")
+          "copies ms = accumulate_grad + zero_grads + write_grad (per-task gradient copies and the write-back).")
     print("peak RSS = ru_maxrss of the variant's own process; delta = that peak minus the RSS just before the "
           "Stepper was built (model, AdamW, batches loaded).")
     if base:
