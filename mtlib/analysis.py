@@ -1,0 +1,412 @@
+"""Data and error analysis for the notebooks: small frames in, small frames out.
+
+Everything a notebook would otherwise copy-paste lives here: class counts, token-length
+summaries and the 2% length filter, class counts before and after EDA balancing, task
+sampler probabilities over epochs, head-pretraining histories, a run's predictions joined
+with the dev text, the worst errors, errors by length and by class, and the choice of the
+best experiment. Nothing here builds a model or trains, so the results and error notebooks
+re-run in seconds.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mtlib.tasks import TASKS
+
+#: Display names of the classification labels (the figures use the same, with line breaks).
+LABEL_NAMES = {
+    "sst": ("negative", "somewhat negative", "neutral", "somewhat positive", "positive"),
+    "para": ("not duplicate", "duplicate"),
+}
+#: STS scores are binned into [0, 1), [1, 2), ..., [4, 5] wherever a "class" is needed.
+STS_BINS = (0, 1, 2, 3, 4, 5)
+AUGMENTED_ID = re.compile(r"-aug\d+$")  # ids mtlib.augment.balance_classes gives new rows
+
+
+# ---------------------------------------------------------------------------------------
+# Loading the profile's data
+
+def training_frames(cfg, data_dir=None) -> dict[str, pd.DataFrame]:
+    """``{task: frame}``: the training data as mtlib.train.prepare_data loads it for ``cfg``
+    (the profile's sample, seeded by the training seed), before filtering or augmentation."""
+    from mtlib.data import find_data_dir, load_split
+
+    folder = find_data_dir(data_dir or cfg.data.dir)
+    return {task: load_split(folder, task, "train", cfg.data.train_size[task], cfg.train.seed) for task in TASKS}
+
+
+# ---------------------------------------------------------------------------------------
+# Classes and lengths
+
+def sts_bin_labels() -> list[str]:
+    edges = STS_BINS
+    return [f"[{a}, {b})" if b < edges[-1] else f"[{a}, {b}]" for a, b in zip(edges[:-1], edges[1:])]
+
+
+def sts_bins(scores) -> pd.Categorical:
+    """STS scores as the bins [0, 1), [1, 2), [2, 3), [3, 4), [4, 5] (5.0 falls in the last)."""
+    scores = np.clip(np.asarray(scores, dtype=float), STS_BINS[0], STS_BINS[-1])
+    index = np.minimum(np.floor(scores).astype(int), len(STS_BINS) - 2)
+    return pd.Categorical.from_codes(index, sts_bin_labels())
+
+
+def class_counts(labels, task: str) -> pd.Series:
+    """Examples per class (SST 0..4, Quora 0..1, STS per score bin), every class present."""
+    if task == "sts":
+        return pd.Series(sts_bins(labels)).value_counts(sort=False).rename_axis("class")
+    counts = pd.Series(np.asarray(labels, dtype=int)).value_counts()
+    return counts.reindex(range(len(LABEL_NAMES[task])), fill_value=0).rename_axis("class")
+
+
+def class_table(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (task, class): count and share of the task's examples."""
+    rows = []
+    for task, frame in frames.items():
+        counts = class_counts(frame[TASKS[task].label_column], task)
+        names = LABEL_NAMES.get(task, counts.index)
+        for name, count in zip(names, counts):
+            rows.append({"task": task, "class": str(name), "count": int(count), "share": count / counts.sum()})
+    return pd.DataFrame(rows, columns=["task", "class", "count", "share"])
+
+
+def length_summary(lengths: Mapping[str, Sequence[int]], percentile: float = 98.0) -> pd.DataFrame:
+    """Per task: examples, mean, median, the ``percentile``-th percentile and the maximum length."""
+    rows = []
+    for task, values in lengths.items():
+        values = np.asarray(values, dtype=float)
+        rows.append({"task": task, "n": len(values), "mean": values.mean(), "median": float(np.median(values)),
+                     f"p{percentile:g}": float(np.percentile(values, percentile)), "max": int(values.max())})
+    return pd.DataFrame(rows).set_index("task")
+
+
+def length_filter_counts(lengths: Mapping[str, Sequence[int]], fraction: float) -> pd.DataFrame:
+    """What mtlib.augment.length_filter does to each task: rows, dropped, kept, and the
+    longest kept and shortest dropped length (NaN when nothing is dropped)."""
+    from mtlib.augment import length_filter
+
+    rows = []
+    for task, values in lengths.items():
+        values = np.asarray(values)
+        kept, dropped = length_filter(pd.DataFrame({"length": values}), values, fraction)
+        gone = np.setdiff1d(np.arange(len(values)), kept.index.to_numpy())
+        rows.append({"task": task, "rows": len(values), "dropped": dropped, "kept": len(kept),
+                     "longest_kept": int(kept["length"].max()) if len(kept) else math.nan,
+                     "shortest_dropped": int(values[gone].min()) if len(gone) else math.nan})
+    return pd.DataFrame(rows).set_index("task")
+
+
+# ---------------------------------------------------------------------------------------
+# Augmentation
+
+def is_augmented(ids) -> np.ndarray:
+    """True for the rows EDA balancing added (ids ``<source id>-aug<k>``)."""
+    return np.array([bool(AUGMENTED_ID.search(str(i))) for i in ids], dtype=bool)
+
+
+def augmentation_counts(ids, labels, task: str) -> pd.DataFrame:
+    """Per class (index: the label, 0..k-1): its name, examples before balancing (the
+    original rows), after, and added."""
+    labels = np.asarray(labels)
+    added = is_augmented(ids)
+    frame = pd.DataFrame({"before": class_counts(labels[~added], task), "after": class_counts(labels, task)})
+    frame["added"] = frame["after"] - frame["before"]
+    frame.insert(0, "name", list(LABEL_NAMES[task]) if task in LABEL_NAMES else [str(i) for i in frame.index])
+    return frame
+
+
+def data_counts_table(counts: Mapping[str, Mapping[str, int]]) -> pd.DataFrame:
+    """mtlib.train.prepare_data's ``counts`` ({step: {task: rows}}) as a tasks x steps table."""
+    return pd.DataFrame(counts).astype("Int64").rename_axis("task")
+
+
+def eda_examples(sentences: Sequence[str], seed: int, alpha: float = 0.1, nltk_data=None) -> pd.DataFrame:
+    """Each EDA operation applied once to each sentence (seeded): sentence, operation, result."""
+    from mtlib.augment import OPERATIONS, eda
+
+    rows = [{"sentence": s, "operation": op.replace("_", " "), "augmented": eda(s, seed + i, alpha, op, nltk_data)}
+            for i, s in enumerate(sentences) for op in OPERATIONS]
+    return pd.DataFrame(rows, columns=["sentence", "operation", "augmented"])
+
+
+# ---------------------------------------------------------------------------------------
+# Samplers
+
+def sampler_probabilities(sizes: Mapping[str, int], epochs: int,
+                          samplers: Sequence[str] | None = None) -> dict[str, dict[int, dict[str, float]]]:
+    """``{sampler: {epoch: {task: P(task)}}}`` for every sampler of mtlib.samplers.SAMPLERS
+    (or those named), epochs 1..``epochs``: the input of figures.plot_sampler_probabilities."""
+    from mtlib.samplers import SAMPLERS, get_sampler
+
+    names = list(samplers) if samplers is not None else list(SAMPLERS)
+    return {name: {e: get_sampler(name)(dict(sizes), e, epochs) for e in range(1, epochs + 1)} for name in names}
+
+
+def sampler_table(probabilities: Mapping[str, Mapping[int, Mapping[str, float]]]) -> pd.DataFrame:
+    """The same as a (sampler, epoch) x task table."""
+    frames = {name: pd.DataFrame(per_epoch).T for name, per_epoch in probabilities.items()}
+    return pd.concat(frames, names=["sampler", "epoch"])
+
+
+# ---------------------------------------------------------------------------------------
+# Head pretraining
+
+def pretrain_frame(history: Mapping[str, Sequence[Mapping]]) -> pd.DataFrame:
+    """mtlib.pretrain.pretrain_heads' history as one long frame:
+    task, epoch, loss, metric (its name, e.g. sst/acc), score (its value), seconds."""
+    rows = []
+    for task, epochs in history.items():
+        metric = f"{task}/{TASKS[task].metric}"
+        for row in epochs:
+            rows.append({"task": task, "epoch": int(row["epoch"]), "loss": float(row["loss"]), "metric": metric,
+                         "score": float(row[metric]), "seconds": float(row["seconds"])})
+    return pd.DataFrame(rows, columns=["task", "epoch", "loss", "metric", "score", "seconds"])
+
+
+def best_pretrain_epochs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per task: epochs run, the best epoch (the first of equal scores, as pretrain_heads
+    keeps it), its dev score and the seconds spent."""
+    rows = []
+    for task, part in frame.groupby("task", sort=False):
+        best = part.loc[part["score"].idxmax()]
+        rows.append({"task": task, "metric": best["metric"], "epochs_run": len(part), "best_epoch": int(best["epoch"]),
+                     "best_score": float(best["score"]), "seconds": float(part["seconds"].sum())})
+    return pd.DataFrame(rows).set_index("task")
+
+
+# ---------------------------------------------------------------------------------------
+# Runs
+
+def metrics_table(metrics: Mapping) -> pd.DataFrame:
+    """A run's metrics.json as a split x metric table (dev, and test where scored)."""
+    return pd.DataFrame({split: metrics[split] for split in ("dev", "test") if isinstance(metrics.get(split), dict)}).T
+
+
+def run_history(run_dir) -> pd.DataFrame:
+    """A run's history.csv with ``experiment`` and ``seed`` columns (empty when it has none,
+    e.g. the random predictor, which does not train)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "history.csv"
+    frame = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    seed = re.fullmatch(r"seed(\d+)", run_dir.name)
+    return frame.assign(experiment=run_dir.parent.name, seed=int(seed.group(1)) if seed else 0)
+
+
+def best_experiment(runs: pd.DataFrame, metric: str = "mean", exclude: Sequence[str] = ()) -> str:
+    """The experiment with the best ``metric`` averaged over its seeds (mtlib.report.collect_runs'
+    frame); runs without the metric (single-task runs have no dev mean) are skipped."""
+    means = runs[~runs["experiment"].isin(exclude)].groupby("experiment")[metric].mean().dropna()
+    if means.empty:
+        raise ValueError(f"no run has a dev {metric!r} to choose by")
+    return str(means.idxmax())
+
+
+def rank_agreement(summary: pd.DataFrame, metric: str = "mean") -> tuple[float, int]:
+    """Spearman rank correlation between this study's ``metric`` means and the report's
+    numbers over the experiments that have both, and how many that is (NaN under 3)."""
+    from scipy.stats import spearmanr
+
+    both = summary[[f"{metric}_mean", f"{metric}_report"]].astype(float).dropna()
+    if len(both) < 3:
+        return math.nan, len(both)
+    return float(spearmanr(both.iloc[:, 0], both.iloc[:, 1]).statistic), len(both)
+
+
+def run_summary(metrics: Mapping) -> dict:
+    """The headline numbers of a run's metrics.json, the same keys for every kind of run:
+    ``dev_score`` (the dev mean, or the mean of the trained tasks' metrics for a single-task
+    run), ``curve_metric`` (the history.csv column that score is), updates, best_update,
+    train_seconds, examples_per_second (NaN without training), params_total, params_trainable."""
+    dev = dict(metrics.get("dev", {}))
+    params = metrics.get("params", {})
+    curve_metric = "mean" if "mean" in dev else next(iter(dev), "mean")
+    return {"dev_score": float(dev["mean"]) if "mean" in dev else float(np.mean(list(dev.values()) or [math.nan])),
+            "curve_metric": curve_metric, "updates": int(metrics.get("updates", 0)),
+            "best_update": int(metrics.get("best_update", 0)),
+            "train_seconds": float(metrics.get("train_seconds", math.nan)),
+            "examples_per_second": float(metrics.get("train_examples_per_second", math.nan)),
+            "params_total": int(params.get("total", 0)), "params_trainable": int(params.get("trainable", 0))}
+
+
+CURVE_GROUPS = ("ladder", "gradients", "heads", "adapters", "controls")
+#: The experiment each group's curves are drawn against (the setting its rows build on).
+GROUP_REFERENCE = {"gradients": "hidden", "heads": "hidden", "adapters": "advanced_model", "controls": "base_model"}
+
+
+def experiment_group(config: Mapping) -> str | None:
+    """Which figure of multitask learning curves (dev mean) a run's resolved config (its
+    config.yaml) belongs to: ``controls`` (no pretrained weights), ``adapters`` (PALs),
+    ``gradients`` (per-task gradients combined, or SMART), ``heads`` (recurrent heads), else
+    ``ladder`` (the report's main ladder). None for runs without such a curve: the random
+    predictor (no training) and single-task runs (no dev mean)."""
+    model, train = config["model"], config["train"]
+    if train["method"] != "finetune" or len(train["tasks"]) < 3:
+        return None
+    kinds = {model["head"]["kind"]} | {o.get("kind") for o in (model.get("head_overrides") or {}).values()}
+    if not config["backbone"]["pretrained"]:
+        return "controls"
+    if model.get("pals", "none") != "none":
+        return "adapters"
+    if train["update"] != "sampled" or train["smart"]:
+        return "gradients"
+    if kinds & {"rnn", "lstm"}:
+        return "heads"
+    return "ladder"
+
+
+def curve_groups(runs_dir, order: Sequence[str] = ()) -> dict[str, list[str]]:
+    """``{group: [experiment, ...]}`` (:func:`experiment_group`) for the experiments under
+    ``runs_dir``, read from each one's first config.yaml, in ``order`` and then
+    alphabetically; every group but the ladder starts with its reference experiment
+    (:data:`GROUP_REFERENCE`) when that ran. Groups without experiments of their own are
+    left out."""
+    configs = {}
+    for path in sorted(Path(runs_dir).glob("*/seed*/config.yaml")):
+        configs.setdefault(path.parent.parent.name, yaml.safe_load(path.read_text()))
+    rank = {name: i for i, name in enumerate(order)}
+    names = sorted(configs, key=lambda name: (rank.get(name, len(rank)), name))
+    groups = {}
+    for group in CURVE_GROUPS:
+        members = [n for n in names if experiment_group(configs[n]) == group]
+        reference = GROUP_REFERENCE.get(group)
+        if members and reference in configs and reference not in members:
+            members.insert(0, reference)
+        if members:
+            groups[group] = members
+    return groups
+
+
+def select_experiments(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``frame`` (e.g. collect_histories') whose experiment is in ``names``, in
+    that order (figures draw experiments in the order they come)."""
+    rank = {name: i for i, name in enumerate(names)}
+    rows = frame[frame["experiment"].isin(rank)]
+    return rows.iloc[np.argsort(rows["experiment"].map(rank).to_numpy(), kind="stable")]
+
+
+# ---------------------------------------------------------------------------------------
+# Errors
+
+def read_predictions(run_dir, task: str, split: str = "dev", data_dir=None) -> pd.DataFrame:
+    """A run's ``predictions/<task>-<split>.csv`` joined with the task file's text and labels.
+
+    Columns: id, the text column(s), label, prediction, words (whitespace words of the
+    input, both sentences for a pair), correct (classification) and abs_error. The data
+    folder is ``data_dir``, else the run's config.yaml ``data.dir``, else the usual search.
+    """
+    from mtlib.data import file_name, find_data_dir, read_task_file
+
+    run_dir, spec = Path(run_dir), TASKS[task]
+    if data_dir is None and (run_dir / "config.yaml").exists():
+        data_dir = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["dir"]
+    path = run_dir / "predictions" / f"{task}-{split}.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no predictions for {task} {split}")
+    predictions = pd.read_csv(path, dtype={"id": str}).rename(columns={spec.label_column: "prediction"})
+    split_file = {"test": "test-student"}.get(split, split)
+    text = read_task_file(find_data_dir(data_dir) / file_name(task, split_file), task)
+    frame = predictions.merge(text.rename(columns={spec.label_column: "label"}), on="id", how="left",
+                              validate="one_to_one")
+    missing = frame[list(spec.text_columns)].isna().any(axis=1)
+    if missing.any():
+        raise ValueError(f"{path}: {int(missing.sum())} predicted id(s) are not in the {task} {split} file, "
+                         f"e.g. {frame.loc[missing, 'id'].iloc[0]!r}")
+    if "label" not in frame:  # an unlabelled (test-student) file
+        frame["label"] = np.nan
+    frame = frame[["id", *spec.text_columns, "label", "prediction"]].copy()
+    frame["words"] = sum(frame[c].str.split().str.len() for c in spec.text_columns)
+    if frame["label"].notna().all():
+        if spec.integer_labels:
+            frame["label"] = frame["label"].astype(int)
+            frame["correct"] = frame["label"] == frame["prediction"]
+        frame["abs_error"] = (frame["label"] - frame["prediction"]).abs()
+    return frame
+
+
+def with_label_names(frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    """``label`` and ``prediction`` shown as class names (SST, Quora); STS is left as is."""
+    if task not in LABEL_NAMES:
+        return frame
+    names = dict(enumerate(LABEL_NAMES[task]))
+    return frame.assign(label=frame["label"].map(names), prediction=frame["prediction"].map(names))
+
+
+def worst_errors(frame: pd.DataFrame, task: str, n: int = 5) -> pd.DataFrame:
+    """The ``n`` worst errors of :func:`read_predictions`' frame: misclassified rows by class
+    distance (SST: "positive" for "negative" is worse than for "somewhat negative"), STS rows
+    by absolute error; ties by id so the choice is deterministic."""
+    spec = TASKS[task]
+    rows = frame[~frame["correct"]] if spec.integer_labels else frame
+    rows = rows.sort_values(["abs_error", "id"], ascending=[False, True], kind="stable")
+    return rows.head(n)[[*spec.text_columns, "label", "prediction", "abs_error", "id"]].reset_index(drop=True)
+
+
+def _group_scores(group: pd.DataFrame, task: str) -> dict:
+    if TASKS[task].integer_labels:
+        return {"n": len(group), "accuracy": float(group["correct"].mean()) if len(group) else math.nan,
+                "errors": int((~group["correct"]).sum())}
+    pearson = TASKS[task].score(group["prediction"], group["label"]) if len(group) > 1 else math.nan
+    return {"n": len(group), "pearson": pearson, "mean_abs_error": float(group["abs_error"].mean())}
+
+
+def length_buckets(words, buckets: int = 4) -> pd.Categorical:
+    """Whole-word buckets of about equal size from the quantiles of ``words``, named
+    ``"a–b words"`` (both ends included); fewer buckets when many lengths tie."""
+    words = np.asarray(words, dtype=int)
+    quantiles = np.floor(np.quantile(words, np.linspace(0, 1, buckets + 1))).astype(int)
+    edges = np.unique(np.concatenate([[words.min() - 1], quantiles[1:], [words.max()]]))
+    labels = [f"{a + 1}–{b} words" for a, b in zip(edges[:-1], edges[1:])]
+    return pd.cut(words, edges, labels=labels)
+
+
+def errors_by_length(frame: pd.DataFrame, task: str, buckets: int = 4) -> pd.DataFrame:
+    """:func:`read_predictions`' rows in (about) equally populated buckets of input length
+    (:func:`length_buckets`): accuracy and errors per bucket, or Pearson r and mean absolute
+    error for STS."""
+    groups = frame.groupby(length_buckets(frame["words"], buckets), observed=False)
+    rows = {name: _group_scores(group, task) for name, group in groups}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("length")
+
+
+def errors_by_class(frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Per true class (STS: per score bin) of :func:`read_predictions`' rows: accuracy, errors
+    and the most frequent wrong prediction (ties: the lowest class) with its share of the
+    class; for STS the mean absolute error, the mean label and the mean prediction."""
+    if task == "sts":
+        bins = sts_bins(frame["label"])
+        rows = {}
+        for name, group in frame.groupby(bins, observed=False):
+            row = _group_scores(group, task)
+            row.pop("pearson")
+            rows[name] = {**row, "mean_label": float(group["label"].mean()) if len(group) else math.nan,
+                          "mean_prediction": float(group["prediction"].mean()) if len(group) else math.nan}
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("class")
+    names = LABEL_NAMES[task]
+    rows = {}
+    for label, name in enumerate(names):
+        group = frame[frame["label"] == label]
+        wrong = group.loc[~group["correct"], "prediction"].value_counts().sort_index()
+        top = int(wrong.idxmax()) if len(wrong) else None  # ties: the lowest class
+        rows[name] = {**_group_scores(group, task), "most_common_wrong": names[top] if len(wrong) else "–",
+                      "its_share": float(wrong[top] / len(group)) if len(wrong) else 0.0}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("class")
+
+
+def most_confused(labels, predictions, task: str = "sst") -> tuple[str, str, float]:
+    """The (true class, predicted class, share of the true class) of the largest
+    off-diagonal entry of the row-normalised confusion matrix."""
+    names = LABEL_NAMES[task]
+    labels, predictions = np.asarray(labels, int), np.asarray(predictions, int)
+    counts = np.zeros((len(names), len(names)))
+    np.add.at(counts, (labels, predictions), 1)
+    rates = np.divide(counts, counts.sum(1, keepdims=True), out=np.zeros_like(counts),
+                      where=counts.sum(1, keepdims=True) > 0)
+    np.fill_diagonal(rates, -1)
+    i, j = np.unravel_index(int(np.argmax(rates)), rates.shape)
+    return names[i], names[j], float(rates[i, j])

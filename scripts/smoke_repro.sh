@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `dvc repro` of the smoke profile in a temporary clone of HEAD, then a check that the
+# results table and every figure dvc.yaml declares exist and are non-empty.
+set -euo pipefail
+root=$(git rev-parse --show-toplevel)
+data=${MTLIB_DATA:-$root/../shared/data/cs224n}
+[ -d "$data" ] || { echo "smoke_repro: no course data at $data (set MTLIB_DATA)" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+git clone --quiet "$root" "$tmp/repo"
+cd "$tmp/repo"
+sed -i 's/^profile: .*/profile: smoke/' params.yaml
+export MTLIB_DATA=$(cd "$data" && pwd) DVC_NO_ANALYTICS=1
+start=$(date +%s)
+dvc repro
+echo "smoke dvc repro: $(( $(date +%s) - start )) s"
+python -m mtlib.pipeline check-outputs
+dvc repro | tee "$tmp/second.log"
+if grep -q "Running stage" "$tmp/second.log"; then
+  echo "smoke_repro: a second dvc repro reran stages" >&2
+  exit 1
+fi
