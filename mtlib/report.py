@@ -301,7 +301,7 @@ def table_markdown(summary: pd.DataFrame, caveat: str | None = None, baseline: s
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary.itertuples(index=False):
         r = row._asdict()
-        cells = [r["experiment"], r["label"] or "–", r["n_seeds"]]
+        cells = [r["experiment"], r["label"] if isinstance(r["label"], str) else "–", r["n_seeds"]]
         for metric in METRICS:
             cell = _plus_minus(r[f"{metric}_mean"], r[f"{metric}_std"])
             if not math.isnan(r[f"{metric}_report"]):

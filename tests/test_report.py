@@ -213,3 +213,12 @@ def test_an_empty_folder_gives_an_empty_table_and_a_missing_one_an_error(tmp_pat
     assert "| experiment |" in (tmp_path / "t.md").read_text()
     with pytest.raises(FileNotFoundError, match="nowhere"):
         collect_runs(tmp_path / "nowhere")
+
+
+def test_rows_without_a_report_label_show_a_dash_not_nan(tmp_path):
+    write_run(tmp_path / "runs", "base_model", 1, 0.5, 0.7, 0.8)
+    write_run(tmp_path / "runs", "no_pretraining", 1, 0.3, 0.6, 0.1)
+    summary = summarise(collect_runs(tmp_path / "runs"), {"base_model": "BaseModel: BERT + sentence concat"})
+    write_table(summary, tmp_path / "t.csv", tmp_path / "t.md")
+    row = next(line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| no_pretraining"))
+    assert row.split("|")[2].strip() == "–" and "nan" not in row
