@@ -8,7 +8,8 @@ data=${MTLIB_DATA:-$root/../shared/data/cs224n}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 git clone --quiet "$root" "$tmp/repo"
-cp -a "$root/data/nltk_data" "$tmp/repo/data/"  # built by `make setup`; the notebooks import this clone's mtlib
+mkdir -p "$tmp/repo/data"
+cp -a "$root/data/nltk_data" "$tmp/repo/data/nltk_data"  # built by `make setup`; the notebooks import this clone's mtlib
 cd "$tmp/repo"
 sed -i 's/^profile: .*/profile: smoke/' params.yaml
 export MTLIB_DATA=$(cd "$data" && pwd) DVC_NO_ANALYTICS=1
