@@ -324,7 +324,7 @@ class Sum:
     """Plain multitask learning: the task gradients are added. No state."""
 
     def init_state(self, num_tasks: int, num_segments: int = 1) -> dict[str, torch.Tensor]:
-        return {}
+        return {}  # stateless (PCGrad inherits this)
 
     def combine(
         self, grads: torch.Tensor, state: dict[str, torch.Tensor], generator: torch.Generator,
@@ -333,11 +333,8 @@ class Sum:
         return sum_grads(grads), {}
 
 
-class PCGrad:
+class PCGrad(Sum):
     """PCGrad (Yu et al. 2020) on the whole gradient; ``segments`` are ignored. No state."""
-
-    def init_state(self, num_tasks: int, num_segments: int = 1) -> dict[str, torch.Tensor]:
-        return {}
 
     def combine(
         self, grads: torch.Tensor, state: dict[str, torch.Tensor], generator: torch.Generator,
