@@ -56,3 +56,21 @@ def smoke_config(tmp_path: Path, experiment: str = "base_model", *overrides: str
     return load_config(ROOT / "params.yaml", experiment, "smoke",
                        overrides=[f"data.dir={data}", f"data.cache_dir={tmp_path / 'cache'}",
                                   f"data.processed_dir={tmp_path / 'processed'}", *overrides])
+
+
+def crash_on_evaluation(monkeypatch, n: int):
+    """Make mtlib.train's n-th dev evaluation raise KeyboardInterrupt (a simulated crash
+    after n - 1 checkpoints); returns a function that undoes it."""
+    import mtlib.train as train_module
+
+    calls = {"n": 0}
+    original = train_module.evaluate
+
+    def crash(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt(f"simulated crash at evaluation {n}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", crash)
+    return lambda: monkeypatch.setattr(train_module, "evaluate", original)

@@ -6,11 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-import mtlib.train as train_module
 from mtlib.cli import main
 from mtlib.model import MultitaskModel
 from mtlib.train import learning_rate, train
-from tests.helpers import ROOT, smoke_config, write_task_files
+from tests.helpers import ROOT, crash_on_evaluation, smoke_config, write_task_files
 
 
 def metric_values(metrics):
@@ -55,22 +54,13 @@ def test_interrupted_run_resumes_to_identical_metrics(tmp_path, monkeypatch):
     overrides = ("train.epochs=4", "train.batches_per_epoch=6", "train.sampler=annealed", "train.accumulation=2")
     full = train(smoke_config(tmp_path, "base_model", *overrides), tmp_path / "full", progress=False)
 
-    calls = {"n": 0}
-    original = train_module.evaluate
-
-    def crash_on_third_evaluation(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("simulated crash after two checkpoints")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "evaluate", crash_on_third_evaluation)
+    restore = crash_on_evaluation(monkeypatch, 3)  # after two checkpoints
     cfg = smoke_config(tmp_path, "base_model", *overrides)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "resumed", progress=False)
     assert (tmp_path / "resumed" / "checkpoints" / "last" / "optimizer.safetensors").exists()
     assert not (tmp_path / "resumed" / "metrics.json").exists()
-    monkeypatch.setattr(train_module, "evaluate", original)
+    restore()
     with pytest.raises(FileExistsError, match="not empty"):
         train(cfg, tmp_path / "resumed", progress=False)
     resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)

@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-import mtlib.train as train_module
 from mtlib.backbone import load_tokenizer
 from mtlib.gradients import compromise_weights, pcgrad
 from mtlib.model import build_model
@@ -11,7 +10,7 @@ from mtlib.tasks import TASKS
 from mtlib.train import Stepper, prepare_data, train
 from mtlib.encode import BatchStream
 from mtlib.updates import UPDATES, PlanContext, updates_per_epoch
-from tests.helpers import smoke_config
+from tests.helpers import crash_on_evaluation, smoke_config
 
 SIZES = {"sst": 100, "para": 1000, "sts": 50}
 
@@ -161,22 +160,13 @@ def test_resume_restores_gradvac_average_and_smart_teacher(tmp_path, monkeypatch
     overrides = ("train.update=compromise_reference", "train.combiner=gradvac", "train.group_size=4",
                  "train.smart=true", "train.smart_args={lambda_s: 1.0, mu: 1.0}", "train.epochs=3", "train.batches_per_epoch=8")
     full = train(smoke_config(tmp_path, "base_model", *overrides), tmp_path / "full", progress=False)
-    calls = {"n": 0}
-    original = train_module.evaluate
-
-    def crash(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "evaluate", crash)
+    restore = crash_on_evaluation(monkeypatch, 2)
     cfg = smoke_config(tmp_path, "base_model", *overrides)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "resumed", progress=False)
     from safetensors.torch import load_file
     extra = load_file(str(tmp_path / "resumed" / "checkpoints" / "last" / "extra.safetensors"))
     assert extra["combiner.ema"].abs().sum() > 0 and any(k.startswith("smart.ema.") for k in extra)
-    monkeypatch.setattr(train_module, "evaluate", original)
+    restore()
     resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert resumed["dev"] == full["dev"] and resumed["best_update"] == full["best_update"]
