@@ -199,14 +199,15 @@ class Stepper:
             self.grads.zero_()
         examples = tokens = 0
         for task, weight in self.plan(ctx):
-            batch = self.streams[task].next().to(self.device)
+            batch = self.streams[task].next()
+            examples, tokens = examples + len(batch), tokens + batch.real_tokens()  # on the CPU: no device sync
+            batch = batch.to(self.device)
             with autocast(t.amp, self.device):
                 loss = self.loss(batch) * weight
             self.scaler.scale(loss).backward()
             if surgery:
                 accumulate_grad(self.grads[self.task_index[task]], self.shared)
                 zero_grads(self.shared)
-            examples, tokens = examples + len(batch), tokens + batch.real_tokens()
         if surgery:  # combine UNSCALED gradients; re-scale so the scaler's inf/nan check still applies
             scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
             if scale != 1.0:
