@@ -30,13 +30,14 @@ Identical work in every variant
 
 Measurement
   * Step time: wall-clock (perf_counter) of ``stepper.step(update, 1)`` — plan, forward,
-    backward (and SMART's extra passes), per-task gradient copies, combiner, write-back,
+    backward (and SMART's extra passes), pointing ``.grad`` at the matrix, combiner,
     clipping, AdamW — per update; ``--warmup`` updates untimed, then ``--steps`` timed;
     the MEDIAN is reported (and min/max). Ratios are medians over the sum's median.
   * Combine alone: the combiner's ``combine`` call (the O(T^2 P) algebra on the (T, P)
-    matrix) timed by wrapping the Stepper's combiner object; "grad copies" is the time in
-    ``accumulate_grad`` + ``zero_grads`` + ``write_grad`` (wrapped in ``mtlib.train``'s namespace),
-    the other surgery-only work. The sum variant has neither.
+    matrix) timed by wrapping the Stepper's combiner object; "copies" is the time in
+    ``point_grads`` (wrapped in ``mtlib.train``'s namespace), which makes the ``.grad`` views
+    of a matrix row before each backward and of the result after combining. The matrix's
+    zeroing is in neither. The sum variant has neither.
   * Memory: each variant runs in a fresh subprocess (this script re-invokes itself with
     ``--variant``) and reports ``ru_maxrss`` (the process's peak RSS) and the increase of
     that peak over the RSS just before the Stepper was built (model, optimizer and batches
@@ -268,11 +269,10 @@ def _timed(key, fn, own: dict | None = None):
 
 
 def instrument_mtlib_train() -> None:
-    """Time accumulate_grad / zero_grads / write_grad as the Stepper calls them (names in mtlib.train)."""
+    """Time point_grads as the Stepper calls it (its name in mtlib.train)."""
     import mtlib.train as train_module
 
-    for name in ("accumulate_grad", "zero_grads", "write_grad"):
-        setattr(train_module, name, _timed("copies", getattr(train_module, name)))
+    train_module.point_grads = _timed("copies", train_module.point_grads)
 
 
 class VariantRun:
@@ -371,7 +371,7 @@ class VariantRun:
             "combine": {
                 "median_seconds": statistics.median(r["combine_seconds"] for r in measured) if surgery else None,
                 "copies_median_seconds": statistics.median(r["copies_seconds"] for r in measured) if surgery else None,
-                "what": "combiner.combine(grads, ...) alone; copies = accumulate_grad + zero_grads + write_grad",
+                "what": "combiner.combine(grads, ...) alone; copies = point_grads (the .grad views of the matrix rows and the result)",
             },
             "updates": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in self.records],
         }
@@ -508,7 +508,7 @@ def report(info: dict, results: dict, rounds: dict, diffs: dict) -> dict:
     print("median s = median wall time of one Stepper.step (forward, backward, surgery, clip, AdamW); x sum = ratio "
           "to the sum variant's median, same run; ex/s = examples / mean step time.")
     print("combine ms = the combiner's combine() alone (O(T^2 P) algebra on the T x P matrix), median per update; "
-          "copies ms = accumulate_grad + zero_grads + write_grad (per-task gradient copies and the write-back).")
+          "copies ms = point_grads: pointing .grad at the matrix rows and at the result (no data is copied).")
     print("peak RSS = ru_maxrss of the variant's own process; delta = that peak minus the RSS just before the "
           "Stepper was built (model, AdamW, batches loaded).")
     if base:

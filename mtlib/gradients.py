@@ -7,16 +7,18 @@ randomness comes from an explicit ``torch.Generator``.
 
 Four parts:
 
-* plumbing: :func:`flat_grad`, :func:`zero_grads`, :func:`write_grad` move gradients
-  between parameters and flat vectors, :func:`param_segments` splits the flat vector into
-  per-layer slices;
+* plumbing: :func:`flat_grad` copies the parameters' gradients into one flat vector,
+  :func:`point_grads` makes their ``.grad`` views of a flat buffer (so backward writes
+  straight into a row of the matrix, and a combined vector becomes the gradient without
+  a copy), :func:`param_segments` splits the flat vector into per-layer slices;
 * combiners: :func:`sum_grads`, :func:`pcgrad`, :func:`gradvac` turn (T, P) into (P,)
   (:func:`pcgrad_project` and :func:`gradvac_project` return the per-task rows before the
   sum);
 * ``COMBINERS``: the same three behind one contract for the training loop,
   ``init_state(num_tasks, num_segments) -> state`` and
-  ``combine(grads, state, generator, segments) -> (combined, new_state)``, where the state
-  is a dict of tensors (so it can be saved with safetensors);
+  ``combine(grads, state, generator, segments, out=None) -> (combined, new_state)``, where
+  the state is a dict of tensors (so it can be saved with safetensors) and ``out``, a
+  (P,) buffer, receives the result when given;
 * Gradient Compromise helpers (Pritsky, Somerville and Huynh 2023): the loss weights
   1 / N_i^beta and the task group of one optimiser update.
 """
@@ -48,35 +50,27 @@ def flat_grad(params: Iterable[nn.Parameter]) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
-def accumulate_grad(out: torch.Tensor, params: Iterable[nn.Parameter]) -> None:
-    """``out += flat_grad(params)`` without building the flat copy (one pass, no temporary)."""
-    start = 0
-    for p in params:
-        if p.grad is not None:
-            out[start:start + p.numel()] += p.grad.detach().reshape(-1)
-        start += p.numel()
+def point_grads(params: Iterable[nn.Parameter], flat: torch.Tensor) -> None:
+    """Make every parameter's ``.grad`` a view of its slice of ``flat`` (P,), in
+    :func:`flat_grad`'s layout.
 
-
-def zero_grads(params: Iterable[nn.Parameter]) -> None:
-    """Drop the parameters' gradients (``.grad = None``)."""
-    for p in params:
-        p.grad = None
-
-
-def write_grad(params: Iterable[nn.Parameter], flat: torch.Tensor) -> None:
-    """Write a flat (P,) vector into the parameters' ``.grad``, in :func:`flat_grad`'s layout.
-
-    Each gradient gets its parameter's shape, dtype and device; existing gradients are
-    replaced.
+    Backward then accumulates in place into ``flat`` (autograd adds into an existing
+    ``.grad``), so a task's gradient lands in its row of the (T, P) matrix with no copy, and
+    pointing the parameters at a combined vector hands it to the optimiser with no copy
+    either. ``flat`` must be contiguous, with the parameters' dtype and device; whatever it
+    holds becomes the current gradient.
     """
     params = list(params)
     total = sum(p.numel() for p in params)
-    if flat.shape != (total,):
-        raise ValueError(f"expected a flat gradient of shape ({total},), got {tuple(flat.shape)}")
+    if flat.shape != (total,) or not flat.is_contiguous():
+        raise ValueError(f"expected a contiguous flat buffer of shape ({total},), got {tuple(flat.shape)}")
     start = 0
     for p in params:
+        if p.dtype != flat.dtype or p.device != flat.device:
+            raise ValueError(f"parameter of {p.dtype} on {p.device} cannot take a gradient view of "
+                             f"{flat.dtype} on {flat.device}")
         end = start + p.numel()
-        p.grad = flat[start:end].detach().reshape(p.shape).to(p, copy=True)
+        p.grad = flat[start:end].view(p.shape)
         start = end
 
 
@@ -152,20 +146,49 @@ def _others_in_random_order(i: int, num_tasks: int, generator: torch.Generator) 
 # ---------------------------------------------------------------------------- combiners
 
 
-def sum_grads(grads: torch.Tensor) -> torch.Tensor:
-    """g = sum_i g_i: plain multitask learning. (T, P) -> (P,)."""
-    return grads.sum(0)
+def sum_grads(grads: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """g = sum_i g_i: plain multitask learning. (T, P) -> (P,), into ``out`` when given."""
+    return torch.sum(grads, 0, out=out) if out is not None else grads.sum(0)
+
+
+# Columns per block of the CPU Gram computation: T rows of 2 MiB stay in cache while the
+# T(T+1)/2 dot products read them, so the matrix comes from memory once.
+_GRAM_BLOCK = 1 << 19
 
 
 def _gram(grads: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    """Per-segment Gram matrices G[k] = g[k] g[k]^T: (S, T, T) in float64 for the T x T algebra."""
-    return torch.stack([chunk @ chunk.T for chunk in grads.split(lengths, dim=1)]).double()
+    """Per-segment Gram matrices G[k] = g[k] g[k]^T: (S, T, T) in float64 for the T x T algebra.
+
+    On a GPU, one matrix product per segment. On a CPU, blocks of columns and a dot product
+    per pair of rows, summed in float64: a (T, P) x (P, T) sgemm packs its operands, and for
+    3 x 22.6M it took 59 ms against 15 ms this way (2-core EPYC, benchmarks/bench_combiners.py).
+    """
+    if grads.device.type != "cpu":
+        return torch.stack([chunk @ chunk.T for chunk in grads.split(lengths, dim=1)]).double()
+    num_tasks = grads.shape[0]
+    rows, cols = torch.triu_indices(num_tasks, num_tasks).tolist()
+    gram = torch.zeros(len(lengths), num_tasks, num_tasks, dtype=torch.float64)
+    for k, segment in enumerate(grads.split(lengths, dim=1)):
+        upper = torch.zeros(len(rows), dtype=torch.float64)
+        for block in segment.split(_GRAM_BLOCK, dim=1):
+            upper += torch.stack([torch.dot(block[i], block[j]) for i, j in zip(rows, cols)])
+        gram[k, rows, cols] = upper
+        gram[k, cols, rows] = upper
+    return gram
 
 
-def _combine_rows(coefficients: torch.Tensor, grads: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    """Per segment k, the rows ``coefficients[k] @ g[k]``: (S, R, T), (T, P) -> (R, P)."""
-    chunks = grads.split(lengths, dim=1)
-    return torch.cat([c.to(grads) @ chunk for c, chunk in zip(coefficients, chunks)], dim=1)
+def _combine_rows(coefficients: torch.Tensor, grads: torch.Tensor, lengths: list[int],
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """Per segment k, the rows ``coefficients[k] @ g[k]``: (S, R, T), (T, P) -> (R, P),
+    written segment by segment into ``out`` (R, P) (a new tensor when None)."""
+    if out is None:
+        out = grads.new_empty(coefficients.shape[1], grads.shape[1])
+    start = 0
+    for c, chunk in zip(coefficients, grads.split(lengths, dim=1)):
+        end = start + chunk.shape[1]
+        torch.mm(c.to(grads), chunk, out=out[:, start:end])
+        start = end
+    return out
 
 
 def pcgrad_coefficients(gram: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -208,10 +231,12 @@ def pcgrad_project(grads: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return _combine_rows(coefficients[None], grads, [grads.shape[1]])
 
 
-def pcgrad(grads: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """PCGrad (Yu et al. 2020): sum_i g_i' of :func:`pcgrad_project`. (T, P) -> (P,)."""
+def pcgrad(grads: torch.Tensor, generator: torch.Generator, out: torch.Tensor | None = None) -> torch.Tensor:
+    """PCGrad (Yu et al. 2020): sum_i g_i' of :func:`pcgrad_project`. (T, P) -> (P,), into
+    ``out`` when given."""
     coefficients = pcgrad_coefficients(_gram(grads, [grads.shape[1]])[0].cpu(), generator)
-    return _combine_rows(coefficients.sum(0)[None, None], grads, [grads.shape[1]])[0]
+    rows = None if out is None else out[None]
+    return _combine_rows(coefficients.sum(0)[None, None], grads, [grads.shape[1]], rows)[0]
 
 
 def gradvac_init(num_tasks: int, num_segments: int = 1) -> torch.Tensor:
@@ -309,12 +334,14 @@ def gradvac(
     beta: float,
     generator: torch.Generator,
     segments: Segments | None = None,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GradVac (Wang et al. 2020, ICLR 2021): (sum_i g_i', new phi_hat) of :func:`gradvac_project`.
-    (T, P), (S, T, T) -> (P,), (S, T, T).
+    (T, P), (S, T, T) -> (P,), (S, T, T); the first into ``out`` when given.
     """
     coefficients, new_ema, lengths = _gradvac(grads, ema, beta, generator, segments)
-    return _combine_rows(coefficients.sum(1, keepdim=True), grads, lengths)[0], new_ema
+    rows = None if out is None else out[None]
+    return _combine_rows(coefficients.sum(1, keepdim=True), grads, lengths, rows)[0], new_ema
 
 
 # ---------------------------------------------------------------------------- registry
@@ -328,9 +355,9 @@ class Sum:
 
     def combine(
         self, grads: torch.Tensor, state: dict[str, torch.Tensor], generator: torch.Generator,
-        segments: Segments | None = None,
+        segments: Segments | None = None, out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return sum_grads(grads), {}
+        return sum_grads(grads, out), {}
 
 
 class PCGrad(Sum):
@@ -338,9 +365,9 @@ class PCGrad(Sum):
 
     def combine(
         self, grads: torch.Tensor, state: dict[str, torch.Tensor], generator: torch.Generator,
-        segments: Segments | None = None,
+        segments: Segments | None = None, out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return pcgrad(grads, generator), {}
+        return pcgrad(grads, generator, out), {}
 
 
 class GradVac:
@@ -359,9 +386,9 @@ class GradVac:
 
     def combine(
         self, grads: torch.Tensor, state: dict[str, torch.Tensor], generator: torch.Generator,
-        segments: Segments | None = None,
+        segments: Segments | None = None, out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        combined, ema = gradvac(grads, state["ema"], self.beta, generator, segments)
+        combined, ema = gradvac(grads, state["ema"], self.beta, generator, segments, out)
         return combined, {"ema": ema}
 
 

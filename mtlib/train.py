@@ -28,7 +28,7 @@ from mtlib.config import TASK_NAMES, Config, TrainConfig, config_from_dict
 from mtlib.data import file_name, find_data_dir, load_split, read_task_file
 from mtlib.encode import BatchStream, EncodedSplit, encode_split
 from mtlib.evaluate import autocast, evaluate, prediction_frame, score
-from mtlib.gradients import accumulate_grad, get_combiner, param_segments, write_grad, zero_grads
+from mtlib.gradients import get_combiner, param_segments, point_grads
 from mtlib.io import write_csv, write_json, write_text
 from mtlib.model import MultitaskModel, add_task_pals, build_model, parameter_counts
 from mtlib.pretrain import pretrain_heads
@@ -155,8 +155,11 @@ class Stepper:
     (plus SMART's terms when on), combine per-task gradients of the SHARED parameters when
     the combiner is not a plain sum, and step (through the GradScaler under fp16).
 
-    Per-task gradients are collected batch by batch into a (tasks x params) matrix, so at
-    most tasks + 1 gradient copies live at once and no autograd graph outlives its batch.
+    Per-task gradients are collected batch by batch into a (tasks x params) matrix: before
+    each backward the shared parameters' ``.grad`` are pointed at their task's row, so
+    autograd accumulates there directly; the combined gradient goes into one more (params,)
+    buffer, which the ``.grad`` then view. Both buffers live for the whole run: tasks + 1
+    gradient copies, no per-batch copies, and no autograd graph outlives its batch.
     Heads and PALs are task-specific: they keep their own task's gradient untouched.
     """
 
@@ -175,7 +178,8 @@ class Stepper:
         self.smart = Smart(model, **{"total_steps": total, **t.smart_args}) if t.smart else None
         self.batch_counts: dict[str, int] = {}
         self.counts_epoch = 0
-        self.grads: torch.Tensor | None = None
+        self.grads: torch.Tensor | None = None     # (tasks, params), surgery only
+        self.combined: torch.Tensor | None = None  # (params,)
 
     def loss(self, batch) -> torch.Tensor:
         output = self.model(batch)
@@ -195,26 +199,27 @@ class Stepper:
         surgery = t.combiner != "sum"
         if surgery:  # one (tasks x params) buffer for the whole run
             if self.grads is None:
-                self.grads = torch.zeros(len(t.tasks), sum(p.numel() for p in self.shared), device=self.device)
+                size = sum(p.numel() for p in self.shared)
+                self.grads = torch.zeros(len(t.tasks), size, device=self.device)
+                self.combined = torch.zeros(size, device=self.device)
             self.grads.zero_()
         examples = tokens = 0
         for task, weight in self.plan(ctx):
             batch = self.streams[task].next()
             examples, tokens = examples + len(batch), tokens + batch.real_tokens()  # on the CPU: no device sync
             batch = batch.to(self.device)
+            if surgery:  # this backward accumulates into the task's row
+                point_grads(self.shared, self.grads[self.task_index[task]])
             with autocast(t.amp, self.device):
                 loss = self.loss(batch) * weight
             self.scaler.scale(loss).backward()
-            if surgery:
-                accumulate_grad(self.grads[self.task_index[task]], self.shared)
-                zero_grads(self.shared)
         if surgery:  # combine UNSCALED gradients; re-scale so the scaler's inf/nan check still applies
             scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
             if scale != 1.0:
                 self.grads.mul_(1.0 / scale)
             combined, self.combiner_state = self.combiner.combine(self.grads, self.combiner_state, generator,
-                                                                  self.segments)
-            write_grad(self.shared, combined.mul_(scale) if scale != 1.0 else combined)
+                                                                  self.segments, out=self.combined)
+            point_grads(self.shared, combined.mul_(scale) if scale != 1.0 else combined)
         if t.max_grad_norm:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)

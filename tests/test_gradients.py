@@ -6,13 +6,13 @@ import torch
 from torch import nn
 
 from mtlib.gradients import (
-    accumulate_grad,
     COMBINERS,
     compromise_adjusted,
     compromise_beta,
     compromise_group,
     compromise_weights,
     flat_grad,
+    point_grads,
     get_combiner,
     gradvac,
     gradvac_init,
@@ -22,8 +22,6 @@ from mtlib.gradients import (
     pcgrad_project,
     reference_code_weights,
     sum_grads,
-    write_grad,
-    zero_grads,
 )
 from mtlib.samplers import annealed
 
@@ -60,32 +58,70 @@ class TinyBert(nn.Module):
         return self.pooler.dense(h).sum() * self.scale
 
 
-def test_flat_grad_and_write_grad_round_trip():
+def test_flat_grad_layout_gives_zeros_where_no_gradient():
     model = TinyBert()
     model.embeddings.word_embeddings.weight.requires_grad_(False)  # never gets a grad
     params = list(model.parameters())
     model(torch.tensor([1, 2, 3])).backward()
-    before = [None if p.grad is None else p.grad.clone() for p in params]
     flat = flat_grad(params)
     assert flat.shape == (sum(p.numel() for p in params),) and flat.dtype == torch.float32
     # named_parameters lists the module's own `scale` first, then the embeddings
     assert flat[1 : 1 + model.embeddings.word_embeddings.weight.numel()].eq(0).all()
-    flat_before = flat.clone()
-    zero_grads(params)
-    assert all(p.grad is None for p in params)
-    write_grad(params, flat)
-    for p, g in zip(params, before):
-        assert p.grad.shape == p.shape
-        assert torch.equal(p.grad, torch.zeros_like(p) if g is None else g)
-    assert torch.equal(flat, flat_before)  # a copy: writing does not alias it
-    with pytest.raises(ValueError):
-        write_grad(params, flat[:-1])
 
 
-def test_write_grad_matches_parameter_dtype():
-    p = nn.Parameter(torch.zeros(2, 2, dtype=torch.float64))
-    write_grad([p], torch.arange(4.0))
-    assert p.grad.dtype == torch.float64 and torch.equal(p.grad, torch.tensor([[0.0, 1.0], [2.0, 3.0]], dtype=torch.float64))
+def test_point_grads_makes_backward_accumulate_into_the_buffer_row():
+    torch.manual_seed(0)
+    model = TinyBert()
+    params = list(model.parameters())
+    ids_a, ids_b = torch.tensor([1, 2, 3]), torch.tensor([4, 0])
+    model(ids_a).backward()  # reference gradients, the ordinary way
+    expected_a = flat_grad(params)
+    model.zero_grad(set_to_none=True)
+    model(ids_b).backward()
+    expected_b = flat_grad(params)
+    model.zero_grad(set_to_none=True)
+
+    buffer = torch.zeros(2, expected_a.numel())
+    point_grads(params, buffer[0])
+    model(ids_a).backward()
+    point_grads(params, buffer[1])
+    model(ids_b).backward()
+    model(ids_b).backward()  # a second batch of the same task adds to its row
+    assert torch.allclose(buffer[0], expected_a, atol=1e-6)
+    assert torch.allclose(buffer[1], 2 * expected_b, atol=1e-6)
+    # the gradients are views: writing the buffer changes .grad, with no copy in between
+    combined = buffer.sum(0)
+    point_grads(params, combined)
+    assert all(p.grad.data_ptr() >= combined.data_ptr() for p in params)
+    combined.mul_(0.5)
+    assert torch.allclose(flat_grad(params), 0.5 * (buffer[0] + buffer[1]))
+
+
+def test_point_grads_rejects_a_buffer_that_does_not_fit():
+    params = list(nn.Linear(3, 2).parameters())  # 8 numbers
+    with pytest.raises(ValueError, match="shape"):
+        point_grads(params, torch.zeros(7))
+    with pytest.raises(ValueError, match="contiguous"):
+        point_grads(params, torch.zeros(8, 2)[:, 0])
+    with pytest.raises(ValueError, match="float64"):
+        point_grads(params, torch.zeros(8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["sum", "pcgrad", "gradvac"])
+@pytest.mark.parametrize("granularity", ["whole", "layer"])
+def test_combiners_write_into_out_exactly_what_they_return(name, granularity):
+    model = TinyBert()
+    named = list(model.named_parameters())
+    segments = param_segments(named, granularity)
+    size = sum(p.numel() for _, p in named)
+    grads = torch.randn(3, size, generator=torch.Generator().manual_seed(3))
+    combiner = get_combiner(name)
+    state = combiner.init_state(3, len(segments))
+    expected, _ = combiner.combine(grads, state, torch.Generator().manual_seed(1), segments)
+    out = torch.full((size,), float("nan"))
+    got, _ = combiner.combine(grads, state, torch.Generator().manual_seed(1), segments, out=out)
+    assert got.data_ptr() == out.data_ptr()
+    assert torch.equal(out, expected)
 
 
 def test_param_segments_cover_the_vector_and_group_by_layer():
@@ -437,10 +473,13 @@ def test_coefficient_space_gradvac_equals_the_vector_algorithm(seed):
     assert torch.allclose(got, expected, atol=1e-10) and torch.allclose(got_ema, expected_ema, atol=1e-12)
 
 
-def test_accumulate_grad_adds_in_flat_layout():
-    model = nn.Linear(3, 2)
-    model(torch.ones(1, 3)).sum().backward()
-    out = torch.zeros(sum(p.numel() for p in model.parameters()))
-    accumulate_grad(out, model.parameters())
-    accumulate_grad(out, model.parameters())
-    assert torch.equal(out, 2 * flat_grad(model.parameters()))
+@pytest.mark.parametrize("lengths", [[23], [7, 11, 5], [1, 22]])
+def test_blocked_cpu_gram_equals_the_matrix_product(monkeypatch, lengths):
+    import mtlib.gradients as gradients
+
+    monkeypatch.setattr(gradients, "_GRAM_BLOCK", 3)  # several blocks per segment, a ragged last one
+    grads = torch.randn(3, 23, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = torch.stack([chunk @ chunk.T for chunk in grads.split(lengths, dim=1)])
+    got = gradients._gram(grads, lengths)
+    assert got.shape == (len(lengths), 3, 3) and got.dtype == torch.float64
+    assert torch.allclose(got, expected, atol=1e-12)
