@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -112,7 +113,7 @@ class TrainConfig:
     eval_every: int | None        # updates between dev evaluations; None: once per epoch
     eval_batch_size: int
     patience: int | None          # evaluations without a better dev mean before stopping
-    device: str                   # 'auto', 'cpu' or 'cuda'
+    device: str                   # 'auto', 'cpu', 'cuda' or 'cuda:N' (pins one GPU)
     num_threads: int | None       # torch CPU threads; None: torch's default
     keep_checkpoint: bool         # keep the best weights in the run folder when done
     predict_test: bool            # also write predictions for the test-student files
@@ -315,7 +316,8 @@ def validate(config: Config, where: str = "config") -> None:
                           "use train.update each_task or compromise")
     _choose(t.amp, ("none", "bf16", "fp16"), f"{where}.train.amp")
     _choose(t.schedule, ("constant", "linear"), f"{where}.train.schedule")
-    _choose(t.device, ("auto", "cpu", "cuda"), f"{where}.train.device")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
+        raise ConfigError(f"{where}.train.device: {t.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")
     for name in ("epochs", "batches_per_epoch", "accumulation", "eval_batch_size"):
         if getattr(t, name) < 1:
             raise ConfigError(f"{where}.train.{name}: must be >= 1")

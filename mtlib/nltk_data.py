@@ -42,6 +42,7 @@ from pathlib import Path
 
 DEFAULT_TARGET = Path(__file__).resolve().parents[1] / "data" / "nltk_data"
 SETUP_COMMAND = "python -m mtlib.nltk_data"
+ENV_VAR = "MTLIB_NLTK_DATA"  # another folder than DEFAULT_TARGET (e.g. for DVC's queued experiments)
 
 #: Bump when the layout or content of the built folder changes: older builds get rebuilt.
 FORMAT_VERSION = 1
@@ -377,14 +378,15 @@ def ensure_nltk_data(target: Path | None = None, sdist_dir: Path | None = None,
 
 
 def use_nltk_data(path: Path | None = None) -> Path:
-    """Put the project's NLTK data folder first on ``nltk.data.path`` and return it.
+    """Put the project's NLTK data folder first on ``nltk.data.path`` and return it: ``path``,
+    else ``$MTLIB_NLTK_DATA``, else ``data/nltk_data`` in the project.
 
     Raises RuntimeError naming the set-up command when the folder is missing or
     incomplete, so nothing falls through to NLTK's (network) downloader.
     """
     import nltk
 
-    path = Path(path or DEFAULT_TARGET).resolve()
+    path = Path(path or os.environ.get(ENV_VAR) or DEFAULT_TARGET).resolve()
     if not is_complete(path):
         raise RuntimeError(
             f"NLTK data for EDA (WordNet, POS tagger, stop words) is missing or incomplete "

@@ -43,11 +43,16 @@ ADJUSTMENT_FILE = "sst_adjustment.safetensors"  # the classification tasks whose
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto' (a GPU when there is one), 'cpu', 'cuda' or 'cuda:N'."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"train.device={name} but no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"train.device={name} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return device
 
 
 def seed_everything(seed: int) -> None:

@@ -36,6 +36,17 @@ def test_wrong_type_and_bad_choice_are_errors():
         load_config(PARAMS, "base_model", "smoke", overrides=["train.sampler=nope"])
 
 
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:3"])
+def test_device_may_pin_one_gpu(device):
+    assert load_config(PARAMS, "base_model", "smoke", overrides=[f"train.device={device}"]).train.device == device
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda:0,1", "mps"])
+def test_other_devices_are_errors(device):
+    with pytest.raises(ConfigError, match=r"train.device: .* is not 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        load_config(PARAMS, "base_model", "smoke", overrides=[f"train.device={device}"])
+
+
 def test_missing_key_is_an_error(tmp_path):
     text = PARAMS.read_text().replace("    warmup_steps: 0\n", "")
     (tmp_path / "params.yaml").write_text(text)

@@ -163,6 +163,12 @@ def test_missing_data_names_the_setup_command(tmp_path):
         nd.use_nltk_data(tmp_path)
 
 
+def test_environment_variable_chooses_the_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("MTLIB_NLTK_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(RuntimeError, match="elsewhere"):  # that folder, not data/nltk_data
+        nd.use_nltk_data()
+
+
 # --- the real, built folder ------------------------------------------------------------
 
 @needs_data

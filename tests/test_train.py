@@ -151,3 +151,12 @@ def test_bad_input_fails_loudly_and_writes_nothing(tmp_path, capsys):
 def test_python_dash_m_help():
     result = subprocess.run([sys.executable, "-m", "mtlib", "train", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and "--experiment" in result.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+@pytest.mark.parametrize("name", ["cuda", "cuda:1"])
+def test_asking_for_a_missing_gpu_is_a_clear_error(name):
+    from mtlib.train import resolve_device
+
+    with pytest.raises(RuntimeError, match=f"train.device={name} but no CUDA device"):
+        resolve_device(name)
