@@ -68,8 +68,6 @@ import copy
 import hashlib
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -80,6 +78,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from machine import current_rss_mib, loadavg, machine_info, maxrss_mib  # noqa: E402  (benchmarks/machine.py)
 
 TASK_ORDER = ("sst", "para", "sts")
 VARIANTS = {  # name: (label, experiment, overrides)
@@ -123,47 +123,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.variant and not args.batches:
         p.error("--variant needs --batches (the parent process writes that file)")
     return args
-
-
-# --------------------------------------------------------------------------- machine info
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in have]
-    except OSError:
-        pass
-    return []
-
-
-def loadavg() -> list[float] | None:
-    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-
-
-def maxrss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-def current_rss_mib() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 # --------------------------------------------------------------------------- configs and batches
@@ -558,10 +517,7 @@ def main(argv=None) -> int:
     import torch
 
     variants = args.variants.split(",")
-    info = {"cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "logical_cpus": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "threads": args.threads, "rounds": args.rounds, "interleave": args.interleave,
-            "loadavg_start": loadavg()}
+    info = machine_info(args.threads, rounds=args.rounds, interleave=args.interleave)
     started = time.perf_counter()
     diffs = config_differences({v: variant_config(args, v) for v in variants})
     allowed = {"train.combiner", "train.smart"}

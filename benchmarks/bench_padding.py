@@ -51,8 +51,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -63,6 +61,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from machine import current_rss_mib, loadavg, machine_info, maxrss_mib  # noqa: E402  (benchmarks/machine.py)
 
 VARIANTS = {
     "a": {"label": "(a) pad to 128, fp32", "dynamic": False, "amp": "none"},
@@ -99,57 +99,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if bad:
         p.error(f"--variants: unknown {bad}; choose from a,b,c")
     return args
-
-
-# --------------------------------------------------------------------------- machine info
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in have]
-    except OSError:
-        pass
-    return []
-
-
-def machine_info(threads: int) -> dict:
-    import torch
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_flags": cpu_flags(),
-        "logical_cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": threads,
-        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
-def maxrss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-def current_rss_mib() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 # --------------------------------------------------------------------------- one variant
@@ -349,7 +298,7 @@ def run_variant(args) -> dict:
             "train_eval_delta": None if rss_before is None else peak_after_eval - rss_before,
         },
         "process_wall_seconds": time.perf_counter() - wall_start,
-        "loadavg_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "loadavg_end": loadavg(),
     }
 
 
@@ -471,7 +420,7 @@ def main(argv=None) -> int:
         r = results[v]
         print(f"  done in {r['process_wall_seconds']:.0f}s: train {r['train']['examples_per_second']:.1f} ex/s, "
               f"peak RSS {r['memory_mib']['peak']:.0f} MiB", file=sys.stderr, flush=True)
-    info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    info["loadavg_end"] = loadavg()
     info["total_wall_seconds"] = time.perf_counter() - started
     ratios = report(info, results, args)
     print(f"total wall time {info['total_wall_seconds']:.0f}s")

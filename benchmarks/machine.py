@@ -1,0 +1,59 @@
+"""What the benchmarks report about the machine they ran on, and their process's memory."""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # the ones that change torch's CPU kernels
+
+
+def _cpuinfo_line(prefix: str) -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(prefix):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo_line("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    have = set((_cpuinfo_line("flags") or "").split())
+    return [f for f in FLAGS if f in have]
+
+
+def loadavg() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def machine_info(threads: int, **extra) -> dict:
+    """CPU, platform, versions, torch threads and the load average now, plus ``extra``."""
+    import torch
+
+    return {"cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "logical_cpus": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "threads": threads, **extra, "loadavg_start": loadavg()}
+
+
+def maxrss_mib() -> float:
+    """This process's peak resident memory so far (ru_maxrss: bytes on macOS, KiB on Linux)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def current_rss_mib() -> float | None:
+    """This process's resident memory now (Linux /proc; None elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
