@@ -254,6 +254,20 @@ def new_optimizer(model, t):
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay)
 
 
+def new_stepper(cfg, model, initial: dict, pools_for, device: torch.device):
+    """``(stepper, optimizer, scaler)`` for ``cfg`` from the initial weights, dropout on, as
+    mtlib.train.train builds them, with streams over the synthetic pools."""
+    t = cfg.train
+    model.load_state_dict(initial)
+    model.train()
+    optimizer = new_optimizer(model, t)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
+    sizes = {task: TRAIN_SIZES[task] for task in t.tasks}
+    stepper = RecordingStepper(cfg, model, optimizer, scaler, make_streams(pools_for(cfg)),
+                               TaskSampler(t.sampler, sizes, t.epochs, t.seed), sizes, device)
+    return stepper, optimizer, scaler
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -285,13 +299,7 @@ def run_variant(args, name: str, model, initial: dict, pools_for, device: torch.
                 peak: float | None) -> dict:
     cfg = variant_config(args, name)
     t = cfg.train
-    model.load_state_dict(initial)
-    model.train()  # dropout on, as in training
-    optimizer = new_optimizer(model, t)
-    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
-    sizes = {task: TRAIN_SIZES[task] for task in t.tasks}
-    stepper = RecordingStepper(cfg, model, optimizer, scaler, make_streams(pools_for(cfg)),
-                               TaskSampler(t.sampler, sizes, t.epochs, t.seed), sizes, device)
+    stepper, optimizer, scaler = new_stepper(cfg, model, initial, pools_for, device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -378,15 +386,7 @@ def kernel_time(args, name: str, model, initial: dict, pools_for, device: torch.
     """torch.profiler over ``updates`` steady updates: GPU kernel time / wall time, kernels per update."""
     from torch.profiler import ProfilerActivity, profile
 
-    cfg = variant_config(args, name)
-    t = cfg.train
-    model.load_state_dict(initial)
-    model.train()
-    optimizer = new_optimizer(model, t)
-    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
-    sizes = {task: TRAIN_SIZES[task] for task in t.tasks}
-    stepper = RecordingStepper(cfg, model, optimizer, scaler, make_streams(pools_for(cfg)),
-                               TaskSampler(t.sampler, sizes, t.epochs, t.seed), sizes, device)
+    stepper, _, _ = new_stepper(variant_config(args, name), model, initial, pools_for, device)
     for update in range(3):  # optimizer state allocated, scaler settled
         stepper.step(update, 1)
     sync(device)
