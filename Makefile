@@ -18,8 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-data/nltk_data/.complete: $(VENV)/.installed mtlib/nltk_data.py
-	$(PY) -m mtlib.nltk_data --target data/nltk_data
+data/nltk_data/.complete: $(VENV)/.installed mtlib/data/nltk_data.py
+	$(PY) -m mtlib.data.nltk_data --target data/nltk_data
 	touch $@
 
 test: setup
@@ -27,7 +27,7 @@ test: setup
 
 repro: setup
 	dvc repro
-	$(PY) -m mtlib.pipeline check-outputs
+	$(PY) -m mtlib.study.pipeline check-outputs
 
 # The whole pipeline on the smoke profile, in a temporary clone of HEAD (what CI runs).
 smoke: setup

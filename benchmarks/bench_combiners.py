@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Combiner benchmark: what one PCGrad / GradVac / GradVac + SMART update costs next to a plain sum.
 
-The study's own update step, ``mtlib.train.Stepper.step``, is timed on the ``cpu`` profile
+The study's own update step, ``mtlib.training.loop.Stepper.step``, is timed on the ``cpu`` profile
 (the packaged all-MiniLM-L6-v2, ``minilm``; bf16 autocast; AdamW; grad clipping) with the
 "one batch of every task per update" configs of params.yaml:
 
@@ -17,7 +17,7 @@ the script checks that their resolved configs differ in nothing but ``train.comb
 
 Identical work in every variant
   * The parent process draws ONE training batch per task from the real data
-    (``mtlib.train.prepare_data`` with the profile's subsampling, then the first batch of
+    (``mtlib.training.loop.prepare_data`` with the profile's subsampling, then the first batch of
     each task's bucketed ``BatchStream`` seeded by ``train.seed``: sst 32, para 16, sts 32
     rows), saves the three to a temporary file, and every variant's process loads that
     file: the Stepper's streams return the SAME three batches on every update.
@@ -35,7 +35,7 @@ Measurement
     the MEDIAN is reported (and min/max). Ratios are medians over the sum's median.
   * Combine alone: the combiner's ``combine`` call (the O(T^2 P) algebra on the (T, P)
     matrix) timed by wrapping the Stepper's combiner object; "copies" is the time in
-    ``point_grads`` (wrapped in ``mtlib.train``'s namespace), which makes the ``.grad`` views
+    ``point_grads`` (wrapped in ``mtlib.training.loop``'s namespace), which makes the ``.grad`` views
     of a matrix row before each backward and of the result after combining. The matrix's
     zeroing is in neither. The sum variant has neither.
   * Memory: each variant runs in a fresh subprocess (this script re-invokes itself with
@@ -89,7 +89,7 @@ VARIANTS = {  # name: (label, experiment, overrides)
     "gradvac_smart": ("GradVac + SMART", "hidden_gradvac_smart", []),
 }
 SURGERY_TARGET = 1.15          # the issue's target: PCGrad and GradVac <= 1.15x the summed step
-SMART_EXPECTED = (2.5, 3.0)    # mtlib/smart.py's estimate for SMART's cost
+SMART_EXPECTED = (2.5, 3.0)    # mtlib/training/smart.py's estimate for SMART's cost
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -157,10 +157,10 @@ def write_batches(args, path: Path) -> dict:
     """One real training batch per task (first batch of the seeded bucketed stream) -> ``path``."""
     import torch
 
-    from mtlib.backbone import load_tokenizer
-    from mtlib.data import find_data_dir
-    from mtlib.encode import BatchStream
-    from mtlib.train import prepare_data
+    from mtlib.model.backbone import load_tokenizer
+    from mtlib.data.files import find_data_dir
+    from mtlib.data.encode import BatchStream
+    from mtlib.training.loop import prepare_data
 
     cfg = variant_config(args, "sum")
     t = cfg.train
@@ -181,7 +181,7 @@ def load_batches(path: str):
     import numpy as np
     import torch
 
-    from mtlib.encode import Batch
+    from mtlib.data.encode import Batch
 
     saved = torch.load(path, weights_only=True)
     batches = {task: Batch(task, b["ids"], b["inputs"], b["labels"], np.asarray(b["index"]))
@@ -212,7 +212,7 @@ class FixedStream:
 
 
 # --------------------------------------------------------------------------- one variant
-_TIMERS: dict | None = None  # the timers of the variant whose update is running (mtlib.train's helpers are shared)
+_TIMERS: dict | None = None  # the timers of the variant whose update is running (mtlib.training.loop's helpers are shared)
 
 
 def _timed(key, fn, own: dict | None = None):
@@ -228,24 +228,24 @@ def _timed(key, fn, own: dict | None = None):
 
 
 def instrument_mtlib_train() -> None:
-    """Time point_grads as the Stepper calls it (its name in mtlib.train)."""
-    import mtlib.train as train_module
+    """Time point_grads as the Stepper calls it (its name in mtlib.training.loop)."""
+    import mtlib.training.loop as train_module
 
     train_module.point_grads = _timed("copies", train_module.point_grads)
 
 
 class VariantRun:
-    """One variant's model, optimizer and Stepper, built exactly as mtlib.train.train builds
+    """One variant's model, optimizer and Stepper, built exactly as mtlib.training.loop.train builds
     them (tests/test_updates.py does the same), with streams that always return the saved
     batch of their task, and per-update records."""
 
     def __init__(self, args, name: str, batches: dict, sizes: dict):
         import torch
 
-        from mtlib.evaluate import autocast
-        from mtlib.model import build_model
-        from mtlib.samplers import TaskSampler
-        from mtlib.train import Stepper
+        from mtlib.training.evaluate import autocast
+        from mtlib.model.multitask import build_model
+        from mtlib.training.samplers import TaskSampler
+        from mtlib.training.loop import Stepper
 
         self.name, self.cfg = name, variant_config(args, name)
         t = self.cfg.train
@@ -421,7 +421,7 @@ def report(info: dict, results: dict, rounds: dict, diffs: dict) -> dict:
           f"{first['real_tokens_per_update']} useful / {first['padded_tokens_per_update']} padded tokens; "
           f"the SAME three real batches (data {first['data_dir']}) in every update of every variant")
     print(f"timing: {first['step']['warmup_updates']} warm-up + {first['step']['measured_updates']} measured updates "
-          f"of mtlib.train.Stepper.step per variant, "
+          f"of mtlib.training.loop.Stepper.step per variant, "
           + ("all variants in one process, updates alternated (rotating order); memory from a fresh process per "
              "variant (1 warm-up + 1 update)" if info["interleave"] else "each variant alone in a fresh process")
           + (f"; best of {info['rounds']} rounds" if info["rounds"] > 1 else ""))

@@ -104,10 +104,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- one variant
 def load_everything(args):
     """Config, tokenizer, encoded data (train + dev), as mtlib's training does."""
-    from mtlib.backbone import load_tokenizer
+    from mtlib.model.backbone import load_tokenizer
     from mtlib.config import load_config
-    from mtlib.data import find_data_dir
-    from mtlib.train import prepare_data
+    from mtlib.data.files import find_data_dir
+    from mtlib.training.loop import prepare_data
 
     overrides = [f"data.cache_dir={ROOT / 'data' / 'cache'}"]  # the project's cache, whatever the cwd
     cfg = load_config(args.params, args.experiment, args.profile, overrides=overrides)
@@ -120,9 +120,9 @@ def load_everything(args):
 def training_plan(cfg, data, pad_id: int, updates: int, batch: int | None) -> list[list[tuple[str, object]]]:
     """Per update, the (task, rows) of its micro-batches: real sampler + bucketed streams, seeded."""
     from mtlib.config import TASK_NAMES
-    from mtlib.encode import BatchStream
-    from mtlib.samplers import TaskSampler
-    from mtlib.updates import updates_per_epoch
+    from mtlib.data.encode import BatchStream
+    from mtlib.training.samplers import TaskSampler
+    from mtlib.training.updates import updates_per_epoch
 
     t = cfg.train
     sizes = {task: len(data["train"][task]) for task in TASK_NAMES}
@@ -173,9 +173,9 @@ def run_variant(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mtlib.encode import collate
-    from mtlib.evaluate import autocast
-    from mtlib.model import build_model
+    from mtlib.data.encode import collate
+    from mtlib.training.evaluate import autocast
+    from mtlib.model.multitask import build_model
     from mtlib.tasks import TASKS
 
     spec = VARIANTS[args.variant]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Cache benchmark: individual head pretraining with the encoder's output cached vs recomputed.
 
-``mtlib.pretrain.pretrain_heads`` trains each task's head alone with the encoder frozen.
+``mtlib.training.pretrain.pretrain_heads`` trains each task's head alone with the encoder frozen.
 Three runs of that SAME function, on the same model, data, seed and number of epochs
 (no early stopping, so every run does the same epochs):
 
@@ -16,7 +16,7 @@ the script prints (and checks) the largest absolute difference between the final
 weights of (a) and (b), and of (b) and (c) (which must be 0). (a) and (b) differ only by
 float noise: the encoder sees batches padded to different widths.
 
-The real CS224N data (``mtlib.train.prepare_data`` with ``load_config(params.yaml,
+The real CS224N data (``mtlib.training.loop.prepare_data`` with ``load_config(params.yaml,
 base_model, cpu)``), ``--examples`` training and ``--dev-examples`` dev rows per task,
 the config's batch sizes (sst 32, para 16, sts 32) and heads, lr 1e-3.
 
@@ -43,11 +43,11 @@ from pathlib import Path
 
 import torch
 
-from mtlib.backbone import load_tokenizer
+from mtlib.model.backbone import load_tokenizer
 from mtlib.config import TASK_NAMES, load_config
-from mtlib.model import build_model
-from mtlib.pretrain import pretrain_heads
-from mtlib.train import prepare_data
+from mtlib.model.multitask import build_model
+from mtlib.training.pretrain import pretrain_heads
+from mtlib.training.loop import prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-3  # (a) vs (b): float noise from padding widths, far below this

@@ -45,9 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from mtlib.backbone import BackboneError
+    from mtlib.model.backbone import BackboneError
     from mtlib.config import ConfigError
-    from mtlib.data import DataError
+    from mtlib.data.files import DataError
 
     try:
         return _run(args)
@@ -60,7 +60,7 @@ def _run(args) -> int:
     warnings.simplefilter("default")
     if args.command == "train":
         from mtlib.config import load_config
-        from mtlib.train import train
+        from mtlib.training.loop import train
 
         cfg = load_config(args.params, args.experiment, args.profile, args.seed, args.overrides)
         out = Path(args.out or f"runs/{cfg.profile}/{cfg.experiment}/seed{cfg.train.seed}")
@@ -69,19 +69,19 @@ def _run(args) -> int:
         print(f"run folder: {out}")
         print(json.dumps({"dev": metrics["dev"], "train_seconds": metrics["train_seconds"]}, indent=2))
     elif args.command == "evaluate":
-        from mtlib.run import evaluate_run
+        from mtlib.training.inference import evaluate_run
 
         print(json.dumps(evaluate_run(args.run, args.data, args.full_dev), indent=2))
         print(f"predictions: {Path(args.run) / 'evaluation'}")
     elif args.command == "predict":
-        from mtlib.run import predict_file
+        from mtlib.training.inference import predict_file
 
         scores = predict_file(args.run, args.task, args.input, args.output)
         print(f"wrote {args.output}")
         if scores:
             print(json.dumps(scores, indent=2))
     elif args.command == "download-data":
-        from mtlib.data import download
+        from mtlib.data.files import download
 
         print(f"course files in {download(args.target)}")
     return 0

@@ -62,7 +62,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class HeadConfig:
-    kind: str                # see mtlib.heads.HEADS
+    kind: str                # see mtlib.model.heads.HEADS
     hidden_layers: int       # MLP hidden layers (0: dropout + linear)
     hidden_size: int | None  # None: the encoder's hidden size
     activation: str
@@ -77,7 +77,7 @@ class ModelConfig:
     head: HeadConfig                   # every task's head ...
     head_overrides: dict = field(default_factory=dict)  # ... unless overridden: {task: {key: value}}
     pals: str = "none"                 # projected attention layers: 'none', 'start' or 'after' (fine-tuning)
-    pal_args: dict = field(default_factory=dict)        # mtlib.pal.add_pals knobs: num_heads, head_dim
+    pal_args: dict = field(default_factory=dict)        # mtlib.model.pal.add_pals knobs: num_heads, head_dim
 
     def head_for(self, task: str) -> HeadConfig:
         return dataclasses.replace(self.head, **self.head_overrides.get(task, {}))
@@ -96,17 +96,17 @@ class TrainConfig:
     warmup_steps: int
     max_grad_norm: float | None
     tasks: tuple                  # the tasks trained (and scored); all three unless single-task
-    sampler: str                  # see mtlib.samplers.SAMPLERS
-    update: str                   # batches per update, see mtlib.updates.UPDATES
+    sampler: str                  # see mtlib.training.samplers.SAMPLERS
+    update: str                   # batches per update, see mtlib.training.updates.UPDATES
     group_size: int               # Gradient Compromise: batches per update (n)
-    combiner: str                 # how per-task gradients combine, see mtlib.gradients.COMBINERS
+    combiner: str                 # how per-task gradients combine, see mtlib.training.combiners.COMBINERS
     combiner_args: dict           # the combiner's own knobs, e.g. {beta: 0.01} for gradvac
     granularity: str              # 'whole' or 'layer': segments the combiner treats separately
     smart: bool                   # add SMART's regularisers to the loss
-    smart_args: dict              # SMART's knobs (mtlib.smart.Smart); {} = the paper's defaults
+    smart_args: dict              # SMART's knobs (mtlib.training.smart.Smart); {} = the paper's defaults
     method: str                   # 'finetune', or 'random' (the random predictor: no training)
     pretrain_heads: bool          # individual head pretraining on the frozen encoder first
-    pretrain_args: dict           # mtlib.pretrain.pretrain_heads knobs: lr, epochs, patience
+    pretrain_args: dict           # mtlib.training.pretrain.pretrain_heads knobs: lr, epochs, patience
     init_from: str | None         # a run folder whose best weights start this run ({seed} is filled in)
     sst_adjustment: bool          # fit the 5x5 SST adjustment matrix after training
     amp: str                      # 'none', 'bf16' (CPU or CUDA) or 'fp16' (CUDA, GradScaler)
@@ -277,10 +277,10 @@ def _choose(value: str, valid, where: str) -> None:
 
 def validate(config: Config, where: str = "config") -> None:
     """Checks that need more than one field or a registry."""
-    from mtlib.gradients import COMBINERS
-    from mtlib.heads import HEADS
-    from mtlib.samplers import SAMPLERS
-    from mtlib.updates import UPDATES
+    from mtlib.training.combiners import COMBINERS
+    from mtlib.model.heads import HEADS
+    from mtlib.training.samplers import SAMPLERS
+    from mtlib.training.updates import UPDATES
 
     m, t, d = config.model, config.train, config.data
     _choose(m.pair_mode, ("sentence", "embedding"), f"{where}.model.pair_mode")

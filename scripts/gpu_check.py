@@ -4,10 +4,10 @@
 Self-contained for a GPU machine that has torch and transformers but NO model weights,
 NO data files and NO network: the encoder is ``BertModel(BertConfig())`` with random
 weights (bert-base's shape: 12 layers, hidden 768, 12 heads, vocabulary 30,522; no pooler),
-wrapped in ``mtlib.model.MultitaskModel`` with one linear head per task
-(``mtlib.heads.build_head``), and the batches are synthetic: random token ids with lengths
+wrapped in ``mtlib.model.multitask.MultitaskModel`` with one linear head per task
+(``mtlib.model.heads.build_head``), and the batches are synthetic: random token ids with lengths
 drawn from the real training data's length distribution (see ``LENGTH_QUANTILES``), cut
-into batches the way ``mtlib.encode.BatchStream`` buckets them (chunks of 50 batches
+into batches the way ``mtlib.data.encode.BatchStream`` buckets them (chunks of 50 batches
 sorted by length, batch order shuffled), sst 32 / para 16 / sts 32 rows.
 
 Variants (``--variants``; the rest of the step comes from ``params.yaml``'s ``--profile``,
@@ -24,9 +24,9 @@ The ``*_each_sum`` rows are PCGrad's like-for-like baseline (same batches per up
 Every variant starts from the same initial weights, reseeds torch, and replays the same
 synthetic batch streams from their start.
 
-The training step is ``mtlib.train.Stepper.step`` itself (the GPU image has pandas, tqdm and
+The training step is ``mtlib.training.loop.Stepper.step`` itself (the GPU image has pandas, tqdm and
 PyYAML; nlpaug and NLTK are imported only when augmenting), subclassed only to record each
-task loss. fp16 needs CUDA (``mtlib.evaluate.autocast``), so on a CPU the fp16 variants are
+task loss. fp16 needs CUDA (``mtlib.training.evaluate.autocast``), so on a CPU the fp16 variants are
 left out.
 
 Before any timing, every synthetic batch goes once through forward and backward under each
@@ -91,7 +91,7 @@ LENGTH_QUANTILES = {
 TRAIN_SIZES = {"sst": 8544, "para": 42149, "sts": 6040}  # only samplers other than 'random' read them
 FIRST_SEGMENT_FRACTION = 0.52                            # pairs: share of tokens before the middle [SEP]
 CLS_ID, SEP_ID, PAD_ID, FIRST_WORD_ID = 101, 102, 0, 1996
-BUCKET_FACTOR = 50                                       # mtlib.encode.epoch_batches' default
+BUCKET_FACTOR = 50                                       # mtlib.data.encode.epoch_batches' default
 
 VARIANTS = {  # name: (experiment, overrides)
     "bf16": ("base_model", ["train.amp=bf16"]),
@@ -137,13 +137,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # --------------------------------------------------------------------------- imports from mtlib
 from mtlib.config import TASK_NAMES, load_config  # noqa: E402
-from mtlib.encode import Batch  # noqa: E402
-from mtlib.evaluate import autocast  # noqa: E402
-from mtlib.heads import build_head  # noqa: E402
-from mtlib.model import MultitaskModel  # noqa: E402
-from mtlib.samplers import TaskSampler  # noqa: E402
+from mtlib.data.encode import Batch  # noqa: E402
+from mtlib.training.evaluate import autocast  # noqa: E402
+from mtlib.model.heads import build_head  # noqa: E402
+from mtlib.model.multitask import MultitaskModel  # noqa: E402
+from mtlib.training.samplers import TaskSampler  # noqa: E402
 from mtlib.tasks import TASKS  # noqa: E402
-from mtlib.train import Stepper  # noqa: E402
+from mtlib.training.loop import Stepper  # noqa: E402
 
 
 # --------------------------------------------------------------------------- model and batches
@@ -230,7 +230,7 @@ def make_streams(pools: dict) -> dict:
 
 # --------------------------------------------------------------------------- the update step
 class RecordingStepper(Stepper):
-    """mtlib.train.Stepper, recording every task loss (detached, left on the device)."""
+    """mtlib.training.loop.Stepper, recording every task loss (detached, left on the device)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -256,7 +256,7 @@ def new_optimizer(model, t):
 
 def new_stepper(cfg, model, initial: dict, pools_for, device: torch.device):
     """``(stepper, optimizer, scaler)`` for ``cfg`` from the initial weights, dropout on, as
-    mtlib.train.train builds them, with streams over the synthetic pools."""
+    mtlib.training.loop.train builds them, with streams over the synthetic pools."""
     t = cfg.train
     model.load_state_dict(initial)
     model.train()

@@ -2,7 +2,7 @@
 
 The notebooks are thin: a ``parameters`` cell of primitives that papermill overrides
 (dvc.yaml passes profile, experiment and seed), calls into mtlib, figures through
-mtlib.figures, and Markdown whose numbers come from the results (f-strings displayed with
+mtlib.study.figures, and Markdown whose numbers come from the results (f-strings displayed with
 IPython's Markdown), never typed in. They are committed without outputs.
 
     python scripts/make_notebooks.py          # (re)write notebooks/*.ipynb
@@ -56,12 +56,12 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto wi
 
 from IPython.display import Markdown, display
 
-from mtlib import analysis, figures
-from mtlib.backbone import load_tokenizer
+from mtlib.study import analysis, figures
+from mtlib.model.backbone import load_tokenizer
 from mtlib.config import load_config
-from mtlib.encode import encode_split
+from mtlib.data.encode import encode_split
 from mtlib.tasks import TASKS
-from mtlib.train import prepare_data
+from mtlib.training.loop import prepare_data
 
 cfg = load_config(params, experiment, profile, seed)
 frames = analysis.training_frames(cfg)
@@ -116,7 +116,7 @@ figures.plot_token_lengths(lengths, f"{figures_dir}/01_token_lengths.png")
 Every under-represented class of SST and Quora is raised to the size of the largest with
 EDA (Wei and Zou 2019): synonym replacement, random insertion, random swap and random
 deletion, each touching about 10% of the words. The data below is what training uses
-(`mtlib.train.prepare_data`, cached in `data/processed`).
+(`mtlib.training.loop.prepare_data`, cached in `data/processed`).
 """),
     code("""
 counts = {}
@@ -183,13 +183,13 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto wi
 import torch
 from IPython.display import Markdown, display
 
-from mtlib import analysis, figures
-from mtlib.backbone import load_tokenizer
+from mtlib.study import analysis, figures
+from mtlib.model.backbone import load_tokenizer
 from mtlib.config import load_config
 from mtlib.io import write_csv
-from mtlib.model import build_model
-from mtlib.pretrain import pretrain_heads
-from mtlib.train import prepare_data, resolve_device, seed_everything
+from mtlib.model.multitask import build_model
+from mtlib.training.pretrain import pretrain_heads
+from mtlib.training.loop import prepare_data, resolve_device, seed_everything
 
 cfg = load_config(params, experiment, profile, seed)
 t = cfg.train
@@ -243,10 +243,10 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto wi
 
 from IPython.display import Markdown, display
 
-from mtlib import analysis, figures
+from mtlib.study import analysis, figures
 from mtlib.config import load_config
-from mtlib.pipeline import export_run
-from mtlib.train import train
+from mtlib.study.pipeline import export_run
+from mtlib.training.loop import train
 
 cfg = load_config(params, experiment, profile, seed)
 run_dir = f"{runs_dir}/{experiment}/seed{seed}"
@@ -377,9 +377,9 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from mtlib import analysis, figures
+from mtlib.study import analysis, figures
 from mtlib.config import read_params
-from mtlib.report import REPORT_TABLE2, collect_histories, collect_runs, summarise, write_table
+from mtlib.study.report import REPORT_TABLE2, collect_histories, collect_runs, summarise, write_table
 
 pipeline = read_params(params)["pipeline"]
 runs = collect_runs(runs_dir)
@@ -460,8 +460,8 @@ n_worst = 5
 %matplotlib inline
 from IPython.display import Markdown, display
 
-from mtlib import analysis, figures
-from mtlib.report import collect_runs
+from mtlib.study import analysis, figures
+from mtlib.study.report import collect_runs
 from mtlib.tasks import TASKS
 
 runs = collect_runs(runs_dir)

@@ -16,7 +16,7 @@ export MTLIB_DATA=$(cd "$data" && pwd) DVC_NO_ANALYTICS=1
 start=$(date +%s)
 dvc repro
 echo "smoke dvc repro: $(( $(date +%s) - start )) s"
-python -m mtlib.pipeline check-outputs
+python -m mtlib.study.pipeline check-outputs
 dvc repro | tee "$tmp/second.log"
 if grep -q "Running stage" "$tmp/second.log"; then
   echo "smoke_repro: a second dvc repro reran stages" >&2

@@ -59,9 +59,9 @@ def smoke_config(tmp_path: Path, experiment: str = "base_model", *overrides: str
 
 
 def crash_on_evaluation(monkeypatch, n: int):
-    """Make mtlib.train's n-th dev evaluation raise KeyboardInterrupt (a simulated crash
+    """Make mtlib.training.loop's n-th dev evaluation raise KeyboardInterrupt (a simulated crash
     after n - 1 checkpoints); returns a function that undoes it."""
-    import mtlib.train as train_module
+    import mtlib.training.loop as train_module
 
     calls = {"n": 0}
     original = train_module.evaluate

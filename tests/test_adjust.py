@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-import mtlib.adjust as adjust
-from mtlib.adjust import apply_adjustment, fit_adjustment, load_adjustment, save_adjustment, sst_probabilities
-from mtlib.backbone import load_tokenizer
-from mtlib.evaluate import predict_split
-from mtlib.model import build_model
-from mtlib.train import prepare_data
+import mtlib.training.adjust as adjust
+from mtlib.training.adjust import apply_adjustment, fit_adjustment, load_adjustment, save_adjustment, sst_probabilities
+from mtlib.model.backbone import load_tokenizer
+from mtlib.training.evaluate import predict_split
+from mtlib.model.multitask import build_model
+from mtlib.training.loop import prepare_data
 from tests.helpers import smoke_config
 
 

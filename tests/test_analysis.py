@@ -1,4 +1,4 @@
-"""mtlib.analysis: small hand-made inputs, results checked against numbers worked out by hand."""
+"""mtlib.study.analysis: small hand-made inputs, results checked against numbers worked out by hand."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from mtlib import analysis
-from mtlib.nltk_data import DEFAULT_TARGET, is_complete
+from mtlib.study import analysis
+from mtlib.data.nltk_data import DEFAULT_TARGET, is_complete
 from tests.helpers import smoke_config, write_task_files
 
 
@@ -70,7 +70,7 @@ def test_data_counts_table_keeps_integers_and_marks_absent_steps():
     assert str(table["augmented"].dtype) == "Int64"
 
 
-@pytest.mark.skipif(not is_complete(DEFAULT_TARGET), reason="NLTK data not built: run `python -m mtlib.nltk_data`")
+@pytest.mark.skipif(not is_complete(DEFAULT_TARGET), reason="NLTK data not built: run `python -m mtlib.data.nltk_data`")
 def test_eda_examples_apply_each_operation_reproducibly():
     sentences = ["the film is a good and funny story", "a slow , dull plot"]
     first = analysis.eda_examples(sentences, seed=3)
@@ -217,7 +217,7 @@ def run_with_predictions(tmp_path):
 
 
 def _dev(data, task):
-    from mtlib.data import file_name, read_task_file
+    from mtlib.data.files import file_name, read_task_file
 
     return read_task_file(data / file_name(task, "dev"), task)
 
@@ -253,7 +253,7 @@ def test_read_predictions_refuses_ids_the_data_lacks(run_with_predictions):
 
 def test_read_predictions_of_an_unlabelled_split(run_with_predictions):
     run, data = run_with_predictions
-    from mtlib.data import read_task_file
+    from mtlib.data.files import read_task_file
 
     test = read_task_file(data / "ids-sst-test-student.csv", "sst").head(3)
     pd.DataFrame({"id": test["id"], "sentiment": [1, 2, 3]}).to_csv(run / "predictions" / "sst-test.csv", index=False)

@@ -1,4 +1,4 @@
-"""Tests for mtlib.augment: the length filter and EDA (Wei and Zou 2019)."""
+"""Tests for mtlib.data.augment: the length filter and EDA (Wei and Zou 2019)."""
 import random
 import re
 from collections import Counter
@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlib import augment
-from mtlib.nltk_data import DEFAULT_TARGET, is_complete
+from mtlib.data import augment
+from mtlib.data.nltk_data import DEFAULT_TARGET, is_complete
 
 needs_data = pytest.mark.skipif(
     not is_complete(DEFAULT_TARGET),
-    reason=f"NLTK data not built in {DEFAULT_TARGET}: run `python -m mtlib.nltk_data`",
+    reason=f"NLTK data not built in {DEFAULT_TARGET}: run `python -m mtlib.data.nltk_data`",
 )
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"  # 9 words: alpha 0.1 -> n = 1
@@ -154,7 +154,7 @@ def test_eda_edge_cases():
 
 
 def test_missing_nltk_data_names_the_setup_command(tmp_path):
-    with pytest.raises(RuntimeError, match=r"python -m mtlib\.nltk_data"):
+    with pytest.raises(RuntimeError, match=r"python -m mtlib\.data\.nltk_data"):
         augment.eda(SENTENCE, 0, operation="random_swap", nltk_data=tmp_path / "absent")
 
 

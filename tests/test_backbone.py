@@ -3,8 +3,8 @@ import importlib.util
 import pytest
 import torch
 
-import mtlib.backbone as backbone
-from mtlib.backbone import BackboneError, load_encoder, load_tokenizer
+import mtlib.model.backbone as backbone
+from mtlib.model.backbone import BackboneError, load_encoder, load_tokenizer
 from mtlib.config import BackboneConfig
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mtlib.data import DataError, find_data_dir, read_task_file, subsample
+from mtlib.data.files import DataError, find_data_dir, read_task_file, subsample
 from tests.helpers import write_task_files
 
 HEADER = "\tid\tsentence1\tsentence2\tsimilarity\n"

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from mtlib.backbone import load_tokenizer
+from mtlib.model.backbone import load_tokenizer
 from mtlib.config import BackboneConfig
-from mtlib.encode import BatchStream, collate, encode_split, epoch_batches, eval_batches
+from mtlib.data.encode import BatchStream, collate, encode_split, epoch_batches, eval_batches
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from mtlib.train import train
+from mtlib.training.loop import train
 from tests.helpers import ROOT, smoke_config
 
 EXPERIMENTS = list(yaml.safe_load((ROOT / "params.yaml").read_text())["experiments"])
@@ -82,8 +82,8 @@ def test_random_predictor_is_uniform_and_seeded(workdir):
 
 
 def test_sst_adjustment_is_saved_and_applied_by_evaluate_and_predict(workdir):
-    from mtlib.adjust import load_adjustment
-    from mtlib.run import evaluate_run, predict_file
+    from mtlib.training.adjust import load_adjustment
+    from mtlib.training.inference import evaluate_run, predict_file
 
     out = workdir / "adjusted"
     metrics = train(smoke_config(workdir, "base_model", *SHORT, "train.sst_adjustment=true",

@@ -1,12 +1,12 @@
-"""mtlib.figures: each plot writes a PNG from small synthetic data and draws what it should."""
+"""mtlib.study.figures: each plot writes a PNG from small synthetic data and draws what it should."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mtlib import figures
-from mtlib.report import REPORT_TABLE2, summarise
+from mtlib.study import figures
+from mtlib.study.report import REPORT_TABLE2, summarise
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,11 +1,11 @@
-"""Tests of mtlib.gradients: hand-computed toy cases and properties of the pure functions."""
+"""Tests of mtlib.training.combiners: hand-computed toy cases and properties of the pure functions."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from mtlib.gradients import (
+from mtlib.training.combiners import (
     COMBINERS,
     compromise_adjusted,
     compromise_beta,
@@ -23,7 +23,7 @@ from mtlib.gradients import (
     reference_code_weights,
     sum_grads,
 )
-from mtlib.samplers import annealed
+from mtlib.training.samplers import annealed
 
 
 def gen(seed=0):
@@ -475,7 +475,7 @@ def test_coefficient_space_gradvac_equals_the_vector_algorithm(seed):
 
 @pytest.mark.parametrize("lengths", [[23], [7, 11, 5], [1, 22]])
 def test_blocked_cpu_gram_equals_the_matrix_product(monkeypatch, lengths):
-    import mtlib.gradients as gradients
+    import mtlib.training.combiners as gradients
 
     monkeypatch.setattr(gradients, "_GRAM_BLOCK", 3)  # several blocks per segment, a ragged last one
     grads = torch.randn(3, 23, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from mtlib.backbone import load_tokenizer
+from mtlib.model.backbone import load_tokenizer
 from mtlib.config import HeadConfig
-from mtlib.encode import collate, encode_split
-from mtlib.heads import Features, build_head
-from mtlib.model import build_model, parameter_counts
+from mtlib.data.encode import collate, encode_split
+from mtlib.model.heads import Features, build_head
+from mtlib.model.multitask import build_model, parameter_counts
 from tests.helpers import smoke_config
 
 HEAD = HeadConfig(kind="linear", hidden_layers=0, hidden_size=None, activation="relu", dropout=0.0,

@@ -1,4 +1,4 @@
-"""Tests for mtlib.nltk_data: the offline NLTK data that EDA (Wei and Zou 2019) needs."""
+"""Tests for mtlib.data.nltk_data: the offline NLTK data that EDA (Wei and Zou 2019) needs."""
 import io
 import json
 import os
@@ -9,11 +9,11 @@ import tarfile
 
 import pytest
 
-from mtlib import nltk_data as nd
+from mtlib.data import nltk_data as nd
 
 needs_data = pytest.mark.skipif(
     not nd.is_complete(nd.DEFAULT_TARGET),
-    reason=f"NLTK data not built in {nd.DEFAULT_TARGET}: run `python -m mtlib.nltk_data`",
+    reason=f"NLTK data not built in {nd.DEFAULT_TARGET}: run `python -m mtlib.data.nltk_data`",
 )
 
 TINY_MODEL = ({"bias": {"NN": 1.0, "DT": -0.5}, "i word the": {"DT": 3.0}},
@@ -159,7 +159,7 @@ def test_failed_build_leaves_no_folder_behind(monkeypatch, tmp_path):
 
 def test_missing_data_names_the_setup_command(tmp_path):
     assert not nd.is_complete(tmp_path)
-    with pytest.raises(RuntimeError, match=r"python -m mtlib\.nltk_data"):
+    with pytest.raises(RuntimeError, match=r"python -m mtlib\.data\.nltk_data"):
         nd.use_nltk_data(tmp_path)
 
 

@@ -1,4 +1,4 @@
-"""Tests of mtlib.pal: projected attention layers (Stickland and Murray 2019, "BERT and PALs")."""
+"""Tests of mtlib.model.pal: projected attention layers (Stickland and Murray 2019, "BERT and PALs")."""
 import copy
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel
 
-from mtlib.pal import LowRankAttention, PalBank, add_pals, freeze_all_but_pals, pal_parameter_counts
+from mtlib.model.pal import LowRankAttention, PalBank, add_pals, freeze_all_but_pals, pal_parameter_counts
 
 TASKS = ["sst", "para", "sts"]
 HEADS, HEAD_DIM = 2, 4

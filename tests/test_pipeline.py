@@ -1,4 +1,4 @@
-"""mtlib.pipeline, and the repository's pipeline itself: notebooks, dvc.yaml and params.yaml agree."""
+"""mtlib.study.pipeline, and the repository's pipeline itself: notebooks, dvc.yaml and params.yaml agree."""
 from __future__ import annotations
 
 import ast
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from mtlib import pipeline
-from mtlib.report import REPORT_TABLE2
+from mtlib.study import pipeline
+from mtlib.study.report import REPORT_TABLE2
 from tests.helpers import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -168,7 +168,7 @@ def test_check_outputs(tmp_path):
 
 def test_check_outputs_command_line_exits_non_zero_with_the_problem(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    result = subprocess.run([sys.executable, "-m", "mtlib.pipeline", "check-outputs", "--root", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "mtlib.study.pipeline", "check-outputs", "--root", str(tmp_path)],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1 and "results/table.csv: missing" in result.stderr
 
@@ -219,13 +219,13 @@ def test_stage_deps_are_the_notebook_and_its_import_closure(name):
     notebook = _stage_notebook(stage)
     mtlib_deps = sorted(d for d in stage["deps"] if d.startswith("mtlib/"))
     assert notebook in stage["deps"]
-    assert mtlib_deps == pipeline.notebook_modules(ROOT / notebook, ROOT)
+    assert mtlib_deps == pipeline.layer_deps(pipeline.notebook_modules(ROOT / notebook, ROOT))
 
 
 def test_report_stage_deps_are_pipeline_and_its_imports():
     stage = DVC["stages"]["report"]
-    assert sorted(d for d in stage["deps"] if d.startswith("mtlib/")) == pipeline.module_closure(["mtlib.pipeline"],
-                                                                                                ROOT)
+    assert sorted(d for d in stage["deps"] if d.startswith("mtlib/")) == pipeline.layer_deps(
+        pipeline.module_closure(["mtlib.study.pipeline"], ROOT))
     assert "reports/executed" in stage["deps"]
 
 

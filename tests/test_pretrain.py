@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-import mtlib.pretrain as pretrain
-from mtlib.backbone import load_tokenizer
-from mtlib.encode import collate
-from mtlib.model import build_model
-from mtlib.pretrain import encode_features, load_or_encode, pretrain_heads
+import mtlib.training.pretrain as pretrain
+from mtlib.model.backbone import load_tokenizer
+from mtlib.data.encode import collate
+from mtlib.model.multitask import build_model
+from mtlib.training.pretrain import encode_features, load_or_encode, pretrain_heads
 from mtlib.tasks import TASKS, metric_key
-from mtlib.train import prepare_data
+from mtlib.training.loop import prepare_data
 from tests.helpers import smoke_config
 
 LSTM = ("model.head.kind=lstm", "model.head.rnn_size=16", "model.head.with_cls=true", "model.pair_mode=embedding")

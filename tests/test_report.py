@@ -1,4 +1,4 @@
-"""mtlib.report: run folders -> one row per experiment, checked against explicit formulas."""
+"""mtlib.study.report: run folders -> one row per experiment, checked against explicit formulas."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlib.report import (METRICS, MINILM_CAVEAT, REPORT_TABLE2, MetricsError, collect_histories,
+from mtlib.study.report import (METRICS, MINILM_CAVEAT, REPORT_TABLE2, MetricsError, collect_histories,
                           collect_runs, summarise, write_table)
 from mtlib.tasks import TASKS, metric_key
 
@@ -18,7 +18,7 @@ T_975_DF4 = 2.7764451051977987  # ... 4 degrees of freedom
 
 def write_run(root, experiment, seed, sst, para=None, sts=None, backbone="bert-base-uncased",
               profile="paper", train_seconds=100.0, task_specific=(3845, 769, 769)):
-    """A metrics.json as mtlib.train writes it; tasks passed as None are left out of 'dev'."""
+    """A metrics.json as mtlib.training.loop writes it; tasks passed as None are left out of 'dev'."""
     dev = {k: v for k, v in (("sst/acc", sst), ("para/acc", para), ("sts/pearson", sts)) if v is not None}
     if len(dev) == 3:
         dev["mean"] = (sst + para + sts) / 3

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from mtlib.samplers import SAMPLERS, TaskSampler, annealed, annealed_alpha
+from mtlib.training.samplers import SAMPLERS, TaskSampler, annealed, annealed_alpha
 
 SIZES = {"sst": 8544, "para": 141506, "sts": 6041}
 

@@ -1,4 +1,4 @@
-"""Tests of mtlib.smart: SMART (Jiang et al. 2020) on the tiny random BERT."""
+"""Tests of mtlib.training.smart: SMART (Jiang et al. 2020) on the tiny random BERT."""
 import math
 import random
 
@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from mtlib.backbone import load_tokenizer
+from mtlib.model.backbone import load_tokenizer
 from mtlib.config import load_config
-from mtlib.encode import collate, encode_split
-from mtlib.model import build_model
-from mtlib.pal import add_pals
-from mtlib.smart import (Smart, adversarial_perturbation, divergence, ema_decay_at, symmetric_kl_bernoulli,
+from mtlib.data.encode import collate, encode_split
+from mtlib.model.multitask import build_model
+from mtlib.model.pal import add_pals
+from mtlib.training.smart import (Smart, adversarial_perturbation, divergence, ema_decay_at, symmetric_kl_bernoulli,
                          symmetric_kl_categorical)
 from mtlib.tasks import TASKS
 from tests.helpers import ROOT, sentence

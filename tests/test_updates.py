@@ -2,14 +2,14 @@
 import pytest
 import torch
 
-from mtlib.backbone import load_tokenizer
-from mtlib.gradients import compromise_weights, pcgrad
-from mtlib.model import build_model
-from mtlib.samplers import TaskSampler
+from mtlib.model.backbone import load_tokenizer
+from mtlib.training.combiners import compromise_weights, pcgrad
+from mtlib.model.multitask import build_model
+from mtlib.training.samplers import TaskSampler
 from mtlib.tasks import TASKS
-from mtlib.train import Stepper, prepare_data, train
-from mtlib.encode import BatchStream
-from mtlib.updates import UPDATES, PlanContext, updates_per_epoch
+from mtlib.training.loop import Stepper, prepare_data, train
+from mtlib.data.encode import BatchStream
+from mtlib.training.updates import UPDATES, PlanContext, updates_per_epoch
 from tests.helpers import crash_on_evaluation, smoke_config
 
 SIZES = {"sst": 100, "para": 1000, "sts": 50}

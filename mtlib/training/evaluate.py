@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mtlib.encode import EncodedSplit, eval_batches
+from mtlib.data.encode import EncodedSplit, eval_batches
 from mtlib.tasks import TASKS, metric_key
 
 
@@ -25,7 +25,7 @@ def autocast(amp: str, device: torch.device):
 def predict_split(model, split: EncodedSplit, batch_size: int, pad_id: int, device: torch.device,
                   amp: str = "none", sst_adjustment: torch.Tensor | None = None) -> np.ndarray:
     """Predicted labels (STS: clamped scores) for every row of ``split``, in row order; SST
-    through the 5x5 adjustment matrix when one is given (mtlib.adjust)."""
+    through the 5x5 adjustment matrix when one is given (mtlib.training.adjust)."""
     was_training = model.training
     model.eval()
     predictions = np.zeros(len(split), dtype=float)
@@ -33,7 +33,7 @@ def predict_split(model, split: EncodedSplit, batch_size: int, pad_id: int, devi
         with autocast(amp, device):
             output = model(batch.to(device))
         if split.task == "sst" and sst_adjustment is not None:
-            from mtlib.adjust import apply_adjustment  # (mtlib.adjust imports this module)
+            from mtlib.training.adjust import apply_adjustment  # (mtlib.training.adjust imports this module)
 
             probs = output.float().softmax(-1)
             predictions[batch.index] = apply_adjustment(probs, sst_adjustment.to(probs.device)).cpu().numpy()

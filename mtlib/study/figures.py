@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mtlib.io import atomic_path
-from mtlib.report import METRICS, is_minilm
+from mtlib.study.report import METRICS, is_minilm
 
 DPI = 120
 SST_CLASSES = ("negative", "somewhat\nnegative", "neutral", "somewhat\npositive", "positive")
@@ -282,7 +282,7 @@ def plot_report_comparison(summary: pd.DataFrame, path: str | Path,
                            metrics: Sequence[str] = tuple(METRICS)) -> Figure:
     """Per metric: each experiment's mean ± 95% t-interval over seeds, the report's number beside it.
 
-    ``summary`` is mtlib.report.summarise's frame. One seed: a dot without a bar.
+    ``summary`` is mtlib.study.report.summarise's frame. One seed: a dot without a bar.
     """
     fig, axes = _figure(len(metrics), width=3.2, height=0.9 + 0.38 * len(summary), sharey=True)
     y = np.arange(len(summary))

@@ -20,22 +20,22 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from mtlib.adjust import fit_adjustment, save_adjustment, sst_probabilities
-from mtlib.augment import balance_classes, length_filter, write_augmented
-from mtlib.backbone import load_tokenizer
-from mtlib.checkpoint import checkpoint_exists, load_checkpoint, load_model_weights, save_checkpoint
+from mtlib.training.adjust import fit_adjustment, save_adjustment, sst_probabilities
+from mtlib.data.augment import balance_classes, length_filter, write_augmented
+from mtlib.model.backbone import load_tokenizer
+from mtlib.training.checkpoint import checkpoint_exists, load_checkpoint, load_model_weights, save_checkpoint
 from mtlib.config import TASK_NAMES, Config, TrainConfig, config_from_dict
-from mtlib.data import file_name, find_data_dir, load_split, read_task_file
-from mtlib.encode import BatchStream, EncodedSplit, encode_split
-from mtlib.evaluate import autocast, evaluate, prediction_frame, score
-from mtlib.gradients import get_combiner, param_segments, point_grads
+from mtlib.data.files import file_name, find_data_dir, load_split, read_task_file
+from mtlib.data.encode import BatchStream, EncodedSplit, encode_split
+from mtlib.training.evaluate import autocast, evaluate, prediction_frame, score
+from mtlib.training.combiners import get_combiner, param_segments, point_grads
 from mtlib.io import write_csv, write_json, write_text
-from mtlib.model import MultitaskModel, add_task_pals, build_model, parameter_counts
-from mtlib.pretrain import pretrain_heads
-from mtlib.samplers import TaskSampler
-from mtlib.smart import Smart
+from mtlib.model.multitask import MultitaskModel, add_task_pals, build_model, parameter_counts
+from mtlib.training.pretrain import pretrain_heads
+from mtlib.training.samplers import TaskSampler
+from mtlib.training.smart import Smart
 from mtlib.tasks import TASKS
-from mtlib.updates import UPDATES, PlanContext, updates_per_epoch
+from mtlib.training.updates import UPDATES, PlanContext, updates_per_epoch
 
 DEV_SAMPLE_SEED = 0  # the dev subsample is fixed: every run is scored on the same rows
 AUGMENTED_TASKS = ("sst", "para")

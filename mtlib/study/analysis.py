@@ -27,16 +27,16 @@ LABEL_NAMES = {
 }
 #: STS scores are binned into [0, 1), [1, 2), ..., [4, 5] wherever a "class" is needed.
 STS_BINS = (0, 1, 2, 3, 4, 5)
-AUGMENTED_ID = re.compile(r"-aug\d+$")  # ids mtlib.augment.balance_classes gives new rows
+AUGMENTED_ID = re.compile(r"-aug\d+$")  # ids mtlib.data.augment.balance_classes gives new rows
 
 
 # ---------------------------------------------------------------------------------------
 # Loading the profile's data
 
 def training_frames(cfg, data_dir=None) -> dict[str, pd.DataFrame]:
-    """``{task: frame}``: the training data as mtlib.train.prepare_data loads it for ``cfg``
+    """``{task: frame}``: the training data as mtlib.training.loop.prepare_data loads it for ``cfg``
     (the profile's sample, seeded by the training seed), before filtering or augmentation."""
-    from mtlib.data import find_data_dir, load_split
+    from mtlib.data.files import find_data_dir, load_split
 
     folder = find_data_dir(data_dir or cfg.data.dir)
     return {task: load_split(folder, task, "train", cfg.data.train_size[task], cfg.train.seed) for task in TASKS}
@@ -87,9 +87,9 @@ def length_summary(lengths: Mapping[str, Sequence[int]], percentile: float = 98.
 
 
 def length_filter_counts(lengths: Mapping[str, Sequence[int]], fraction: float) -> pd.DataFrame:
-    """What mtlib.augment.length_filter does to each task: rows, dropped, kept, and the
+    """What mtlib.data.augment.length_filter does to each task: rows, dropped, kept, and the
     longest kept and shortest dropped length (NaN when nothing is dropped)."""
-    from mtlib.augment import length_filter
+    from mtlib.data.augment import length_filter
 
     rows = []
     for task, values in lengths.items():
@@ -122,13 +122,13 @@ def augmentation_counts(ids, labels, task: str) -> pd.DataFrame:
 
 
 def data_counts_table(counts: Mapping[str, Mapping[str, int]]) -> pd.DataFrame:
-    """mtlib.train.prepare_data's ``counts`` ({step: {task: rows}}) as a tasks x steps table."""
+    """mtlib.training.loop.prepare_data's ``counts`` ({step: {task: rows}}) as a tasks x steps table."""
     return pd.DataFrame(counts).astype("Int64").rename_axis("task")
 
 
 def eda_examples(sentences: Sequence[str], seed: int, alpha: float = 0.1, nltk_data=None) -> pd.DataFrame:
     """Each EDA operation applied once to each sentence (seeded): sentence, operation, result."""
-    from mtlib.augment import OPERATIONS, eda
+    from mtlib.data.augment import OPERATIONS, eda
 
     rows = [{"sentence": s, "operation": op.replace("_", " "), "augmented": eda(s, seed + i, alpha, op, nltk_data)}
             for i, s in enumerate(sentences) for op in OPERATIONS]
@@ -140,9 +140,9 @@ def eda_examples(sentences: Sequence[str], seed: int, alpha: float = 0.1, nltk_d
 
 def sampler_probabilities(sizes: Mapping[str, int], epochs: int,
                           samplers: Sequence[str] | None = None) -> dict[str, dict[int, dict[str, float]]]:
-    """``{sampler: {epoch: {task: P(task)}}}`` for every sampler of mtlib.samplers.SAMPLERS
+    """``{sampler: {epoch: {task: P(task)}}}`` for every sampler of mtlib.training.samplers.SAMPLERS
     (or those named), epochs 1..``epochs``: the input of figures.plot_sampler_probabilities."""
-    from mtlib.samplers import SAMPLERS, get_sampler
+    from mtlib.training.samplers import SAMPLERS, get_sampler
 
     names = list(samplers) if samplers is not None else list(SAMPLERS)
     return {name: {e: get_sampler(name)(dict(sizes), e, epochs) for e in range(1, epochs + 1)} for name in names}
@@ -158,7 +158,7 @@ def sampler_table(probabilities: Mapping[str, Mapping[int, Mapping[str, float]]]
 # Head pretraining
 
 def pretrain_frame(history: Mapping[str, Sequence[Mapping]]) -> pd.DataFrame:
-    """mtlib.pretrain.pretrain_heads' history as one long frame:
+    """mtlib.training.pretrain.pretrain_heads' history as one long frame:
     task, epoch, loss, metric (its name, e.g. sst/acc), score (its value), seconds."""
     rows = []
     for task, epochs in history.items():
@@ -199,7 +199,7 @@ def run_history(run_dir) -> pd.DataFrame:
 
 
 def best_experiment(runs: pd.DataFrame, metric: str = "mean", exclude: Sequence[str] = ()) -> str:
-    """The experiment with the best ``metric`` averaged over its seeds (mtlib.report.collect_runs'
+    """The experiment with the best ``metric`` averaged over its seeds (mtlib.study.report.collect_runs'
     frame); runs without the metric (single-task runs have no dev mean) are skipped."""
     means = runs[~runs["experiment"].isin(exclude)].groupby("experiment")[metric].mean().dropna()
     if means.empty:
@@ -300,7 +300,7 @@ def read_predictions(run_dir, task: str, split: str = "dev", data_dir=None) -> p
     input, both sentences for a pair), correct (classification) and abs_error. The data
     folder is ``data_dir``, else the run's config.yaml ``data.dir``, else the usual search.
     """
-    from mtlib.data import file_name, find_data_dir, read_task_file
+    from mtlib.data.files import file_name, find_data_dir, read_task_file
 
     run_dir, spec = Path(run_dir), TASKS[task]
     if data_dir is None and (run_dir / "config.yaml").exists():

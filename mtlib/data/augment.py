@@ -19,7 +19,7 @@ punctuation (the course files are already tokenised for SST).
 
 The study uses EDA to bring every under-represented class of SST and Quora up to the
 size of the largest class (:func:`balance_classes`). WordNet, the POS tagger and the stop
-words come from the project's offline NLTK folder (:mod:`mtlib.nltk_data`); nothing is
+words come from the project's offline NLTK folder (:mod:`mtlib.data.nltk_data`); nothing is
 downloaded at run time.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtlib.nltk_data import use_nltk_data
+from mtlib.data.nltk_data import use_nltk_data
 
 OPERATIONS = ("synonym_replacement", "random_insertion", "random_swap", "random_deletion")
 #: Operations that need at least two words to do anything sensible.

@@ -69,7 +69,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from mtlib.encode import Batch
+from mtlib.data.encode import Batch
 
 # ---------------------------------------------------------------------------- divergences
 

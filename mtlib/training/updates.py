@@ -3,7 +3,7 @@
 An update plan is a pure-ish function of :class:`PlanContext` returning a list of
 ``(task, weight)`` pairs: one training batch of ``task`` is drawn per pair and its loss is
 multiplied by ``weight``. How the per-task gradients are then combined (summed, PCGrad,
-GradVac) is the combiner's business (``mtlib.gradients.COMBINERS``).
+GradVac) is the combiner's business (``mtlib.training.combiners.COMBINERS``).
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mtlib.gradients import compromise_group, compromise_weights, reference_code_weights
-from mtlib.samplers import TaskSampler, annealed, annealed_alpha
+from mtlib.training.combiners import compromise_group, compromise_weights, reference_code_weights
+from mtlib.training.samplers import TaskSampler, annealed, annealed_alpha
 
 
 @dataclass

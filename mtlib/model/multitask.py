@@ -6,17 +6,17 @@ import contextlib
 import torch
 from torch import nn
 
-from mtlib.backbone import load_encoder
+from mtlib.model.backbone import load_encoder
 from mtlib.config import TASK_NAMES, Config
-from mtlib.encode import Batch
-from mtlib.heads import Features, build_head
-from mtlib.pal import add_pals, freeze_all_but_pals
+from mtlib.data.encode import Batch
+from mtlib.model.heads import Features, build_head
+from mtlib.model.pal import add_pals, freeze_all_but_pals
 from mtlib.tasks import TASKS
 
 
 class MultitaskModel(nn.Module):
     """``encoder`` (a transformers BertModel), ``heads[task]``, and optionally a
-    :class:`mtlib.pal.PalBank` whose task-specific layers are routed by the batch's task."""
+    :class:`mtlib.model.pal.PalBank` whose task-specific layers are routed by the batch's task."""
 
     def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], pals: nn.Module | None = None):
         super().__init__()

@@ -38,9 +38,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from mtlib.encode import EncodedSplit, collate, epoch_batches, eval_batches
-from mtlib.evaluate import autocast
-from mtlib.heads import Features, RecurrentHead
+from mtlib.data.encode import EncodedSplit, collate, epoch_batches, eval_batches
+from mtlib.training.evaluate import autocast
+from mtlib.model.heads import Features, RecurrentHead
 from mtlib.io import atomic_path
 from mtlib.tasks import TASKS, metric_key
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from mtlib.backbone import load_tokenizer
-from mtlib.adjust import load_adjustment
-from mtlib.checkpoint import load_model_weights
+from mtlib.model.backbone import load_tokenizer
+from mtlib.training.adjust import load_adjustment
+from mtlib.training.checkpoint import load_model_weights
 from mtlib.config import PerTask
-from mtlib.data import read_task_file
-from mtlib.encode import encode_split
-from mtlib.evaluate import evaluate, prediction_frame
+from mtlib.data.files import read_task_file
+from mtlib.data.encode import encode_split
+from mtlib.training.evaluate import evaluate, prediction_frame
 from mtlib.io import write_csv, write_json
-from mtlib.model import build_model
+from mtlib.model.multitask import build_model
 from mtlib.tasks import TASKS
-from mtlib.train import ADJUSTMENT_FILE, prepare_data, read_run_config, resolve_device
+from mtlib.training.loop import ADJUSTMENT_FILE, prepare_data, read_run_config, resolve_device
 
 
 def load_run(run_dir: str | Path, device: str | None = None):

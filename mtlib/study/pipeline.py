@@ -14,7 +14,7 @@ the pieces around them:
 - :func:`check_outputs`: after ``dvc repro``, the results table and every figure dvc.yaml
   declares exist and are not empty.
 
-Command line: ``python -m mtlib.pipeline {runs,deps,report,check-notebooks,check-outputs} ...``.
+Command line: ``python -m mtlib.study.pipeline {runs,deps,report,check-notebooks,check-outputs} ...``.
 """
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ def _mtlib_imports(source: str) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mtlib":
-            names |= {f"mtlib.{a.name}" for a in node.names} if node.module == "mtlib" else {node.module}
+            # ``from mtlib.study import figures`` may name a module or a function: keep both
+            # candidates, module_closure keeps those that are files.
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Import):
             names |= {a.name for a in node.names if a.name.split(".")[0] == "mtlib"}
     return names
@@ -91,6 +93,18 @@ def notebook_modules(path: str | Path, root: str | Path = ".") -> list[str]:
     source = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
     python = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))  # magics
     return module_closure(_mtlib_imports(python), root)
+
+
+def layer_deps(files) -> list[str]:
+    """The dvc.yaml deps that cover ``files`` (``mtlib/...py``): a module in a layer
+    subpackage counts as its whole layer folder (``mtlib/training``), a top-level module as
+    itself. Layers import only downwards (tests/test_architecture.py), so a stage depends on
+    the layers its notebook reaches and on nothing above them."""
+    deps = set()
+    for name in files:
+        parts = Path(name).parts
+        deps.add("/".join(parts[:2]) if len(parts) > 2 else name)
+    return sorted(deps)
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,7 +295,7 @@ def check_outputs(root: str | Path = ".", dvc_yaml: str | Path = "dvc.yaml",
 # Command line
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mtlib.pipeline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mtlib.study.pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     runs = commands.add_parser("runs", help="list the (experiment, seed) runs params.yaml's pipeline asks for")
     runs.add_argument("--params", default="params.yaml")
@@ -309,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{experiment}\t{seed}")
         return 0
     if args.command == "deps":
-        print("\n".join(notebook_modules(args.notebook)))
+        print("\n".join(layer_deps(notebook_modules(args.notebook))))
         return 0
     if args.command == "report":
         order = [e for e, _ in pipeline_runs(args.params)] if args.params else []

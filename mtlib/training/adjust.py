@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mtlib.encode import EncodedSplit, eval_batches
-from mtlib.evaluate import autocast
+from mtlib.data.encode import EncodedSplit, eval_batches
+from mtlib.training.evaluate import autocast
 from mtlib.io import atomic_path
 
 MAX_SCALE = 100.0  # c's bound: on perfectly separated probabilities CE(c p) falls forever

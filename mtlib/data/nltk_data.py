@@ -22,7 +22,7 @@ renamed into place, so a failed build leaves no half-written folder. NLTK 3.10 r
 data that is group- or world-writable, so files are written ``0644`` and folders
 ``0755``.
 
-Run ``python -m mtlib.nltk_data [--target DIR]`` once per machine; at run time call
+Run ``python -m mtlib.data.nltk_data [--target DIR]`` once per machine; at run time call
 :func:`use_nltk_data`.
 """
 from __future__ import annotations
@@ -40,8 +40,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-DEFAULT_TARGET = Path(__file__).resolve().parents[1] / "data" / "nltk_data"
-SETUP_COMMAND = "python -m mtlib.nltk_data"
+DEFAULT_TARGET = Path(__file__).resolve().parents[2] / "data" / "nltk_data"
+SETUP_COMMAND = "python -m mtlib.data.nltk_data"
 ENV_VAR = "MTLIB_NLTK_DATA"  # another folder than DEFAULT_TARGET (e.g. for DVC's queued experiments)
 
 #: Bump when the layout or content of the built folder changes: older builds get rebuilt.
