@@ -160,7 +160,7 @@ def write_batches(args, path: Path) -> dict:
     from mtlib.model.backbone import load_tokenizer
     from mtlib.data.files import find_data_dir
     from mtlib.data.encode import BatchStream
-    from mtlib.training.loop import prepare_data
+    from mtlib.data.prepare import prepare_data
 
     cfg = variant_config(args, "sum")
     t = cfg.train
@@ -242,10 +242,10 @@ class VariantRun:
     def __init__(self, args, name: str, batches: dict, sizes: dict):
         import torch
 
-        from mtlib.training.evaluate import autocast
+        from mtlib.training.precision import autocast
         from mtlib.model.multitask import build_model
         from mtlib.training.samplers import TaskSampler
-        from mtlib.training.loop import Stepper
+        from mtlib.training.stepper import Stepper
 
         self.name, self.cfg = name, variant_config(args, name)
         t = self.cfg.train
@@ -264,7 +264,7 @@ class VariantRun:
         streams = {task: FixedStream(batches[task]) for task in t.tasks}
         task_sizes = {task: sizes[task] for task in t.tasks}
         sampler = TaskSampler(t.sampler, task_sizes, t.epochs, t.seed)
-        self.stepper = Stepper(self.cfg, self.model, optimizer, scaler, streams, sampler, task_sizes, device)
+        self.stepper = Stepper(t, self.model, optimizer, scaler, streams, sampler, task_sizes, device, t.amp)
         self.timers = {"combine": 0.0, "copies": 0.0}
         self.stepper.combiner.combine = _timed("combine", self.stepper.combiner.combine, self.timers)
         self.losses: list[float] = []

@@ -107,7 +107,7 @@ def load_everything(args):
     from mtlib.model.backbone import load_tokenizer
     from mtlib.config import load_config
     from mtlib.data.files import find_data_dir
-    from mtlib.training.loop import prepare_data
+    from mtlib.data.prepare import prepare_data
 
     overrides = [f"data.cache_dir={ROOT / 'data' / 'cache'}"]  # the project's cache, whatever the cwd
     cfg = load_config(args.params, args.experiment, args.profile, overrides=overrides)
@@ -119,7 +119,7 @@ def load_everything(args):
 
 def training_plan(cfg, data, pad_id: int, updates: int, batch: int | None) -> list[list[tuple[str, object]]]:
     """Per update, the (task, rows) of its micro-batches: real sampler + bucketed streams, seeded."""
-    from mtlib.config import TASK_NAMES
+    from mtlib.tasks import TASK_NAMES
     from mtlib.data.encode import BatchStream
     from mtlib.training.samplers import TaskSampler
     from mtlib.training.updates import updates_per_epoch
@@ -174,7 +174,7 @@ def run_variant(args) -> dict:
 
     torch.set_num_threads(args.threads)
     from mtlib.data.encode import collate
-    from mtlib.training.evaluate import autocast
+    from mtlib.training.precision import autocast
     from mtlib.model.multitask import build_model
     from mtlib.tasks import TASKS
 

@@ -44,10 +44,11 @@ from pathlib import Path
 import torch
 
 from mtlib.model.backbone import load_tokenizer
-from mtlib.config import TASK_NAMES, load_config
+from mtlib.config import load_config
+from mtlib.tasks import TASK_NAMES
 from mtlib.model.multitask import build_model
 from mtlib.training.pretrain import pretrain_heads
-from mtlib.training.loop import prepare_data
+from mtlib.data.prepare import prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-3  # (a) vs (b): float noise from padding widths, far below this

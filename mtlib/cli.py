@@ -7,6 +7,13 @@ import sys
 import warnings
 from pathlib import Path
 
+from mtlib.config import ConfigError, load_config
+from mtlib.data.files import DataError, download
+from mtlib.model.backbone import BackboneError
+from mtlib.tasks import TASK_NAMES
+from mtlib.training.inference import evaluate_run, predict_file
+from mtlib.training.loop import train
+
 HELP = __doc__
 
 
@@ -34,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="score any file in the course layout with a run's best checkpoint")
     p.add_argument("--run", required=True)
-    p.add_argument("--task", required=True, choices=["sst", "para", "sts"])
+    p.add_argument("--task", required=True, choices=list(TASK_NAMES))
     p.add_argument("--input", required=True, help="tab-separated file with id and text column(s); label optional")
     p.add_argument("--output", required=True, help="CSV written with id and the predicted label")
 
@@ -45,10 +52,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from mtlib.model.backbone import BackboneError
-    from mtlib.config import ConfigError
-    from mtlib.data.files import DataError
-
     try:
         return _run(args)
     except (ConfigError, DataError, BackboneError, FileExistsError, FileNotFoundError, ValueError) as err:
@@ -59,9 +62,6 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     warnings.simplefilter("default")
     if args.command == "train":
-        from mtlib.config import load_config
-        from mtlib.training.loop import train
-
         cfg = load_config(args.params, args.experiment, args.profile, args.seed, args.overrides)
         out = Path(args.out or f"runs/{cfg.profile}/{cfg.experiment}/seed{cfg.train.seed}")
         metrics = train(cfg, out, data_dir=args.data, resume=args.resume, overwrite=args.overwrite,
@@ -69,20 +69,14 @@ def _run(args) -> int:
         print(f"run folder: {out}")
         print(json.dumps({"dev": metrics["dev"], "train_seconds": metrics["train_seconds"]}, indent=2))
     elif args.command == "evaluate":
-        from mtlib.training.inference import evaluate_run
-
         print(json.dumps(evaluate_run(args.run, args.data, args.full_dev), indent=2))
         print(f"predictions: {Path(args.run) / 'evaluation'}")
     elif args.command == "predict":
-        from mtlib.training.inference import predict_file
-
         scores = predict_file(args.run, args.task, args.input, args.output)
         print(f"wrote {args.output}")
         if scores:
             print(json.dumps(scores, indent=2))
     elif args.command == "download-data":
-        from mtlib.data.files import download
-
         print(f"course files in {download(args.target)}")
     return 0
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-TASK_NAMES = ("sst", "para", "sts")
+from mtlib.tasks import TASK_NAMES
 TOP_LEVEL_KEYS = ("profile", "seeds", "base", "profiles", "experiments", "pipeline")
 
 
@@ -109,7 +109,7 @@ class TrainConfig:
     pretrain_args: dict           # mtlib.training.pretrain.pretrain_heads knobs: lr, epochs, patience
     init_from: str | None         # a run folder whose best weights start this run ({seed} is filled in)
     sst_adjustment: bool          # fit the 5x5 SST adjustment matrix after training
-    amp: str                      # 'none', 'bf16' (CPU or CUDA) or 'fp16' (CUDA, GradScaler)
+    amp: str                      # 'auto' (per machine, mtlib.training.precision), 'none', 'bf16' or 'fp16'
     eval_every: int | None        # updates between dev evaluations; None: once per epoch
     eval_batch_size: int
     patience: int | None          # evaluations without a better dev mean before stopping
@@ -276,12 +276,9 @@ def _choose(value: str, valid, where: str) -> None:
 
 
 def validate(config: Config, where: str = "config") -> None:
-    """Checks that need more than one field or a registry."""
-    from mtlib.training.combiners import COMBINERS
-    from mtlib.model.heads import HEADS
-    from mtlib.training.samplers import SAMPLERS
-    from mtlib.training.updates import UPDATES
-
+    """Checks that need more than one field. Names looked up in a registry (heads, samplers,
+    update rules, combiners) are checked where they are looked up:
+    :func:`mtlib.training.methods.resolve`."""
     m, t, d = config.model, config.train, config.data
     _choose(m.pair_mode, ("sentence", "embedding"), f"{where}.model.pair_mode")
     for task, partial in m.head_overrides.items():
@@ -290,16 +287,12 @@ def validate(config: Config, where: str = "config") -> None:
             raise ConfigError(f"{where}.model.head_overrides.{task}: expected a mapping")
         _build(HeadConfig, {**dataclasses.asdict(m.head), **partial}, f"{where}.model.head_overrides.{task}")
     for task in TASK_NAMES:
-        _choose(m.head_for(task).kind, HEADS, f"{where}.model.head.kind ({task})")
         if t.batch_size[task] is None or t.batch_size[task] < 1:
             raise ConfigError(f"{where}.train.batch_size.{task}: must be a positive integer")
         for name in ("train_size", "dev_size"):
             n = getattr(d, name)[task]
             if n is not None and (not isinstance(n, int) or n < 1):
                 raise ConfigError(f"{where}.data.{name}.{task}: must be a positive integer or null")
-    _choose(t.sampler, SAMPLERS, f"{where}.train.sampler")
-    _choose(t.update, UPDATES, f"{where}.train.update")
-    _choose(t.combiner, COMBINERS, f"{where}.train.combiner")
     _choose(t.granularity, ("whole", "layer"), f"{where}.train.granularity")
     _choose(t.method, ("finetune", "random"), f"{where}.train.method")
     _choose(m.pals, ("none", "start", "after"), f"{where}.model.pals")
@@ -309,12 +302,7 @@ def validate(config: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}.train.tasks: must list distinct tasks")
     for task in t.tasks:
         _choose(task, TASK_NAMES, f"{where}.train.tasks")
-    if t.update.startswith("compromise") and t.group_size < len(t.tasks):
-        raise ConfigError(f"{where}.train.group_size: must be >= the number of tasks ({len(t.tasks)})")
-    if t.combiner != "sum" and t.update == "sampled":
-        raise ConfigError(f"{where}.train.combiner={t.combiner!r} needs a gradient per task: "
-                          "use train.update each_task or compromise")
-    _choose(t.amp, ("none", "bf16", "fp16"), f"{where}.train.amp")
+    _choose(t.amp, ("auto", "none", "bf16", "fp16"), f"{where}.train.amp")
     _choose(t.schedule, ("constant", "linear"), f"{where}.train.schedule")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
         raise ConfigError(f"{where}.train.device: {t.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")

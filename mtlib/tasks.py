@@ -1,11 +1,53 @@
-"""The three tasks: their files, columns, losses, predictions and metrics."""
+"""The three tasks: their files, columns, losses, predictions and metrics.
+
+``TASKS`` is the one registry of tasks and ``TASK_NAMES`` the one spelling of their order
+(sst, para, sts) used everywhere: files, metrics, configs, tables. Each entry carries its
+own loss, prediction rule and metric, so nothing elsewhere branches on a task's name.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+def _cross_entropy(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(output, labels.long())
+
+
+def _binary_cross_entropy(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(output, labels.float())
+
+
+def _squared_error(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(output, labels.float())
+
+
+def _argmax(output: torch.Tensor, task: "Task") -> torch.Tensor:
+    return output.argmax(-1)
+
+
+def _positive_logit(output: torch.Tensor, task: "Task") -> torch.Tensor:
+    return (output > 0).long()
+
+
+def _clamped_score(output: torch.Tensor, task: "Task") -> torch.Tensor:
+    return output.clamp(task.label_min, task.label_max)
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return float((np.asarray(predictions, float) == np.asarray(labels, float)).mean())
+
+
+def pearson(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Pearson r; 0.0 when either side is constant (r is undefined: no correlation)."""
+    predictions, labels = np.asarray(predictions, float), np.asarray(labels, float)
+    if predictions.std() == 0 or labels.std() == 0:
+        return 0.0
+    return float(np.corrcoef(predictions, labels)[0, 1])
 
 
 @dataclass(frozen=True)
@@ -19,28 +61,23 @@ class Task:
     label_min: float
     label_max: float
     integer_labels: bool
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    predict_fn: Callable[[torch.Tensor, "Task"], torch.Tensor]
+    metric_fn: Callable[[np.ndarray, np.ndarray], float]
+    balanced: bool                   # EDA class balancing applies (classification with few classes)
+    drops_empty_labels: bool = False  # rows with an empty label are dropped with a warning (quora-dev has 2)
 
     @property
     def is_pair(self) -> bool:
         return len(self.text_columns) == 2
 
     def loss(self, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy (sst), BCE with logits (para), MSE (sts); computed in fp32."""
-        output = output.float()
-        if self.name == "sst":
-            return F.cross_entropy(output, labels.long())
-        if self.name == "para":
-            return F.binary_cross_entropy_with_logits(output, labels.float())
-        return F.mse_loss(output, labels.float())
+        """The task's training loss, computed in fp32."""
+        return self.loss_fn(output.float(), labels)
 
     def predict(self, output: torch.Tensor) -> np.ndarray:
-        """Labels in the file's own scale; STS scores clamped to 0..5."""
-        output = output.float()
-        if self.name == "sst":
-            return output.argmax(-1).cpu().numpy()
-        if self.name == "para":
-            return (output > 0).long().cpu().numpy()
-        return output.clamp(self.label_min, self.label_max).cpu().numpy()
+        """Labels in the file's own scale (STS: scores clamped to the label range)."""
+        return self.predict_fn(output.float(), self).cpu().numpy()
 
     def random_predictions(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """The random predictor: a uniformly drawn class, or a uniform score in the label range."""
@@ -49,19 +86,18 @@ class Task:
         return rng.uniform(self.label_min, self.label_max, size=n)
 
     def score(self, predictions: np.ndarray, labels: np.ndarray) -> float:
-        predictions, labels = np.asarray(predictions, float), np.asarray(labels, float)
-        if self.metric == "acc":
-            return float((predictions == labels).mean())
-        if predictions.std() == 0 or labels.std() == 0:
-            return 0.0  # Pearson r is undefined for a constant; count it as no correlation
-        return float(np.corrcoef(predictions, labels)[0, 1])
+        return self.metric_fn(predictions, labels)
 
 
 TASKS = {
-    "sst": Task("sst", "ids-sst", ("sentence",), "sentiment", 5, "acc", 0, 4, True),
-    "para": Task("para", "quora", ("sentence1", "sentence2"), "is_duplicate", 1, "acc", 0, 1, True),
-    "sts": Task("sts", "sts", ("sentence1", "sentence2"), "similarity", 1, "pearson", 0, 5, False),
+    "sst": Task("sst", "ids-sst", ("sentence",), "sentiment", 5, "acc", 0, 4, True,
+                _cross_entropy, _argmax, accuracy, balanced=True),
+    "para": Task("para", "quora", ("sentence1", "sentence2"), "is_duplicate", 1, "acc", 0, 1, True,
+                 _binary_cross_entropy, _positive_logit, accuracy, balanced=True, drops_empty_labels=True),
+    "sts": Task("sts", "sts", ("sentence1", "sentence2"), "similarity", 1, "pearson", 0, 5, False,
+                _squared_error, _clamped_score, pearson, balanced=False),
 }
+TASK_NAMES = tuple(TASKS)
 
 
 def metric_key(task: str) -> str:

@@ -136,14 +136,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------- imports from mtlib
-from mtlib.config import TASK_NAMES, load_config  # noqa: E402
+from mtlib.config import load_config
+from mtlib.tasks import TASK_NAMES  # noqa: E402
 from mtlib.data.encode import Batch  # noqa: E402
-from mtlib.training.evaluate import autocast  # noqa: E402
+from mtlib.training.precision import autocast  # noqa: E402
 from mtlib.model.heads import build_head  # noqa: E402
 from mtlib.model.multitask import MultitaskModel  # noqa: E402
 from mtlib.training.samplers import TaskSampler  # noqa: E402
 from mtlib.tasks import TASKS  # noqa: E402
-from mtlib.training.loop import Stepper  # noqa: E402
+from mtlib.training.stepper import Stepper  # noqa: E402
 
 
 # --------------------------------------------------------------------------- model and batches
@@ -230,7 +231,7 @@ def make_streams(pools: dict) -> dict:
 
 # --------------------------------------------------------------------------- the update step
 class RecordingStepper(Stepper):
-    """mtlib.training.loop.Stepper, recording every task loss (detached, left on the device)."""
+    """mtlib.training.stepper.Stepper, recording every task loss (detached, left on the device)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -263,8 +264,8 @@ def new_stepper(cfg, model, initial: dict, pools_for, device: torch.device):
     optimizer = new_optimizer(model, t)
     scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
     sizes = {task: TRAIN_SIZES[task] for task in t.tasks}
-    stepper = RecordingStepper(cfg, model, optimizer, scaler, make_streams(pools_for(cfg)),
-                               TaskSampler(t.sampler, sizes, t.epochs, t.seed), sizes, device)
+    stepper = RecordingStepper(t, model, optimizer, scaler, make_streams(pools_for(cfg)),
+                               TaskSampler(t.sampler, sizes, t.epochs, t.seed), sizes, device, t.amp)
     return stepper, optimizer, scaler
 
 

@@ -61,7 +61,7 @@ from mtlib.model.backbone import load_tokenizer
 from mtlib.config import load_config
 from mtlib.data.encode import encode_split
 from mtlib.tasks import TASKS
-from mtlib.training.loop import prepare_data
+from mtlib.data.prepare import prepare_data
 
 cfg = load_config(params, experiment, profile, seed)
 frames = analysis.training_frames(cfg)
@@ -189,7 +189,7 @@ from mtlib.config import load_config
 from mtlib.io import write_csv
 from mtlib.model.multitask import build_model
 from mtlib.training.pretrain import pretrain_heads
-from mtlib.training.loop import prepare_data, resolve_device, seed_everything
+from mtlib.data.prepare import prepare_data, resolve_device, seed_everything
 
 cfg = load_config(params, experiment, profile, seed)
 t = cfg.train
@@ -245,7 +245,7 @@ from IPython.display import Markdown, display
 
 from mtlib.study import analysis, figures
 from mtlib.config import load_config
-from mtlib.study.pipeline import export_run
+from mtlib.training.runs import export_run
 from mtlib.training.loop import train
 
 cfg = load_config(params, experiment, profile, seed)
@@ -383,7 +383,8 @@ from mtlib.study.report import REPORT_TABLE2, collect_histories, collect_runs, s
 
 pipeline = read_params(params)["pipeline"]
 runs = collect_runs(runs_dir)
-summary = summarise(runs, pipeline["labels"], baseline=baseline)
+labels = {experiment: row["label"] for experiment, row in pipeline["rows"].items() if row["label"]}
+summary = summarise(runs, labels, baseline=baseline)
 write_table(summary, table_csv, table_md, baseline=baseline)
 Markdown(Path(table_md).read_text())
 """),
@@ -421,7 +422,7 @@ train and single-task runs have no dev mean: they are in the table only.
 """),
     code("""
 histories = collect_histories(runs_dir)
-groups = analysis.curve_groups(runs_dir, pipeline["experiments"] + pipeline["pal_experiments"])
+groups = analysis.curve_groups(pipeline["rows"], sorted(set(histories["experiment"])))
 for group, names in groups.items():
     display(figures.plot_learning_curves(analysis.select_experiments(histories, names),
                                          f"{figures_dir}/05_learning_curves/{group}.png",

@@ -6,7 +6,7 @@ from mtlib.training.adjust import apply_adjustment, fit_adjustment, load_adjustm
 from mtlib.model.backbone import load_tokenizer
 from mtlib.training.evaluate import predict_split
 from mtlib.model.multitask import build_model
-from mtlib.training.loop import prepare_data
+from mtlib.data.prepare import prepare_data
 from tests.helpers import smoke_config
 
 

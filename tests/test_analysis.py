@@ -160,40 +160,15 @@ def test_rank_agreement():
     assert math.isnan(rho) and n == 2
 
 
-def _config(**overrides):
-    config = {"backbone": {"pretrained": True},
-              "model": {"head": {"kind": "mlp"}, "head_overrides": {}, "pals": "none"},
-              "train": {"method": "finetune", "tasks": ["sst", "para", "sts"], "update": "sampled", "smart": False}}
-    for key, value in overrides.items():
-        section, name = key.split("__")
-        config[section][name] = value
-    return config
-
-
-def test_experiment_group():
-    assert analysis.experiment_group(_config()) == "ladder"
-    assert analysis.experiment_group(_config(train__update="each_task")) == "gradients"
-    assert analysis.experiment_group(_config(train__smart=True)) == "gradients"
-    assert analysis.experiment_group(_config(model__head={"kind": "lstm"})) == "heads"
-    assert analysis.experiment_group(_config(model__head_overrides={"sts": {"kind": "lstm"}})) == "heads"
-    assert analysis.experiment_group(_config(model__pals="after")) == "adapters"
-    assert analysis.experiment_group(_config(backbone__pretrained=False)) == "controls"
-    assert analysis.experiment_group(_config(train__method="random")) is None
-    assert analysis.experiment_group(_config(train__tasks=["sst"])) is None
-
-
-def test_curve_groups_follow_the_order_and_add_references(tmp_path):
-    configs = {"base_model": _config(), "hidden": _config(), "hidden_pcgrad": _config(train__update="each_task"),
-               "no_pretraining": _config(backbone__pretrained=False), "single_sst": _config(train__tasks=["sst"]),
-               "random_predictor": _config(train__method="random")}
-    for name, config in configs.items():
-        for seed in (1, 2):
-            folder = tmp_path / name / f"seed{seed}"
-            folder.mkdir(parents=True)
-            (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    groups = analysis.curve_groups(tmp_path, order=["hidden", "base_model"])
-    assert groups == {"ladder": ["hidden", "base_model"], "gradients": ["hidden", "hidden_pcgrad"],
-                      "controls": ["base_model", "no_pretraining"]}
+def test_curve_groups_come_from_the_rows_and_add_the_parents_they_build_on():
+    rows = {"base_model": {"group": "ladder"}, "hidden": {"group": "ladder", "parent": "base_model"},
+            "hidden_pcgrad": {"group": "gradients", "parent": "hidden"},
+            "no_pretraining": {"group": "controls", "parent": "base_model"},
+            "single_sst": {"group": None}, "random_predictor": {}, "not_run": {"group": "ladder"}}
+    ran = ["hidden", "base_model", "hidden_pcgrad", "no_pretraining", "single_sst", "random_predictor"]
+    assert analysis.curve_groups(rows, ran) == {"ladder": ["base_model", "hidden"],
+                                                "gradients": ["hidden", "hidden_pcgrad"],
+                                                "controls": ["base_model", "no_pretraining"]}
 
 
 def test_select_experiments_keeps_the_given_order():

@@ -32,8 +32,8 @@ def test_unknown_key_is_an_error_naming_its_path():
 def test_wrong_type_and_bad_choice_are_errors():
     with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
         load_config(PARAMS, "base_model", "smoke", overrides=["train.epochs=two"])
-    with pytest.raises(ConfigError, match="train.sampler: 'nope' is not one of"):
-        load_config(PARAMS, "base_model", "smoke", overrides=["train.sampler=nope"])
+    with pytest.raises(ConfigError, match="train.granularity: 'neuron' is not one of"):
+        load_config(PARAMS, "base_model", "smoke", overrides=["train.granularity=neuron"])
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:3"])

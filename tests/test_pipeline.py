@@ -34,39 +34,6 @@ def test_pipeline_runs_cross_experiments_and_seeds():
         pipeline.pipeline_runs(params)
 
 
-def _run(tmp_path, dev, history=None):
-    run = tmp_path / "exp" / "seed1"
-    run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps({"dev": dev, "updates": 4, "best_update": 2, "train_seconds": 1.5,
-                                                  "params": {"total": 10}, "data": {"loaded": {"sst": 3}}}))
-    if history is not None:
-        history.to_csv(run / "history.csv", index=False)
-    return run
-
-
-def test_export_run_flattens_metrics_and_curve(tmp_path):
-    history = pd.DataFrame({"update": [2, 4], "epoch": [1, 2], "examples": [64, 128], "train_seconds": [1.0, 2.0],
-                            "sst/acc": [0.3, 0.4], "para/acc": [0.6, 0.7], "sts/pearson": [0.1, 0.2],
-                            "mean": [1 / 3, 13 / 30]})
-    run = _run(tmp_path, {"sst/acc": 0.4, "para/acc": 0.7, "sts/pearson": 0.2, "mean": 13 / 30}, history)
-    flat = pipeline.export_run(run, tmp_path / "m" / "exp" / "seed1.json", tmp_path / "c" / "exp" / "seed1.csv")
-    assert flat == json.loads((tmp_path / "m" / "exp" / "seed1.json").read_text())
-    assert set(flat) == {"dev", "updates", "best_update", "train_seconds"}  # no params, no data counts
-    curve = pd.read_csv(tmp_path / "c" / "exp" / "seed1.csv")
-    assert curve.columns.tolist() == ["update", "epoch", "examples", "sst/acc", "para/acc", "sts/pearson", "dev_mean"]
-    assert curve["dev_mean"].tolist() == pytest.approx(history["mean"].tolist())
-
-
-def test_export_run_of_single_task_and_untrained_runs(tmp_path):
-    single = _run(tmp_path / "single", {"sts/pearson": 0.5},
-                  pd.DataFrame({"update": [1], "epoch": [1], "examples": [8], "sts/pearson": [0.5]}))
-    pipeline.export_run(single, tmp_path / "s.json", tmp_path / "s.csv")
-    assert pd.read_csv(tmp_path / "s.csv")["dev_mean"].tolist() == [0.5]
-    untrained = _run(tmp_path / "random", {"sst/acc": 0.2})
-    pipeline.export_run(untrained, tmp_path / "r.json", tmp_path / "r.csv")
-    assert (tmp_path / "r.csv").read_text().strip() == "update,epoch,examples,dev_mean"
-
-
 # ---------------------------------------------------------------------------------------
 # The HTML report
 
@@ -246,8 +213,10 @@ def test_matrix_lists_are_params_pipeline_section():
 
 
 def test_labels_are_report_rows_in_table_order():
-    labels = PARAMS["pipeline"]["labels"]
-    assert set(labels) <= set(PARAMS["experiments"])
+    rows = PARAMS["pipeline"]["rows"]
+    labels = {experiment: row["label"] for experiment, row in rows.items() if row["label"]}
+    assert set(rows) == set(PARAMS["pipeline"]["experiments"]) | set(PARAMS["pipeline"]["pal_experiments"])
+    assert {row["parent"] for row in rows.values()} - {None} <= set(rows)
     assert sorted(labels.values()) == sorted(REPORT_TABLE2)  # every row of Table 2 exactly once
     assert list(labels.values()) == list(REPORT_TABLE2)      # ... in the report's order
     assert not {"single_sst", "no_pretraining", "hidden_compromise_reference"} & set(labels)

@@ -8,7 +8,7 @@ from mtlib.data.encode import collate
 from mtlib.model.multitask import build_model
 from mtlib.training.pretrain import encode_features, load_or_encode, pretrain_heads
 from mtlib.tasks import TASKS, metric_key
-from mtlib.training.loop import prepare_data
+from mtlib.data.prepare import prepare_data
 from tests.helpers import smoke_config
 
 LSTM = ("model.head.kind=lstm", "model.head.rnn_size=16", "model.head.with_cls=true", "model.pair_mode=embedding")

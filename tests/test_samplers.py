@@ -10,7 +10,7 @@ SIZES = {"sst": 8544, "para": 141506, "sts": 6041}
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 @pytest.mark.parametrize("epoch", [1, 3, 5])
 def test_probabilities_sum_to_one(name, epoch):
-    probs = SAMPLERS[name](SIZES, epoch, 5)
+    probs = SAMPLERS[name].probabilities(SIZES, epoch, 5)
     assert set(probs) == set(SIZES) and math.isclose(sum(probs.values()), 1.0) and min(probs.values()) > 0
 
 
@@ -33,10 +33,10 @@ def test_annealed_probabilities_follow_the_formula(epoch):
 
 
 def test_named_samplers():
-    assert SAMPLERS["random"](SIZES, 1, 1) == pytest.approx({t: 1 / 3 for t in SIZES})
-    prop = SAMPLERS["proportional"](SIZES, 1, 1)
+    assert SAMPLERS["random"].probabilities(SIZES, 1, 1) == pytest.approx({t: 1 / 3 for t in SIZES})
+    prop = SAMPLERS["proportional"].probabilities(SIZES, 1, 1)
     assert prop["para"] == pytest.approx(141506 / sum(SIZES.values()))
-    sqrt = SAMPLERS["square_root"](SIZES, 1, 1)
+    sqrt = SAMPLERS["square_root"].probabilities(SIZES, 1, 1)
     assert sqrt["sst"] / sqrt["sts"] == pytest.approx(math.sqrt(8544 / 6041))
     assert annealed(SIZES, 1, 5) == pytest.approx(prop)  # epoch 1: proportional
 

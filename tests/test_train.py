@@ -156,7 +156,7 @@ def test_python_dash_m_help():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 @pytest.mark.parametrize("name", ["cuda", "cuda:1"])
 def test_asking_for_a_missing_gpu_is_a_clear_error(name):
-    from mtlib.training.loop import resolve_device
+    from mtlib.training.precision import resolve_device
 
     with pytest.raises(RuntimeError, match=f"train.device={name} but no CUDA device"):
         resolve_device(name)

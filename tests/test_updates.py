@@ -3,16 +3,24 @@ import pytest
 import torch
 
 from mtlib.model.backbone import load_tokenizer
-from mtlib.training.combiners import compromise_weights, pcgrad
+from mtlib.training.combiners import PCGrad
 from mtlib.model.multitask import build_model
 from mtlib.training.samplers import TaskSampler
 from mtlib.tasks import TASKS
-from mtlib.training.loop import Stepper, prepare_data, train
+from mtlib.data.prepare import prepare_data
+from mtlib.training.loop import train
+from mtlib.training.stepper import Stepper
 from mtlib.data.encode import BatchStream
-from mtlib.training.updates import UPDATES, PlanContext, updates_per_epoch
+from mtlib.training.samplers import annealed
+from mtlib.training.updates import (UPDATES, PlanContext, compromise_adjusted, compromise_beta, compromise_group,
+                                    compromise_weights, reference_code_weights, updates_per_epoch)
 from tests.helpers import crash_on_evaluation, smoke_config
 
 SIZES = {"sst": 100, "para": 1000, "sts": 50}
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
 
 
 def context(name="random", epoch=1, epochs=3, k=2, n=8, seed=0):
@@ -21,9 +29,9 @@ def context(name="random", epoch=1, epochs=3, k=2, n=8, seed=0):
 
 
 def test_plans():
-    assert [w for _, w in UPDATES["sampled"](context(k=4))] == [0.25] * 4
-    assert sorted(t for t, _ in UPDATES["each_task"](context(k=2))) == ["para", "para", "sst", "sst", "sts", "sts"]
-    plan = UPDATES["compromise"](context(epoch=2, n=8))
+    assert [w for _, w in UPDATES["sampled"].plan(context(k=4))] == [0.25] * 4
+    assert sorted(t for t, _ in UPDATES["each_task"].plan(context(k=2))) == ["para", "para", "sst", "sst", "sts", "sts"]
+    plan = UPDATES["compromise"].plan(context(epoch=2, n=8))
     weights = compromise_weights(SIZES, 2, 3)
     assert len(plan) == 8 and set(t for t, _ in plan) == set(SIZES)
     assert all(w == pytest.approx(weights[t]) for t, w in plan)
@@ -31,8 +39,8 @@ def test_plans():
 
 def test_reference_code_compromise_uses_running_batch_counts():
     ctx = context(epoch=1, epochs=1, n=6)
-    first = UPDATES["compromise_reference"](ctx)
-    second = UPDATES["compromise_reference"](ctx)
+    first = UPDATES["compromise_reference"].plan(ctx)
+    second = UPDATES["compromise_reference"].plan(ctx)
     counts = {t: sum(1 for p in (first, second) for task, _ in p if task == t) for t in SIZES}
     assert ctx.batch_counts == counts
     assert all(w == pytest.approx(1 / counts[t]) for t, w in second)  # alpha = 1 at E = 1
@@ -49,8 +57,8 @@ def setup(tmp_path):
         streams = {t: BatchStream(data["train"][t], 8, 1, tokenizer.pad_token_id) for t in TASKS}
         sizes = {t: len(data["train"][t]) for t in TASKS}
         scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
-        stepper = Stepper(cfg, model, optimizer, scaler, streams, TaskSampler("random", sizes, 2, 1), sizes,
-                          torch.device("cpu"))
+        stepper = Stepper(cfg.train, model, optimizer, scaler, streams, TaskSampler("random", sizes, 2, 1), sizes,
+                          torch.device("cpu"), cfg.train.amp)
         return cfg, model, optimizer, stepper, data, tokenizer
     return make
 
@@ -86,7 +94,7 @@ def test_pcgrad_step_writes_the_pcgrad_of_per_task_gradients(setup, monkeypatch)
     grads, head = per_task_reference(model, data, tokenizer)
     generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + 0)
     captured = shared_grads_at_step(model, optimizer, stepper, monkeypatch)
-    assert torch.allclose(captured["shared"], pcgrad(grads, generator), atol=1e-6)
+    assert torch.allclose(captured["shared"], PCGrad().combine(grads, {}, generator)[0], atol=1e-6)
     assert torch.allclose(captured["head"], head, atol=1e-6)  # heads keep their own task's gradient
     assert not torch.allclose(captured["shared"], grads.sum(0), atol=1e-6)  # surgery did something
 
@@ -170,3 +178,68 @@ def test_resume_restores_gradvac_average_and_smart_teacher(tmp_path, monkeypatch
     restore()
     resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert resumed["dev"] == full["dev"] and resumed["best_update"] == full["best_update"]
+# ---------------------------------------------------------------------------- Gradient Compromise
+
+
+def test_compromise_beta():
+    assert compromise_beta(1, 5) == pytest.approx(0.2)
+    assert compromise_beta(3, 5) == pytest.approx(0.6)
+    assert compromise_beta(5, 5) == pytest.approx(1.0)
+    assert compromise_beta(1, 1) == pytest.approx(0.2)  # E = 1: no 0/0 (reference defect 6)
+    with pytest.raises(ValueError):
+        compromise_beta(0, 3)
+
+
+def test_compromise_weights_follow_inverse_size_power():
+    sizes = {"sst": 8544, "para": 141506, "sts": 6041}
+    first = compromise_weights(sizes, 1, 3)
+    assert first == pytest.approx({t: n**-0.2 for t, n in sizes.items()})
+    last = compromise_weights(sizes, 3, 3)
+    assert last == pytest.approx({t: 1 / n for t, n in sizes.items()})
+
+
+def test_reference_code_weights_differ_from_the_reports():
+    # Reference code: divide by the running batch count^alpha (defect 3); report: by N^beta.
+    sizes = {"sst": 8544, "para": 141506, "sts": 6041}
+    counts = {"sst": 3, "para": 0, "sts": 5}
+    ref = reference_code_weights(counts, alpha=0.6)
+    assert ref == pytest.approx({"sst": 3**-0.6, "para": 1.0, "sts": 5**-0.6})
+    assert ref != pytest.approx(compromise_weights(sizes, 2, 3))
+
+
+def test_compromise_adjusted_probabilities():
+    adjusted = compromise_adjusted({"sst": 0.1, "para": 0.7, "sts": 0.2}, 16)
+    # (p n - 1) / (n - 3): 0.6 / 13, 10.2 / 13, 2.2 / 13 (sum 1, nothing clipped)
+    assert adjusted == pytest.approx({"sst": 0.6 / 13, "para": 10.2 / 13, "sts": 2.2 / 13})
+    clipped = compromise_adjusted({"sst": 0.02, "para": 0.9, "sts": 0.08}, 16)
+    # clip(-0.68/13) = 0, clip(13.4/13) = 1, 0.28/13; renormalised
+    assert clipped == pytest.approx({"sst": 0.0, "para": 1 / (1 + 0.28 / 13), "sts": (0.28 / 13) / (1 + 0.28 / 13)})
+
+
+def test_compromise_group_contains_each_task_and_is_deterministic():
+    probs = annealed({"sst": 8544, "para": 141506, "sts": 6041}, 1, 3)
+    for seed in range(20):
+        group = compromise_group(probs, 16, gen(seed))
+        assert len(group) == 16 and set(probs) <= set(group)
+        assert group == compromise_group(probs, 16, gen(seed))
+    assert sorted(compromise_group(probs, 3, gen())) == sorted(probs)
+    with pytest.raises(ValueError):
+        compromise_group(probs, 2, gen())
+
+
+def test_compromise_group_extra_draws_follow_adjusted_probabilities():
+    probs = {"sst": 0.1, "para": 0.7, "sts": 0.2}
+    n, groups = 16, 2000
+    g = gen(11)
+    counts = dict.fromkeys(probs, 0)
+    for _ in range(groups):
+        for task in compromise_group(probs, n, g):
+            counts[task] += 1
+    extras = (n - 3) * groups
+    adjusted = compromise_adjusted(probs, n)
+    for task in probs:
+        assert (counts[task] - groups) / extras == pytest.approx(adjusted[task], abs=0.01)
+    # overall, each task fills the share of the group the sampler asked for
+    for task in probs:
+        assert counts[task] / (n * groups) == pytest.approx(probs[task], abs=0.01)
+

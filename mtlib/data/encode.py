@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from mtlib import seeds
 from mtlib.tasks import TASKS
 
 
@@ -186,8 +187,7 @@ class BatchStream:
         self._batches = None
 
     def _plan(self) -> list[np.ndarray]:
-        task_code = sum(ord(c) * 31 ** i for i, c in enumerate(self.split.task))
-        generator = torch.Generator().manual_seed((self.seed * 7919 + task_code) * 104_729 + self.passes)
+        generator = seeds.generator(seeds.pass_seed(self.seed, self.split.task, self.passes))
         return epoch_batches(self.lengths, self.batch_size, generator, self.bucketing)
 
     def next(self) -> Batch:

@@ -35,6 +35,10 @@ KNOWN_SHA256 = {
 }
 
 
+# The course repository's Quora test file is not used (its labels are not public either).
+NOT_DOWNLOADED = frozenset({"quora-test-student.csv"})
+
+
 class DataError(ValueError):
     """A task file is missing or malformed; the message names file, line and column."""
 
@@ -74,7 +78,7 @@ def download(target: str | Path = "data/raw", base_url: str | None = None) -> Pa
     for task in TASKS:
         for split in SPLITS:
             name = file_name(task, split)
-            if (target / name).exists() or (task == "para" and split == "test-student"):
+            if (target / name).exists() or name in NOT_DOWNLOADED:
                 continue
             tmp = target / f".{name}.part"
             try:
@@ -132,7 +136,7 @@ def read_task_file(path: str | Path, task: str, labelled: bool | None = None) ->
         if len(fields) != len(header):
             raise DataError(f"{path}:{line}: expected {len(header)} tab-separated fields, found {len(fields)}")
         record = {c: fields[i] for c, i in index.items()}
-        if labelled and task == "para" and record[spec.label_column].strip() == "":
+        if labelled and spec.drops_empty_labels and record[spec.label_column].strip() == "":
             dropped.append(f"line {line} (id {record['id']})")
             continue
         for column in wanted[:-1] if labelled else wanted:

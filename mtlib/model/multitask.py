@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from mtlib.model.backbone import load_encoder
-from mtlib.config import TASK_NAMES, Config
+from mtlib.config import Config
+from mtlib.tasks import TASK_NAMES
 from mtlib.data.encode import Batch
 from mtlib.model.heads import Features, build_head
 from mtlib.model.pal import add_pals, freeze_all_but_pals

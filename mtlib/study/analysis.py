@@ -18,7 +18,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mtlib.data.augment import OPERATIONS, eda, length_filter
+from mtlib.data.files import file_name, find_data_dir, load_split, read_task_file
 from mtlib.tasks import TASKS
+from mtlib.training.samplers import SAMPLERS, get_sampler
 
 #: Display names of the classification labels (the figures use the same, with line breaks).
 LABEL_NAMES = {
@@ -34,10 +37,8 @@ AUGMENTED_ID = re.compile(r"-aug\d+$")  # ids mtlib.data.augment.balance_classes
 # Loading the profile's data
 
 def training_frames(cfg, data_dir=None) -> dict[str, pd.DataFrame]:
-    """``{task: frame}``: the training data as mtlib.training.loop.prepare_data loads it for ``cfg``
+    """``{task: frame}``: the training data as mtlib.data.prepare.prepare_data loads it for ``cfg``
     (the profile's sample, seeded by the training seed), before filtering or augmentation."""
-    from mtlib.data.files import find_data_dir, load_split
-
     folder = find_data_dir(data_dir or cfg.data.dir)
     return {task: load_split(folder, task, "train", cfg.data.train_size[task], cfg.train.seed) for task in TASKS}
 
@@ -59,7 +60,7 @@ def sts_bins(scores) -> pd.Categorical:
 
 def class_counts(labels, task: str) -> pd.Series:
     """Examples per class (SST 0..4, Quora 0..1, STS per score bin), every class present."""
-    if task == "sts":
+    if not TASKS[task].integer_labels:
         return pd.Series(sts_bins(labels)).value_counts(sort=False).rename_axis("class")
     counts = pd.Series(np.asarray(labels, dtype=int)).value_counts()
     return counts.reindex(range(len(LABEL_NAMES[task])), fill_value=0).rename_axis("class")
@@ -89,8 +90,6 @@ def length_summary(lengths: Mapping[str, Sequence[int]], percentile: float = 98.
 def length_filter_counts(lengths: Mapping[str, Sequence[int]], fraction: float) -> pd.DataFrame:
     """What mtlib.data.augment.length_filter does to each task: rows, dropped, kept, and the
     longest kept and shortest dropped length (NaN when nothing is dropped)."""
-    from mtlib.data.augment import length_filter
-
     rows = []
     for task, values in lengths.items():
         values = np.asarray(values)
@@ -128,8 +127,6 @@ def data_counts_table(counts: Mapping[str, Mapping[str, int]]) -> pd.DataFrame:
 
 def eda_examples(sentences: Sequence[str], seed: int, alpha: float = 0.1, nltk_data=None) -> pd.DataFrame:
     """Each EDA operation applied once to each sentence (seeded): sentence, operation, result."""
-    from mtlib.data.augment import OPERATIONS, eda
-
     rows = [{"sentence": s, "operation": op.replace("_", " "), "augmented": eda(s, seed + i, alpha, op, nltk_data)}
             for i, s in enumerate(sentences) for op in OPERATIONS]
     return pd.DataFrame(rows, columns=["sentence", "operation", "augmented"])
@@ -142,10 +139,8 @@ def sampler_probabilities(sizes: Mapping[str, int], epochs: int,
                           samplers: Sequence[str] | None = None) -> dict[str, dict[int, dict[str, float]]]:
     """``{sampler: {epoch: {task: P(task)}}}`` for every sampler of mtlib.training.samplers.SAMPLERS
     (or those named), epochs 1..``epochs``: the input of figures.plot_sampler_probabilities."""
-    from mtlib.training.samplers import SAMPLERS, get_sampler
-
     names = list(samplers) if samplers is not None else list(SAMPLERS)
-    return {name: {e: get_sampler(name)(dict(sizes), e, epochs) for e in range(1, epochs + 1)} for name in names}
+    return {name: {e: get_sampler(name).probabilities(dict(sizes), e, epochs) for e in range(1, epochs + 1)} for name in names}
 
 
 def sampler_table(probabilities: Mapping[str, Mapping[int, Mapping[str, float]]]) -> pd.DataFrame:
@@ -234,51 +229,20 @@ def run_summary(metrics: Mapping) -> dict:
             "params_total": int(params.get("total", 0)), "params_trainable": int(params.get("trainable", 0))}
 
 
-CURVE_GROUPS = ("ladder", "gradients", "heads", "adapters", "controls")
-#: The experiment each group's curves are drawn against (the setting its rows build on).
-GROUP_REFERENCE = {"gradients": "hidden", "heads": "hidden", "adapters": "advanced_model", "controls": "base_model"}
-
-
-def experiment_group(config: Mapping) -> str | None:
-    """Which figure of multitask learning curves (dev mean) a run's resolved config (its
-    config.yaml) belongs to: ``controls`` (no pretrained weights), ``adapters`` (PALs),
-    ``gradients`` (per-task gradients combined, or SMART), ``heads`` (recurrent heads), else
-    ``ladder`` (the report's main ladder). None for runs without such a curve: the random
-    predictor (no training) and single-task runs (no dev mean)."""
-    model, train = config["model"], config["train"]
-    if train["method"] != "finetune" or len(train["tasks"]) < 3:
-        return None
-    kinds = {model["head"]["kind"]} | {o.get("kind") for o in (model.get("head_overrides") or {}).values()}
-    if not config["backbone"]["pretrained"]:
-        return "controls"
-    if model.get("pals", "none") != "none":
-        return "adapters"
-    if train["update"] != "sampled" or train["smart"]:
-        return "gradients"
-    if kinds & {"rnn", "lstm"}:
-        return "heads"
-    return "ladder"
-
-
-def curve_groups(runs_dir, order: Sequence[str] = ()) -> dict[str, list[str]]:
-    """``{group: [experiment, ...]}`` (:func:`experiment_group`) for the experiments under
-    ``runs_dir``, read from each one's first config.yaml, in ``order`` and then
-    alphabetically; every group but the ladder starts with its reference experiment
-    (:data:`GROUP_REFERENCE`) when that ran. Groups without experiments of their own are
-    left out."""
-    configs = {}
-    for path in sorted(Path(runs_dir).glob("*/seed*/config.yaml")):
-        configs.setdefault(path.parent.parent.name, yaml.safe_load(path.read_text()))
-    rank = {name: i for i, name in enumerate(order)}
-    names = sorted(configs, key=lambda name: (rank.get(name, len(rank)), name))
-    groups = {}
-    for group in CURVE_GROUPS:
-        members = [n for n in names if experiment_group(configs[n]) == group]
-        reference = GROUP_REFERENCE.get(group)
-        if members and reference in configs and reference not in members:
-            members.insert(0, reference)
-        if members:
-            groups[group] = members
+def curve_groups(rows: Mapping[str, Mapping], ran: Sequence[str]) -> dict[str, list[str]]:
+    """``{group: [experiment, ...]}``, one figure of learning curves per group that
+    params.yaml's ``pipeline.rows`` gives (rows with no group have no curve: the random
+    predictor does not train, single-task runs have no dev mean). Only experiments in
+    ``ran`` count; each group lists its members in ``rows`` order, preceded by the parents
+    they build on that ran in another group, so every curve is drawn beside its reference."""
+    groups: dict[str, list[str]] = {}
+    for name, row in rows.items():
+        if name in ran and row.get("group"):
+            groups.setdefault(row["group"], []).append(name)
+    for group, members in groups.items():
+        parents = [rows[m].get("parent") for m in members]
+        extra = [p for p in dict.fromkeys(parents) if p and p in ran and p not in members and rows.get(p, {}).get("group")]
+        groups[group] = extra + members
     return groups
 
 
@@ -300,8 +264,6 @@ def read_predictions(run_dir, task: str, split: str = "dev", data_dir=None) -> p
     input, both sentences for a pair), correct (classification) and abs_error. The data
     folder is ``data_dir``, else the run's config.yaml ``data.dir``, else the usual search.
     """
-    from mtlib.data.files import file_name, find_data_dir, read_task_file
-
     run_dir, spec = Path(run_dir), TASKS[task]
     if data_dir is None and (run_dir / "config.yaml").exists():
         data_dir = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["dir"]
@@ -378,7 +340,7 @@ def errors_by_class(frame: pd.DataFrame, task: str) -> pd.DataFrame:
     """Per true class (STS: per score bin) of :func:`read_predictions`' rows: accuracy, errors
     and the most frequent wrong prediction (ties: the lowest class) with its share of the
     class; for STS the mean absolute error, the mean label and the mean prediction."""
-    if task == "sts":
+    if not TASKS[task].integer_labels:
         bins = sts_bins(frame["label"])
         rows = {}
         for name, group in frame.groupby(bins, observed=False):

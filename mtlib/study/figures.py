@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mtlib.io import atomic_path
+from mtlib.tasks import TASK_NAMES, TASKS, metric_key
 from mtlib.study.report import METRICS, is_minilm
 
 DPI = 120
@@ -69,19 +70,19 @@ def plot_class_distributions(labels: Mapping[str, Sequence], path: str | Path) -
 
     ``labels``: task -> its label column (any of sst, para, sts, in that order).
     """
-    tasks = [t for t in ("sst", "para", "sts") if t in labels]
+    tasks = [t for t in TASK_NAMES if t in labels]
     unknown = set(labels) - set(tasks)
     if unknown or not tasks:
         raise KeyError(f"tasks {sorted(unknown) or '[]'}: expected some of sst, para, sts")
     fig, axes = _figure(len(tasks))
     for ax, task in zip(axes, tasks):
         values = np.asarray(labels[task], dtype=float)
-        if task == "sts":
+        if not TASKS[task].integer_labels:
             ax.hist(values, bins=np.linspace(0, 5, 21), color="C2", edgecolor="white")
             ax.set_xlabel("similarity score")
         else:
             counts = _class_counts(values, len(CLASS_NAMES[task]))
-            bars = ax.bar(range(len(counts)), counts.to_numpy(), color="C0" if task == "sst" else "C1")
+            bars = ax.bar(range(len(counts)), counts.to_numpy(), color=f"C{TASK_NAMES.index(task)}")
             ax.bar_label(bars, [f"{c:,}\n{c / counts.sum():.0%}" for c in counts], fontsize=8)
             ax.margins(y=0.2)
             _class_ticks(ax, task, len(counts))
@@ -218,7 +219,7 @@ def plot_learning_curves(histories, path: str | Path, metric: str = "mean", x: s
 
 def plot_compromise_vs_annealed(histories, path: str | Path, compromise: str = "gradient_compromise",
                                 annealed: str = "annealed",
-                                metrics: Sequence[str] = ("sst/acc", "para/acc", "sts/pearson"),
+                                metrics: Sequence[str] = tuple(metric_key(t) for t in TASK_NAMES),
                                 x: str = "examples", labels: Mapping[str, str] | None = None) -> Figure:
     """The report's Figure 5: Gradient Compromise against the annealed sampler, one panel per metric.
 

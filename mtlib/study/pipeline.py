@@ -4,9 +4,6 @@ dvc.yaml runs the numbered notebooks under notebooks/ with papermill. This modul
 the pieces around them:
 
 - :func:`pipeline_runs`: the (experiment, seed) runs params.yaml's ``pipeline:`` asks for;
-- :func:`export_run`: a run's scores and learning curve as flat files for ``dvc metrics
-  show`` / ``dvc plots show`` (DVC cannot declare a metric inside a folder that is itself
-  an output, and the run folder is one);
 - :func:`build_report`: every executed notebook rendered to HTML, and an index page
   linking them in reading order;
 - :func:`check_notebook`: a committed source notebook is clean and thin (no outputs, a
@@ -34,7 +31,6 @@ import yaml
 from mtlib.io import write_csv, write_json, write_text
 
 TABLE_FILES = ("results/table.csv", "results/table.md")
-CURVE_COLUMNS = ("update", "epoch", "examples")
 DEF_OR_CLASS = re.compile(r"^\s*(async\s+def|def|class)\s")
 
 
@@ -105,34 +101,6 @@ def layer_deps(files) -> list[str]:
         parts = Path(name).parts
         deps.add("/".join(parts[:2]) if len(parts) > 2 else name)
     return sorted(deps)
-
-
-# ---------------------------------------------------------------------------------------
-# A run, flattened for DVC
-
-def export_run(run_dir: str | Path, metrics_path: str | Path, curve_path: str | Path) -> dict:
-    """Write a run's dev (and test) scores to ``metrics_path`` (JSON) and its learning curve
-    to ``curve_path`` (CSV: update, epoch, examples, each dev metric, then ``dev_mean``, the
-    mean of the trained tasks' metrics, which early stopping follows).
-
-    A run without history.csv (the random predictor does not train) gets a curve with the
-    header only. Returns what was written to ``metrics_path``.
-    """
-    run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    flat = {split: metrics[split] for split in ("dev", "test") if isinstance(metrics.get(split), dict)}
-    flat.update({k: metrics[k] for k in ("best_update", "updates", "train_seconds") if k in metrics})
-    write_json(metrics_path, flat)
-    history_path = run_dir / "history.csv"
-    if history_path.exists():
-        history = pd.read_csv(history_path)
-        scores = [c for c in history.columns if "/" in c]
-        curve = history[[c for c in CURVE_COLUMNS if c in history] + scores].copy()
-        curve["dev_mean"] = history["mean"] if "mean" in history else history[scores].mean(axis=1)
-    else:
-        curve = pd.DataFrame(columns=[*CURVE_COLUMNS, "dev_mean"])
-    write_csv(curve_path, curve)
-    return flat
 
 
 # ---------------------------------------------------------------------------------------

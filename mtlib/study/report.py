@@ -3,8 +3,7 @@
 ``collect_runs`` reads ``results/runs/<experiment>/seed<k>/metrics.json``; ``summarise``
 turns those rows into one row per experiment (mean, std and a 95% t-interval over seeds,
 the report's number, a paired difference to the baseline); ``write_table`` writes
-results/table.csv and results/table.md. Nothing here imports torch, so the results
-notebook re-runs in seconds.
+results/table.csv and results/table.md.
 """
 from __future__ import annotations
 
@@ -18,11 +17,10 @@ import pandas as pd
 from scipy import stats
 
 from mtlib.io import write_csv, write_text
+from mtlib.tasks import TASK_NAMES, metric_key
 
-# Column name in our frames -> key in metrics.json's "dev" (mtlib.tasks.metric_key, plus
-# "mean"); spelled out here so that reading results never needs torch.
-METRICS = {"sst": "sst/acc", "para": "para/acc", "sts": "sts/pearson", "mean": "mean"}
-TASK_KEYS = ("sst", "para", "sts")
+# Column name in our frames -> key in metrics.json's "dev".
+METRICS = {**{task: metric_key(task) for task in TASK_NAMES}, "mean": "mean"}
 
 # Table 2 (dev set) of Pritsky, Somerville and Huynh, "BERT: A Master of All Trades or
 # Jack of None?", Stanford CS224N default final project report, 2023, as restated in
@@ -64,7 +62,7 @@ MINILM_CAVEAT = (
 RUN_COLUMNS = ["experiment", "seed", *METRICS, "best_update", "updates", "stopped_early",
                "train_seconds", "train_examples_per_second", "train_tokens_per_second",
                "eval_examples_per_second", "params_total", "params_trainable", "params_shared",
-               "params_task_specific", *(f"params_{t}" for t in TASK_KEYS), "backbone", "profile",
+               "params_task_specific", *(f"params_{t}" for t in TASK_NAMES), "backbone", "profile",
                "path"]
 
 
@@ -130,7 +128,7 @@ def read_metrics(path: str | Path) -> dict:
     row["stopped_early"] = data.get("stopped_early")
     for key in ("total", "trainable", "shared"):
         row[f"params_{key}"] = _number(params.get(key), path, f"params[{key!r}]")
-    per_task = {t: _number(specific.get(t), path, f"params['task_specific'][{t!r}]") for t in TASK_KEYS}
+    per_task = {t: _number(specific.get(t), path, f"params['task_specific'][{t!r}]") for t in TASK_NAMES}
     row["params_task_specific"] = float(np.nansum(list(per_task.values()))) if specific else math.nan
     row.update({f"params_{t}": n for t, n in per_task.items()})
     row.update(backbone=data.get("backbone"), profile=data.get("profile"), path=str(path.parent))

@@ -33,8 +33,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mtlib.data.encode import EncodedSplit, eval_batches
-from mtlib.training.evaluate import autocast
+from mtlib.training.precision import autocast
 from mtlib.io import atomic_path
+from mtlib.tasks import TASKS
 
 MAX_SCALE = 100.0  # c's bound: on perfectly separated probabilities CE(c p) falls forever
 
@@ -100,8 +101,9 @@ def load_adjustment(path: str | Path) -> tuple[torch.Tensor, dict]:
 def sst_probabilities(model, split: EncodedSplit, batch_size: int, pad_id: int, device: torch.device,
                       amp: str = "none") -> torch.Tensor:
     """(N, K) softmax of the model's logits for every row of ``split``, in row order (eval mode)."""
-    if split.task != "sst":
-        raise ValueError(f"sst_probabilities needs the sst split, got {split.task!r} (its outputs are not classes)")
+    if TASKS[split.task].num_outputs < 2:
+        raise ValueError(f"sst_probabilities needs the sst split or another task with classes, got {split.task!r} "
+                         "(its outputs are not classes)")
     was_training = model.training
     model.eval()
     probs = None

@@ -14,11 +14,13 @@ from mtlib.training.evaluate import evaluate, prediction_frame
 from mtlib.io import write_csv, write_json
 from mtlib.model.multitask import build_model
 from mtlib.tasks import TASKS
-from mtlib.training.loop import ADJUSTMENT_FILE, prepare_data, read_run_config, resolve_device
+from mtlib.data.prepare import prepare_data
+from mtlib.training.precision import resolve_device
+from mtlib.training.runs import ADJUSTMENT_FILE, read_run_config
 
 
 def load_run(run_dir: str | Path, device: str | None = None):
-    """``(config, model with the best weights, tokenizer, device, SST adjustment or None)``."""
+    """``(config, model with the best weights, tokenizer, device, class adjustments {task: W} or None)``."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     best = run_dir / "checkpoints" / "best"
@@ -27,17 +29,17 @@ def load_run(run_dir: str | Path, device: str | None = None):
     device = resolve_device(device or cfg.train.device)
     model = build_model(cfg)
     load_model_weights(best, model)
-    adjustment = None
+    adjustments = None
     if (run_dir / ADJUSTMENT_FILE).exists():
-        adjustment, _ = load_adjustment(run_dir / ADJUSTMENT_FILE)
-    return cfg, model.to(device).eval(), load_tokenizer(cfg.backbone), device, adjustment
+        adjustments = {"sst": load_adjustment(run_dir / ADJUSTMENT_FILE)[0]}
+    return cfg, model.to(device).eval(), load_tokenizer(cfg.backbone), device, adjustments
 
 
 def evaluate_run(run_dir: str | Path, data_dir=None, full_dev: bool = False) -> dict:
     """Re-score the best checkpoint on dev (the run's dev sample, or all of dev) and write
     test-student predictions; results go to ``<run>/evaluation/``."""
     run_dir = Path(run_dir)
-    cfg, model, tokenizer, device, adjustment = load_run(run_dir)
+    cfg, model, tokenizer, device, adjustments = load_run(run_dir)
     if full_dev:
         cfg = replace(cfg, data=replace(cfg.data, dev_size=PerTask(None, None, None)))
     data = prepare_data(cfg, tokenizer, data_dir, splits=("dev", "test-student"))
@@ -45,7 +47,7 @@ def evaluate_run(run_dir: str | Path, data_dir=None, full_dev: bool = False) -> 
     results = {}
     for split, name in (("dev", "dev"), ("test-student", "test")):
         scores, predictions, _ = evaluate(model, data[split], cfg.train.eval_batch_size, tokenizer.pad_token_id,
-                                          device, cfg.train.amp, adjustment)
+                                          device, cfg.train.amp, adjustments)
         if scores:
             results[name] = scores
         for task, values in predictions.items():
@@ -59,9 +61,9 @@ def predict_file(run_dir: str | Path, task: str, input_path: str | Path, output_
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
     frame = read_task_file(input_path, task)  # validated before any model is loaded
-    cfg, model, tokenizer, device, adjustment = load_run(run_dir)
+    cfg, model, tokenizer, device, adjustments = load_run(run_dir)
     split = encode_split(tokenizer, frame, task, cfg.model.pair_mode, cfg.backbone.max_length)
     scores, predictions, _ = evaluate(model, {task: split}, cfg.train.eval_batch_size, tokenizer.pad_token_id,
-                                      device, cfg.train.amp, adjustment)
+                                      device, cfg.train.amp, adjustments)
     write_csv(output_path, prediction_frame(split, predictions[task]))
     return scores

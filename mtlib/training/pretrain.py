@@ -38,8 +38,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from mtlib import seeds
 from mtlib.data.encode import EncodedSplit, collate, epoch_batches, eval_batches
-from mtlib.training.evaluate import autocast
+from mtlib.training.precision import autocast
 from mtlib.model.heads import Features, RecurrentHead
 from mtlib.io import atomic_path
 from mtlib.tasks import TASKS, metric_key
@@ -238,11 +239,6 @@ def _train_epoch(head, optimizer, scaler, source, split: EncodedSplit, batch_siz
     return total / max(seen, 1)
 
 
-def _task_seed(seed: int, task: str) -> int:
-    """Each task's stream depends on (seed, task) alone, not on which other tasks run."""
-    return seed * 7919 + sum(ord(c) * 31 ** i for i, c in enumerate(task))
-
-
 def pretrain_heads(model, train: dict[str, EncodedSplit], dev: dict[str, EncodedSplit], lr: float = 1e-3,
                    epochs: int = 25, patience: int | None = 3, batch_size: int | dict = 32, seed: int = 0,
                    cache_dir: str | Path | None = None, device: torch.device | str = "cpu", amp: str = "none",
@@ -276,8 +272,8 @@ def pretrain_heads(model, train: dict[str, EncodedSplit], dev: dict[str, Encoded
             sources = [EncoderFeatures(model, s, pad_id, device, amp, token_level) for s in (split, dev[task])]
         rng_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(_task_seed(seed, task))  # head dropout
-            generator = torch.Generator().manual_seed(_task_seed(seed, task))
+            torch.manual_seed(seeds.task_seed(seed, task))  # head dropout
+            generator = torch.Generator().manual_seed(seeds.task_seed(seed, task))
             history[task] = _pretrain_head(head, sources, split, dev[task], lr, epochs, patience, size,
                                            generator, weight_decay, bucketing, eval_batch_size, device, amp,
                                            started, progress)

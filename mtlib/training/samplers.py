@@ -5,12 +5,17 @@ A sampler is a pure function ``(sizes, epoch, epochs) -> {task: probability}`` w
 the total number of epochs. Drawing from those probabilities happens in
 :class:`TaskSampler`, whose only state is a seed and a counter, so it resumes exactly.
 
-Round-robin is the one deterministic schedule: it ignores the probabilities and cycles
-through the tasks in a fixed order.
+Each entry of ``SAMPLERS`` is a :class:`Sampler`: its probabilities, and whether it draws
+from them or visits the tasks in turn (round robin, the one deterministic schedule).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
+
+from mtlib import seeds
 
 
 def _normalise(weights: dict[str, float]) -> dict[str, float]:
@@ -63,16 +68,22 @@ def _check_epoch(epoch: int, epochs: int) -> None:
         raise ValueError(f"epoch must be in 1..{epochs} (1-based), got {epoch}")
 
 
+@dataclass(frozen=True)
+class Sampler:
+    probabilities: Callable[[dict[str, int], int, int], dict[str, float]]  # (sizes, epoch, epochs)
+    cyclic: bool = False  # visit the tasks in turn instead of drawing from the probabilities
+
+
 SAMPLERS = {
-    "random": uniform,
-    "round_robin": round_robin,
-    "proportional": proportional,
-    "square_root": square_root,
-    "annealed": annealed,
+    "random": Sampler(uniform),
+    "round_robin": Sampler(round_robin, cyclic=True),
+    "proportional": Sampler(proportional),
+    "square_root": Sampler(square_root),
+    "annealed": Sampler(annealed),
 }
 
 
-def get_sampler(name: str):
+def get_sampler(name: str) -> Sampler:
     try:
         return SAMPLERS[name]
     except KeyError:
@@ -89,7 +100,7 @@ class TaskSampler:
 
     def __init__(self, name: str, sizes: dict[str, int], epochs: int, seed: int):
         self.name = name
-        self.probabilities = get_sampler(name)
+        self.sampler = get_sampler(name)
         self.tasks = list(sizes)
         self.sizes = dict(sizes)
         self.epochs = epochs
@@ -99,11 +110,11 @@ class TaskSampler:
     def draw(self, epoch: int) -> str:
         n = self.draws
         self.draws += 1
-        if self.name == "round_robin":
+        if self.sampler.cyclic:
             return self.tasks[n % len(self.tasks)]
-        probs = self.probabilities(self.sizes, epoch, self.epochs)
+        probs = self.sampler.probabilities(self.sizes, epoch, self.epochs)
         weights = torch.tensor([probs[t] for t in self.tasks], dtype=torch.float64)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + n)
+        generator = seeds.generator(seeds.counter_seed(self.seed, n))
         return self.tasks[int(torch.multinomial(weights, 1, generator=generator))]
 
     def state_dict(self) -> dict:

@@ -1,17 +1,24 @@
-"""Which batches make up one optimiser update, and how each task's loss is weighted.
+"""Update rules: which batches make up one optimiser update, and how each task's loss is weighted.
 
-An update plan is a pure-ish function of :class:`PlanContext` returning a list of
+An update rule's ``plan`` is a function of :class:`PlanContext` returning a list of
 ``(task, weight)`` pairs: one training batch of ``task`` is drawn per pair and its loss is
 multiplied by ``weight``. How the per-task gradients are then combined (summed, PCGrad,
-GradVac) is the combiner's business (``mtlib.training.combiners.COMBINERS``).
+GradVac) is the combiner's business (:mod:`mtlib.training.combiners`). Each entry of
+``UPDATES`` also declares what the loop needs to know about it: the micro-batches one update
+consumes, whether every task has a batch in every update (so per-task gradients exist),
+and any constraint on the config.
+
+The Gradient Compromise (Pritsky, Somerville and Huynh 2023, the report's own method) lives
+here whole: its task groups, its loss weights 1 / N_i^beta with the beta schedule, and the
+public reference code's variant of the weights.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from mtlib.training.combiners import compromise_group, compromise_weights, reference_code_weights
 from mtlib.training.samplers import TaskSampler, annealed, annealed_alpha
 
 
@@ -25,6 +32,84 @@ class PlanContext:
     group_size: int                # n, Gradient Compromise's batches per update
     generator: torch.Generator     # seeded per update, so plans resume exactly
     batch_counts: dict[str, int] = field(default_factory=dict)  # this epoch's batches per task so far
+
+
+# ---------------------------------------------------------------------------- Gradient Compromise
+
+
+def compromise_beta(epoch: int, epochs: int) -> float:
+    """beta = 0.2 + 0.8 (e - 1) / (E - 1), e the 1-based epoch of E (Pritsky et al. 2023).
+
+    With E = 1 the fraction is 0/0; the single epoch is the first, so beta = 0.2 (the
+    public reference code crashed here, defect 6).
+    """
+    if epochs < 1 or not 1 <= epoch <= epochs:
+        raise ValueError(f"epoch must be in 1..{epochs} (1-based), got {epoch}")
+    if epochs == 1:
+        return 0.2
+    return 0.2 + 0.8 * (epoch - 1) / (epochs - 1)
+
+
+def compromise_weights(sizes: dict[str, int], epoch: int, epochs: int) -> dict[str, float]:
+    """Loss weight of each task, 1 / N_i^beta with N_i its training-set size (the report's rule)."""
+    if any(n < 1 for n in sizes.values()):
+        raise ValueError(f"training-set sizes must be positive, got {sizes}")
+    beta = compromise_beta(epoch, epochs)
+    return {task: 1.0 / float(n) ** beta for task, n in sizes.items()}
+
+
+def compromise_adjusted(probs: dict[str, float], n: int) -> dict[str, float]:
+    """Probabilities of the n - T extra batches of a group of n: p_b proportional to
+    clip((p n - 1) / (n - T), 0, 1).
+
+    One batch of each task is already in the group, so the extras supply the remaining
+    p n - 1 expected batches of each task (the report writes n - 3 for its T = 3 tasks).
+    ``probs`` are normalised first. If every adjusted probability is zero the unadjusted
+    ones are used; with probabilities summing to 1 and n > T that cannot happen (some
+    p_i >= 1/T > 1/n), so it is only a guard against dividing by zero.
+    """
+    num_tasks = len(probs)
+    if n <= num_tasks:
+        raise ValueError(f"a group with extra batches needs n > {num_tasks} tasks, got n = {n}")
+    p = torch.tensor(list(probs.values()), dtype=torch.float64)
+    if (p < 0).any() or p.sum() <= 0:
+        raise ValueError(f"task probabilities must be non-negative with a positive sum, got {probs}")
+    p = p / p.sum()
+    adjusted = ((p * n - 1) / (n - num_tasks)).clamp(0, 1)
+    if adjusted.sum() <= 0:
+        adjusted = p
+    return dict(zip(probs, (adjusted / adjusted.sum()).tolist()))
+
+
+def compromise_group(probs: dict[str, float], n: int, generator: torch.Generator) -> list[str]:
+    """The tasks of the n batches of one Gradient Compromise update, in shuffled order.
+
+    One batch of each task plus n - T drawn with replacement from
+    :func:`compromise_adjusted`, shuffled with ``generator``. Requires n >= T.
+    """
+    tasks = list(probs)
+    if n < len(tasks):
+        raise ValueError(f"a group must hold at least one batch of each of the {len(tasks)} tasks, got n = {n}")
+    group = list(tasks)
+    if n > len(tasks):
+        adjusted = compromise_adjusted(probs, n)
+        weights = torch.tensor([adjusted[t] for t in tasks], dtype=torch.float64)
+        draws = torch.multinomial(weights, n - len(tasks), replacement=True, generator=generator)
+        group += [tasks[k] for k in draws.tolist()]
+    return [group[k] for k in torch.randperm(n, generator=generator).tolist()]
+
+
+def reference_code_weights(batch_counts: dict[str, int], alpha: float) -> dict[str, float]:
+    """The public reference code's Gradient Compromise loss weights: 1 / max(c_i, 1)^alpha.
+
+    c_i is the running count of task i's batches so far in the epoch and alpha the
+    annealed sampler's exponent. This reproduces the code (defect 3 of the study), NOT the
+    report, whose rule is :func:`compromise_weights`; it exists only to compare the two.
+    """
+    return {task: 1.0 / float(max(c, 1)) ** alpha for task, c in batch_counts.items()}
+
+
+# ---------------------------------------------------------------------------- plans
 
 
 def sampled(ctx: PlanContext) -> list[tuple[str, float]]:
@@ -61,23 +146,37 @@ def compromise_reference(ctx: PlanContext) -> list[tuple[str, float]]:
     return [(task, weights[task]) for task in tasks]
 
 
+# ---------------------------------------------------------------------------- registry
+
+
+def _group_holds_every_task(t) -> str | None:
+    if t.group_size < len(t.tasks):
+        return f"train.group_size: must be >= the number of tasks ({len(t.tasks)})"
+    return None
+
+
+@dataclass(frozen=True)
+class UpdateRule:
+    plan: Callable[[PlanContext], list[tuple[str, float]]]
+    batches: Callable[[object], int]  # micro-batches one update consumes, from a TrainConfig
+    per_task: bool                    # every task has a batch in every update: per-task gradients exist
+    check: Callable[[object], str | None] = lambda t: None  # a problem with a TrainConfig, or None
+
+
+UPDATES = {
+    "sampled": UpdateRule(sampled, lambda t: t.accumulation, per_task=False),
+    "each_task": UpdateRule(each_task, lambda t: len(t.tasks) * t.accumulation, per_task=True),
+    "compromise": UpdateRule(compromise, lambda t: t.group_size, per_task=True, check=_group_holds_every_task),
+    "compromise_reference": UpdateRule(compromise_reference, lambda t: t.group_size, per_task=True,
+                                       check=_group_holds_every_task),
+}
+
+
 def batches_per_update(t) -> int:
     """Micro-batches one update consumes under ``t`` (a TrainConfig)."""
-    if t.update == "sampled":
-        return t.accumulation
-    if t.update == "each_task":
-        return len(t.tasks) * t.accumulation
-    return t.group_size
+    return UPDATES[t.update].batches(t)
 
 
 def updates_per_epoch(t) -> int:
     """Updates per epoch, so that every update rule sees ``batches_per_epoch`` batches."""
     return max(1, round(t.batches_per_epoch / batches_per_update(t)))
-
-
-UPDATES = {
-    "sampled": sampled,
-    "each_task": each_task,
-    "compromise": compromise,
-    "compromise_reference": compromise_reference,
-}

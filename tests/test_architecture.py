@@ -1,0 +1,127 @@
+"""The library's shape: layers import downwards only, no cycles, short functions, and
+behaviour chosen through registries rather than by comparing names."""
+import ast
+from pathlib import Path
+
+import pytest
+
+from mtlib.model.heads import HEADS
+from mtlib.tasks import TASKS
+from mtlib.training.combiners import COMBINERS
+from mtlib.training.loop import METHODS
+from mtlib.training.samplers import SAMPLERS
+from mtlib.training.updates import UPDATES
+
+PACKAGE = Path(__file__).resolve().parent.parent / "mtlib"
+# Foundation (every layer may use it), then the layers, bottom up, then the command line.
+RANKS = {"tasks": 0, "config": 0, "io": 0, "seeds": 0, "data": 1, "model": 2, "training": 3, "study": 4,
+         "cli": 5, "__main__": 5, "__init__": 5}
+REGISTRIES = {  # registry -> the module that owns it (the only place its keys may be compared)
+    "SAMPLERS": (SAMPLERS, "mtlib.training.samplers"), "UPDATES": (UPDATES, "mtlib.training.updates"),
+    "COMBINERS": (COMBINERS, "mtlib.training.combiners"), "HEADS": (HEADS, "mtlib.model.heads"),
+    "TASKS": (TASKS, "mtlib.tasks"), "METHODS": (METHODS, "mtlib.training.loop"),
+}
+MAX_FUNCTION_LINES = 60
+
+
+def modules() -> dict[str, ast.Module]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = ast.parse(path.read_text(), str(path))
+    return found
+
+
+MODULES = modules()
+
+
+def mtlib_imports(tree: ast.Module, top_level_only: bool) -> set[str]:
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mtlib":
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                names.add(candidate if candidate in MODULES else node.module)
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.split(".")[0] == "mtlib"}
+    return names
+
+
+def rank(module: str) -> int:
+    parts = module.split(".")
+    return RANKS[parts[1]] if len(parts) > 1 else RANKS["__init__"]
+
+
+def test_every_module_has_a_rank():
+    assert all(len(m.split(".")) == 1 or m.split(".")[1] in RANKS for m in MODULES)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_mtlib_is_imported_at_the_top_of_a_module_only(module):
+    assert mtlib_imports(MODULES[module], False) == mtlib_imports(MODULES[module], True)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_layers_import_downwards_only(module):
+    upward = sorted(m for m in mtlib_imports(MODULES[module], True) if rank(m) > rank(module))
+    assert upward == [], f"{module} (layer {rank(module)}) imports {upward}"
+
+
+def test_no_import_cycles():
+    graph = {m: {i for i in mtlib_imports(tree, False) if i in MODULES and i != m} for m, tree in MODULES.items()}
+    state: dict[str, int] = {}
+
+    def visit(node, path):
+        state[node] = 1
+        for nxt in graph[node]:
+            assert state.get(nxt) != 1, f"import cycle: {' -> '.join(path + [nxt])}"
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+
+
+def test_no_function_is_longer_than_the_limit():
+    long = [f"{module}.{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for module, tree in MODULES.items() for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert long == []
+
+
+def _compared_strings(tree: ast.Module):
+    """(line, string) for every string literal compared with ==, !=, in, not in, or
+    passed to str.startswith/endswith."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in [node.left, *node.comparators]:
+                elements = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+                for element in elements:
+                    if isinstance(element, ast.Constant) and isinstance(element.value, str):
+                        yield node.lineno, element.value
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in ("startswith", "endswith")):
+            for arg in node.args:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    yield node.lineno, arg.value
+
+
+def test_registry_names_are_compared_only_inside_their_registry():
+    found = []
+    for registry, (entries, owner) in REGISTRIES.items():
+        for module, tree in MODULES.items():
+            if module == owner:
+                continue
+            found += [f"{module}:{line}: {value!r} ({registry})" for line, value in _compared_strings(tree)
+                      if value in entries or any(key.startswith(value) for key in entries if len(value) > 3)]
+    assert found == []
+
+
+def test_the_name_comparison_check_finds_one():
+    tree = ast.parse("if cfg.combiner != 'sum':\n    pass\nx = name.startswith('compromise')\n")
+    assert [value for _, value in _compared_strings(tree)] == ["sum", "compromise"]
