@@ -1,0 +1,63 @@
+"""Several runs at once: the seeds of one experiment, each in a process of its own.
+
+On a small CPU, several single-threaded runs side by side do more work than one run using
+every core: on a 2-core EPYC, two processes with one torch thread each trained MiniLM at
+about 1.6x the aggregate rate of one process with two threads (the matrices of a batch of
+32 short sentences are too small to keep two threads busy). On a GPU that is bound by
+kernel launches, several processes sharing it fill the gaps the same way.
+
+Each run is independent and deterministic given its config (its seed and its thread count
+are in the config), so how many run at once never changes a result.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mtlib.config import Config
+from mtlib.training.loop import train
+
+WORKERS_ENV = "MTLIB_WORKERS"
+
+
+@dataclass(frozen=True)
+class Job:
+    cfg: Config
+    out_dir: Path
+    data_dir: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+
+
+def resolve_workers(workers: int | None, jobs: list[Job]) -> int:
+    """How many runs go at once: ``workers`` if positive, else ``$MTLIB_WORKERS``, else one per
+    ``num_threads`` CPU cores on a CPU (one on a GPU); never more than there are jobs."""
+    if not workers:
+        workers = int(os.environ.get(WORKERS_ENV, "0") or 0)
+    if not workers:
+        cfg = jobs[0].cfg.train if jobs else None
+        on_gpu = cfg is not None and cfg.device != "cpu" and torch.cuda.is_available()
+        threads = (cfg.num_threads if cfg and cfg.num_threads else torch.get_num_threads())
+        workers = 1 if on_gpu else max(1, (os.cpu_count() or 1) // threads)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return max(1, min(workers, len(jobs)))
+
+
+def _run(job: Job) -> dict:
+    return train(job.cfg, job.out_dir, job.data_dir, resume=job.resume, overwrite=job.overwrite, progress=False)
+
+
+def train_many(jobs: list[Job], workers: int | None = None) -> list[dict]:
+    """Train every job; returns their metrics in the jobs' order. With one worker the runs
+    happen here, one after the other; with more, in fresh (spawned) processes."""
+    n = resolve_workers(workers, jobs)
+    if n == 1:
+        return [_run(job) for job in jobs]
+    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_run, jobs))

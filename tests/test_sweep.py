@@ -1,0 +1,33 @@
+"""Several runs at once give exactly the results of the same runs one after the other."""
+import dataclasses
+
+import pytest
+
+from mtlib.training.sweep import Job, resolve_workers, train_many
+from tests.helpers import smoke_config
+
+
+def jobs(tmp_path, name):
+    cfg = smoke_config(tmp_path, "base_model", "data.augment=false")
+    return [Job(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)), tmp_path / name / f"seed{seed}")
+            for seed in (1, 2)]
+
+
+def test_runs_in_parallel_processes_equal_runs_in_sequence(tmp_path):
+    one_by_one = train_many(jobs(tmp_path, "sequence"), workers=1)
+    side_by_side = train_many(jobs(tmp_path, "parallel"), workers=2)
+    assert [m["dev"] for m in side_by_side] == [m["dev"] for m in one_by_one]
+    assert [m["seed"] for m in side_by_side] == [1, 2]
+    assert one_by_one[0]["dev"] != one_by_one[1]["dev"]  # the seeds differ, so the comparison means something
+
+
+def test_resolve_workers(tmp_path, monkeypatch):
+    two = jobs(tmp_path, "x")
+    monkeypatch.delenv("MTLIB_WORKERS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert resolve_workers(None, two) == 2          # one per core at one thread each, at most one per job
+    assert resolve_workers(1, two) == 1
+    monkeypatch.setenv("MTLIB_WORKERS", "1")
+    assert resolve_workers(None, two) == 1
+    with pytest.raises(ValueError):
+        resolve_workers(-1, two)
