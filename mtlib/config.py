@@ -53,8 +53,9 @@ class DataConfig:
     dir: str | None          # None: $MTLIB_DATA, else ../shared/data/cs224n, else download
     cache_dir: str           # tokenised data and encoder features, keyed by what they depend on
     processed_dir: str       # augmented training files with their before/after class counts
-    train_size: PerTask      # training examples kept per task (None: all), seeded sample
-    dev_size: PerTask        # dev examples scored during training (None: all), fixed sample
+    validation_size: PerTask  # examples held out of train per task, fixed sample: model selection
+    train_size: PerTask      # training examples kept per task (None: all the rest), seeded sample
+    dev_size: PerTask        # dev examples scored once, at the end (None: all), fixed sample
     bucketing: bool          # group similar lengths into batches (less padding)
     length_filter: float     # fraction of each task's longest training inputs dropped
     augment: bool            # EDA-augmented, class-balanced SST and Quora training data
@@ -74,6 +75,7 @@ class HeadConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     pair_mode: str                     # 'sentence' (one sequence) or 'embedding' (two passes)
+    pooling: str                       # sentence vector: 'cls' (the [CLS] state) or 'mean' (of the tokens)
     head: HeadConfig                   # every task's head ...
     head_overrides: dict = field(default_factory=dict)  # ... unless overridden: {task: {key: value}}
     pals: str = "none"                 # projected attention layers: 'none', 'start' or 'after' (fine-tuning)
@@ -104,8 +106,8 @@ class TrainConfig:
     granularity: str              # 'whole' or 'layer': segments the combiner treats separately
     smart: bool                   # add SMART's regularisers to the loss
     smart_args: dict              # SMART's knobs (mtlib.training.smart.Smart); {} = the paper's defaults
-    method: str                   # 'finetune', or 'random' (the random predictor: no training)
-    pretrain_heads: bool          # individual head pretraining on the frozen encoder first
+    method: str                   # see mtlib.training.loop.METHODS: finetune, heads (frozen encoder), random
+    pretrain_heads: str           # heads trained on the frozen encoder first: 'none', 'joint' or 'individual'
     pretrain_args: dict           # mtlib.training.pretrain.pretrain_heads knobs: lr, epochs, patience
     init_from: str | None         # a run folder whose best weights start this run ({seed} is filled in)
     sst_adjustment: bool          # fit the 5x5 SST adjustment matrix after training
@@ -281,20 +283,24 @@ def validate(config: Config, where: str = "config") -> None:
     :func:`mtlib.training.methods.resolve`."""
     m, t, d = config.model, config.train, config.data
     _choose(m.pair_mode, ("sentence", "embedding"), f"{where}.model.pair_mode")
+    _choose(m.pooling, ("cls", "mean"), f"{where}.model.pooling")
+    _choose(t.pretrain_heads, ("none", "joint", "individual"), f"{where}.train.pretrain_heads")
     for task, partial in m.head_overrides.items():
         _choose(task, TASK_NAMES, f"{where}.model.head_overrides")
         if not isinstance(partial, dict):
             raise ConfigError(f"{where}.model.head_overrides.{task}: expected a mapping")
         _build(HeadConfig, {**dataclasses.asdict(m.head), **partial}, f"{where}.model.head_overrides.{task}")
     for task in TASK_NAMES:
+        if d.validation_size[task] is None:
+            raise ConfigError(f"{where}.data.validation_size.{task}: must be a positive integer (checkpoints are "
+                              "selected on examples held out of train, never on dev)")
         if t.batch_size[task] is None or t.batch_size[task] < 1:
             raise ConfigError(f"{where}.train.batch_size.{task}: must be a positive integer")
-        for name in ("train_size", "dev_size"):
+        for name in ("validation_size", "train_size", "dev_size"):
             n = getattr(d, name)[task]
             if n is not None and (not isinstance(n, int) or n < 1):
                 raise ConfigError(f"{where}.data.{name}.{task}: must be a positive integer or null")
     _choose(t.granularity, ("whole", "layer"), f"{where}.train.granularity")
-    _choose(t.method, ("finetune", "random"), f"{where}.train.method")
     _choose(m.pals, ("none", "start", "after"), f"{where}.model.pals")
     if m.pals == "after" and not t.init_from:
         raise ConfigError(f"{where}.model.pals=after: PALs are added to a fine-tuned model; set train.init_from")

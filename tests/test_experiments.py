@@ -67,8 +67,8 @@ def test_pal_after_trains_only_pals_and_starts_from_the_fine_tuned_model(workdir
     assert metrics["params"]["trainable"] == sum(metrics["params"]["task_specific"].values()) - sum(
         before[k].numel() for k in before if k.startswith("heads."))
     history = pd.read_csv(out / "history.csv")
-    start = json.loads((advanced_run / "metrics.json").read_text())["dev"]
-    assert history.loc[0, "update"] == 0 and history.loc[0, "mean"] == pytest.approx(start["mean"])
+    assert history["update"].min() > 0  # the starting point is no candidate: PALs' gain is not >= 0 by construction
+    assert metrics["best_update"] in set(history["update"])
 
 
 def test_random_predictor_is_uniform_and_seeded(workdir):

@@ -33,7 +33,7 @@ def lstm(tmp_path_factory):
 def run(cfg, data, pad_id, model=None, **kwargs):
     model = model if model is not None else build_model(cfg)
     kwargs = {"epochs": 4, "patience": None, "batch_size": 8, "seed": 0, "pad_id": pad_id, **kwargs}
-    return model, pretrain_heads(model, data["train"], data["dev"], **kwargs)
+    return model, pretrain_heads(model, data["train"], data["validation"], **kwargs)
 
 
 def count_encoder_calls(model) -> list:
@@ -56,9 +56,10 @@ def test_a_cache_hit_does_not_run_the_encoder(linear, tmp_path):
     calls = count_encoder_calls(model)
     split = data["train"]["sst"]
     first = load_or_encode(model, split, 16, pad_id, torch.device("cpu"), cache_dir=tmp_path)
-    assert len(calls) == 3 and len(list(tmp_path.glob("sst-*.safetensors"))) == 1  # 40 rows in batches of 16
+    assert len(split) == 28  # 40 generated rows, 12 held out for validation
+    assert len(calls) == 2 and len(list(tmp_path.glob("sst-*.safetensors"))) == 1  # 28 rows in batches of 16
     second = load_or_encode(model, split, 16, pad_id, torch.device("cpu"), cache_dir=tmp_path)
-    assert len(calls) == 3 and torch.equal(first.cls, second.cls)
+    assert len(calls) == 2 and torch.equal(first.pooled, second.pooled)
 
     same_weights = build_model(cfg)  # same seed: same encoder, so the same file
     same_calls = count_encoder_calls(same_weights)
@@ -67,7 +68,7 @@ def test_a_cache_hit_does_not_run_the_encoder(linear, tmp_path):
     with torch.no_grad():
         same_weights.encoder.encoder.layer[-1].output.LayerNorm.bias.add_(0.5)
     load_or_encode(same_weights, split, 16, pad_id, torch.device("cpu"), cache_dir=tmp_path)
-    assert len(same_calls) == 3 and len(list(tmp_path.glob("sst-*.safetensors"))) == 2  # other weights, other key
+    assert len(same_calls) == 2 and len(list(tmp_path.glob("sst-*.safetensors"))) == 2  # other weights, other key
     assert not list(tmp_path.glob(".*.tmp"))
 
     run(cfg, data, pad_id, model, epochs=1, cache_dir=tmp_path / "all")
@@ -83,12 +84,12 @@ def test_cached_token_states_equal_the_encoder_output(lstm, tmp_path):
     load_or_encode(model, split, 16, pad_id, torch.device("cpu"), token_level=True, cache_dir=tmp_path)
     cached = load_or_encode(model, split, 16, pad_id, torch.device("cpu"), token_level=True, cache_dir=tmp_path)
     assert cached.tokens[0].dtype == torch.float16 and len(cached.tokens) == 2
-    rows = np.array([5, 0, 17, 3, 39])
+    rows = np.array([5, 0, 17, 3, 27])
     with torch.no_grad():
         direct = model.features(collate(split, rows, pad_id))
     got = cached.batch(rows, torch.device("cpu"))
-    assert got.cls.shape == (5, 2 * model.encoder.config.hidden_size)
-    torch.testing.assert_close(got.cls, direct.cls, atol=1e-5, rtol=0)
+    assert got.pooled.shape == (5, 2 * model.encoder.config.hidden_size)
+    torch.testing.assert_close(got.pooled, direct.pooled, atol=1e-5, rtol=0)
     for tokens, mask, want, want_mask in zip(got.tokens, got.masks, direct.tokens, direct.masks):
         assert torch.equal(mask, want_mask)
         torch.testing.assert_close(tokens, want * want_mask[..., None], atol=1e-2, rtol=0)
@@ -122,12 +123,12 @@ def test_the_best_epoch_is_restored_and_patience_stops(linear, monkeypatch):
     cfg, data, pad_id = linear
     script, snapshots = iter([0.2, 0.6, 0.4, 0.5, 0.3, 0.9]), []
 
-    def scripted_metric(head, *args):
-        snapshots.append({k: v.clone() for k, v in head.state_dict().items()})
+    def scripted_metric(trainer):
+        snapshots.append({k: v.clone() for k, v in trainer.head.state_dict().items()})
         return next(script)
 
-    monkeypatch.setattr(pretrain, "_dev_metric", scripted_metric)
-    only_sst = {"train": {"sst": data["train"]["sst"]}, "dev": data["dev"]}
+    monkeypatch.setattr(pretrain.HeadTrainer, "validation_score", scripted_metric)
+    only_sst = {"train": {"sst": data["train"]["sst"]}, "validation": data["validation"]}
     model, history = run(cfg, only_sst, pad_id, epochs=25, patience=3)
     assert [row["epoch"] for row in history["sst"]] == [1, 2, 3, 4, 5]  # 3 epochs without beating 0.6
     final = model.heads["sst"].state_dict()
@@ -135,13 +136,15 @@ def test_the_best_epoch_is_restored_and_patience_stops(linear, monkeypatch):
     assert not all(torch.equal(final[k], v) for k, v in snapshots[-1].items())
 
 
-def test_the_final_head_scores_the_best_dev_metric_of_its_history(lstm):
+def test_the_final_head_scores_the_best_validation_metric_of_its_history(lstm):
     cfg, data, pad_id = lstm
     model, history = run(cfg, data, pad_id, epochs=10, lr=3e-3)
     best_epochs = []
     for task, rows in history.items():
-        features = encode_features(model, data["dev"][task], 64, pad_id, torch.device("cpu"), token_level=True)
-        score = pretrain._dev_metric(model.heads[task], features, data["dev"][task], 64, torch.device("cpu"), "none")
+        split = data["validation"][task]
+        features = encode_features(model, split, 64, pad_id, torch.device("cpu"), token_level=True)
+        predictions = pretrain.predict_features(model.heads[task], features, split, 64, torch.device("cpu"), "none")
+        score = TASKS[task].score(predictions, split.labels)
         metrics = [row[metric_key(task)] for row in rows]
         assert score == max(metrics)
         best_epochs.append(metrics.index(max(metrics)) + 1)
@@ -156,7 +159,7 @@ def test_lstm_heads_on_embedding_pairs_train_on_token_states(lstm, tmp_path):
     _, history = run(cfg, data, pad_id, model, epochs=3, cache_dir=tmp_path)
     assert set(history) == {"sst", "para", "sts"} and all(len(rows) == 3 for rows in history.values())
     files = sorted(p.name.split("-")[0] for p in tmp_path.glob("*.safetensors"))
-    assert files == ["para", "para", "sst", "sst", "sts", "sts"]  # train and dev per task
+    assert files == ["para", "para", "sst", "sst", "sts", "sts"]  # train and validation per task
     after = head_states(model)
     assert all(not torch.equal(before[t]["rnn.weight_ih_l0"], after[t]["rnn.weight_ih_l0"]) for t in after)
     assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in encoder.items())
@@ -177,7 +180,7 @@ def test_same_seed_same_heads_other_seed_differs_and_cache_changes_nothing(lstm)
             torch.testing.assert_close(heads[3][task][k], v, atol=1e-4, rtol=0)
     for task, rows in history_a.items():
         assert [r[metric_key(task)] for r in rows] == pytest.approx([r[metric_key(task)] for r in history_d[task]],
-                                                                    abs=1e-6)
+                                                                    abs=1e-5)
 
 
 def test_global_rng_is_left_alone(linear):
@@ -186,3 +189,44 @@ def test_global_rng_is_left_alone(linear):
     state = torch.get_rng_state()
     run(cfg, data, pad_id, model, epochs=1)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_joint_heads_equal_each_head_trained_alone_for_the_jointly_chosen_epoch(linear):
+    """Heads share nothing and the encoder is frozen: joint pretraining is each head's own
+    trajectory, stopped at ONE epoch chosen by the mean validation metric."""
+    cfg, data, pad_id = linear
+    model, history = run(cfg, data, pad_id, epochs=6, patience=None, lr=3e-3, selection="joint")
+    kept = {task: [row["epoch"] for row in rows if row["kept"]] for task, rows in history.items()}
+    assert len({tuple(k) for k in kept.values()}) == 1 and len(kept["sst"]) == 1  # one epoch for all heads
+    epoch = kept["sst"][0]
+    means = np.mean([[row[metric_key(t)] for row in rows] for t, rows in history.items()], axis=0)
+    assert epoch == int(np.argmax(means)) + 1
+    for task in history:
+        alone = build_model(cfg)
+        sources = pretrain.feature_sources(alone, [data["train"][task], data["validation"][task]], False, 128, pad_id,
+                                           torch.device("cpu"), "none")
+        trainer = pretrain.HeadTrainer(alone.heads[task], data["train"][task], data["validation"][task], sources, 8, 0,
+                                       3e-3, 0.0, True, 128, torch.device("cpu"), "none")
+        alone.eval()
+        rows = [trainer.epoch() for _ in range(epoch)]
+        assert [r[metric_key(task)] for r in rows] == [r[metric_key(task)] for r in history[task][:epoch]]
+        assert all(torch.equal(v, model.heads[task].state_dict()[k]) for k, v in alone.heads[task].state_dict().items())
+
+
+def test_individual_heads_keep_their_own_best_epochs(linear):
+    cfg, data, pad_id = linear
+    _, joint = run(cfg, data, pad_id, epochs=6, patience=None, lr=3e-3, selection="joint")
+    _, individual = run(cfg, data, pad_id, epochs=6, patience=None, lr=3e-3, selection="individual")
+    for task, rows in individual.items():
+        scores = [row[metric_key(task)] for row in rows]
+        assert [row["kept"] for row in rows].index(True) == int(np.argmax(scores))
+        assert scores == [row[metric_key(task)] for row in joint[task]]  # same trajectory either way
+
+
+def test_max_examples_trains_on_a_seeded_sample(linear):
+    cfg, data, pad_id = linear
+    a, history = run(cfg, data, pad_id, epochs=2, max_examples=10)
+    b, _ = run(cfg, data, pad_id, epochs=2, max_examples=10)
+    c, _ = run(cfg, data, pad_id, epochs=2)
+    assert all(torch.equal(v, head_states(b)[t][k]) for t, s in head_states(a).items() for k, v in s.items())
+    assert not all(torch.equal(v, head_states(c)[t][k]) for t, s in head_states(a).items() for k, v in s.items())

@@ -36,6 +36,13 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def take(self, rows) -> "EncodedSplit":
+        """The split restricted to ``rows`` (indices), in that order."""
+        rows = np.asarray(rows, dtype=int)
+        parts = [([ids[i] for i in rows], [types[i] for i in rows]) for ids, types in self.parts]
+        labels = None if self.labels is None else self.labels[rows]
+        return EncodedSplit(self.task, [self.ids[i] for i in rows], parts, labels)
+
     def lengths(self) -> np.ndarray:
         """Tokens per example, summed over parts (what a batch of it costs)."""
         return np.sum([[len(seq) for seq in ids] for ids, _ in self.parts], axis=0)

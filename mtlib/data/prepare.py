@@ -1,43 +1,68 @@
-"""The data a run trains and is scored on, prepared as its config says.
+"""The data a run trains, selects and is scored on, prepared as its config says.
 
-``prepare_data`` reads and validates the course files, samples what the profile keeps,
-tokenises (cached), and for training drops the longest inputs and EDA-balances the classes
-of the tasks that ask for it (cached in ``data.processed_dir``).
+Three labelled splits per task:
+
+* ``validation``: a fixed sample held out of the training file (``data.validation_size``,
+  seed :data:`VALIDATION_SEED`): early stopping and checkpoint selection look only at it;
+* ``train``: the rest of the training file, sampled as the profile says (``data.train_size``,
+  seeded by the training seed), then length-filtered and EDA-balanced when asked;
+* ``dev``: the course's dev file (a fixed sample of ``data.dev_size``, seed
+  :data:`DEV_SAMPLE_SEED`): scored ONCE, at the selected checkpoint, and reported.
+
+The three never share a row. ``test-student`` (unlabelled) is read on request.
 """
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
+import pandas as pd
+
 from mtlib.config import Config
 from mtlib.data.augment import balance_classes, length_filter, write_augmented
 from mtlib.data.encode import EncodedSplit, encode_split
-from mtlib.data.files import file_name, find_data_dir, load_split, read_task_file
+from mtlib.data.files import file_name, find_data_dir, load_split, read_task_file, subsample
 from mtlib.io import write_csv
 from mtlib.tasks import TASK_NAMES, TASKS
 
-DEV_SAMPLE_SEED = 0  # the dev subsample is fixed: every run is scored on the same rows
+DEV_SAMPLE_SEED = 0         # the dev subsample is fixed: every run is scored on the same rows
+VALIDATION_SEED = 0         # ... and selects on the same held-out rows
+AUGMENTATION_SEED = 0       # EDA's random choices: one augmented training set, as the report made one
+LABELLED = ("train", "validation", "dev")
 
 
-def prepare_data(cfg: Config, tokenizer, data_dir=None, splits=("train", "dev"),
+def split_train(frame: pd.DataFrame, validation_size: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation): ``validation_size`` rows drawn with :data:`VALIDATION_SEED`, and the rest."""
+    if validation_size >= len(frame):
+        raise ValueError(f"validation_size {validation_size} leaves no training rows (the file has {len(frame)})")
+    validation = subsample(frame, validation_size, VALIDATION_SEED)
+    rest = frame[~frame["id"].isin(set(validation["id"]))].reset_index(drop=True)
+    return rest, validation
+
+
+def prepare_data(cfg: Config, tokenizer, data_dir=None, splits=("train", "validation", "dev"),
                  counts: dict | None = None) -> dict[str, dict[str, EncodedSplit]]:
-    """``{split: {task: EncodedSplit}}``: validated, subsampled as the profile says, tokenised;
-    training data length-filtered and augmented when the config says so (``counts``, if
-    given, receives the training-set size per task after each of those steps)."""
+    """``{split: {task: EncodedSplit}}`` for ``splits`` (see the module docstring); ``counts``, if
+    given, receives the training-set size per task after each preparation step."""
     folder = find_data_dir(data_dir or cfg.data.dir)
-    out = {}
-    for split in splits:
-        out[split] = {}
-        for task in TASK_NAMES:
-            if split == "test-student" and not (folder / file_name(task, split)).exists():
-                continue  # unlabelled files are optional (the local mirror has no quora test file)
-            size = {"train": cfg.data.train_size[task], "dev": cfg.data.dev_size[task]}.get(split)
-            seed = cfg.train.seed if split == "train" else DEV_SAMPLE_SEED
-            frame = load_split(folder, task, split, size, seed)
-            encoded = _encode(cfg, tokenizer, frame, task)
-            if split == "train":
-                encoded = _prepare_training(cfg, tokenizer, frame, encoded, task, {} if counts is None else counts)
-            out[split][task] = encoded
+    counts = {} if counts is None else counts
+    out: dict[str, dict[str, EncodedSplit]] = {split: {} for split in splits}
+    for task in TASK_NAMES:
+        frames = {}
+        if {"train", "validation"} & set(splits):
+            whole = load_split(folder, task, "train")
+            train, frames["validation"] = split_train(whole, cfg.data.validation_size[task])
+            frames["train"] = subsample(train, cfg.data.train_size[task], cfg.train.seed)
+        if "dev" in splits:
+            frames["dev"] = load_split(folder, task, "dev", cfg.data.dev_size[task], DEV_SAMPLE_SEED)
+        if "test-student" in splits and (folder / file_name(task, "test-student")).exists():
+            frames["test-student"] = load_split(folder, task, "test-student")  # optional: no quora test file here
+        for split in splits:
+            if split in frames:
+                frame = frames[split]
+                if split == "train":
+                    frame = _prepare_training(cfg, tokenizer, frame, task, counts)
+                out[split][task] = _encode(cfg, tokenizer, frame, task)
     return out
 
 
@@ -46,29 +71,28 @@ def _encode(cfg: Config, tokenizer, frame, task: str) -> EncodedSplit:
                         cfg.data.cache_dir, cfg.backbone.name)
 
 
-def _prepare_training(cfg: Config, tokenizer, frame, encoded: EncodedSplit, task: str, counts: dict) -> EncodedSplit:
+def _prepare_training(cfg: Config, tokenizer, frame, task: str, counts: dict) -> pd.DataFrame:
     """Drop the longest inputs, then EDA-balance the classes (cached in data/processed)."""
     d = cfg.data
     counts.setdefault("loaded", {})[task] = len(frame)
     if d.length_filter > 0:
-        frame, _ = length_filter(frame, encoded.lengths(), d.length_filter)
+        frame, _ = length_filter(frame, _encode(cfg, tokenizer, frame, task).lengths(), d.length_filter)
         frame = frame.reset_index(drop=True)
-        encoded = _encode(cfg, tokenizer, frame, task)
         counts.setdefault("length_filtered", {})[task] = len(frame)
     if d.augment and TASKS[task].balanced:
-        frame = _augmented(frame, task, cfg.train.seed, Path(d.processed_dir))
-        encoded = _encode(cfg, tokenizer, frame, task)
+        frame = _augmented(frame, task, Path(d.processed_dir))
         counts.setdefault("augmented", {})[task] = len(frame)
-    return encoded
+    return frame
 
 
-def _augmented(frame, task: str, seed: int, folder: Path):
+def _augmented(frame, task: str, folder: Path):
     """``frame`` EDA-balanced, read from ``folder`` when this exact input was balanced before."""
     spec = TASKS[task]
-    key = hashlib.sha256("\x1f".join(frame["id"]).encode() + f"{task}/{seed}".encode()).hexdigest()[:16]
+    key = hashlib.sha256("\x1f".join(frame["id"]).encode() + f"{task}/{AUGMENTATION_SEED}".encode()).hexdigest()[:16]
     path = folder / f"{task}-train-augmented-{key}.csv"
     if not path.exists():
-        augmented, classes = balance_classes(frame, list(spec.text_columns), spec.label_column, seed=seed)
+        augmented, classes = balance_classes(frame, list(spec.text_columns), spec.label_column,
+                                             seed=AUGMENTATION_SEED)
         write_csv(path.with_name(path.stem + "-counts.csv"), classes.reset_index())
         write_augmented(augmented, path)
     return read_task_file(path, task)

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -21,7 +22,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 @dataclass
 class Features:
-    cls: torch.Tensor           # (B, num_parts * H): the [CLS] hidden state of each part
+    pooled: torch.Tensor        # (B, num_parts * H): each part's sentence vector ([CLS] or mean, model.pooling)
     tokens: list[torch.Tensor]  # per part (B, T, H): every token's hidden state
     masks: list[torch.Tensor]   # per part (B, T): 1 on real tokens
 
@@ -37,20 +38,24 @@ def mlp(in_features: int, cfg: HeadConfig, hidden_size: int, num_outputs: int) -
     return nn.Sequential(*layers, nn.Dropout(cfg.dropout), nn.Linear(width, num_outputs))
 
 
-class ClsHead(nn.Module):
-    """The report's baseline (0 hidden layers) and its MLP variant, on the [CLS] embedding."""
+class PooledHead(nn.Module):
+    """The report's baseline (0 hidden layers) and its MLP variant, on the sentence vector(s)."""
 
     def __init__(self, cfg: HeadConfig, encoder_size: int, num_parts: int, num_outputs: int):
         super().__init__()
         self.net = mlp(encoder_size * num_parts, cfg, cfg.hidden_size or encoder_size, num_outputs)
 
     def forward(self, features: Features) -> torch.Tensor:
-        return self.net(features.cls)
+        return self.net(features.pooled)
 
 
 class RecurrentHead(nn.Module):
-    """An RNN or LSTM read over the token embeddings; its last state (optionally with
-    [CLS]) feeds the MLP. Padding is skipped by packing the sequences."""
+    """An RNN or LSTM read over the token embeddings; its last state feeds the MLP. Padding
+    is skipped by packing the sequences.
+
+    ``with_cls`` (the report's "+ [CLS]"): the RNN reads the sentence tokens only, from
+    position 1, and the sentence vector (the [CLS] state under cls pooling) goes straight to
+    the MLP beside the RNN's state. Without it the RNN reads every token, [CLS] included."""
 
     def __init__(self, cfg: HeadConfig, encoder_size: int, num_parts: int, num_outputs: int, cell: type):
         super().__init__()
@@ -61,21 +66,45 @@ class RecurrentHead(nn.Module):
 
     def forward(self, features: Features) -> torch.Tensor:
         states = []
+        skip = 1 if self.with_cls else 0
         for tokens, mask in zip(features.tokens, features.masks):
-            lengths = mask.sum(1).cpu()
+            tokens, mask = tokens[:, skip:], mask[:, skip:]                   # (B, T - skip, H), (B, T - skip)
+            lengths = mask.sum(1).cpu().clamp_min(1)  # a sequence of [CLS] alone still gives the RNN one step
             packed = pack_padded_sequence(tokens.float(), lengths, batch_first=True, enforce_sorted=False)
             with torch.autocast(tokens.device.type, enabled=False):  # cuDNN RNNs want one dtype
                 _, hidden = self.rnn(packed)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden  # LSTM: (h, c)
             states.append(hidden[-1])  # (B, rnn_size): state after each sequence's last real token
         if self.with_cls:
-            states.append(features.cls.float())
+            states.append(features.pooled.float())
         return self.net(torch.cat(states, dim=-1))
 
 
+class CosineHead(nn.Module):
+    """The cosine similarity of the two sentence vectors of a pair in embedding mode,
+    scaled and shifted: out = a cos(u, v) + b, with a and b learned (2 parameters).
+
+    For STS, a scaled cosine is the score (how all-MiniLM-L6-v2 was trained, and the
+    report's "cosine similarity" experiments it left out); for paraphrase, the same is the
+    logit. Starts at a = 5, b = 0: cosines of 0..1 map onto STS's 0..5 scale."""
+
+    def __init__(self, cfg: HeadConfig, encoder_size: int, num_parts: int, num_outputs: int):
+        super().__init__()
+        if num_parts != 2 or num_outputs != 1:
+            raise ValueError("a cosine head needs a pair task encoded in embedding mode (model.pair_mode: embedding) "
+                             "and one output")
+        self.scale = nn.Parameter(torch.tensor(5.0))
+        self.bias = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, features: Features) -> torch.Tensor:
+        u, v = features.pooled.float().chunk(2, dim=-1)                      # (B, H) each
+        return (self.scale * F.cosine_similarity(u, v, dim=-1) + self.bias).unsqueeze(-1)  # (B, 1)
+
+
 HEADS = {
-    "linear": lambda cfg, h, parts, out: ClsHead(dataclasses.replace(cfg, hidden_layers=0), h, parts, out),
-    "mlp": ClsHead,
+    "linear": lambda cfg, h, parts, out: PooledHead(dataclasses.replace(cfg, hidden_layers=0), h, parts, out),
+    "mlp": PooledHead,
+    "cosine": CosineHead,
     "rnn": lambda cfg, h, parts, out: RecurrentHead(cfg, h, parts, out, nn.RNN),
     "lstm": lambda cfg, h, parts, out: RecurrentHead(cfg, h, parts, out, nn.LSTM),
 }

@@ -15,15 +15,32 @@ from mtlib.model.pal import add_pals, freeze_all_but_pals
 from mtlib.tasks import TASKS
 
 
+def cls_pooling(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The [CLS] state: (B, T, H) -> (B, H)."""
+    return hidden[:, 0]
+
+
+def mean_pooling(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the real tokens' states ([CLS] and [SEP] included, padding not), as
+    sentence-transformers pools all-MiniLM-L6-v2: (B, T, H), (B, T) -> (B, H)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)                   # (B, T, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+POOLINGS = {"cls": cls_pooling, "mean": mean_pooling}
+
+
 class MultitaskModel(nn.Module):
     """``encoder`` (a transformers BertModel), ``heads[task]``, and optionally a
     :class:`mtlib.model.pal.PalBank` whose task-specific layers are routed by the batch's task."""
 
-    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], pals: nn.Module | None = None):
+    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], pals: nn.Module | None = None,
+                 pooling: str = "cls"):
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
         self.pals = pals
+        self.pool = POOLINGS[pooling]
 
     def word_embeddings(self, batch: Batch) -> list[torch.Tensor]:
         """Per part (B, T, H): the input word embeddings (what SMART perturbs)."""
@@ -39,8 +56,9 @@ class MultitaskModel(nn.Module):
                     out = self.encoder(inputs_embeds=inputs_embeds[k], attention_mask=part["attention_mask"],
                                        token_type_ids=part["token_type_ids"])
                 hidden.append(out.last_hidden_state)  # (B, T, H)
-        cls = torch.cat([h[:, 0] for h in hidden], dim=-1)  # (B, parts * H)
-        return Features(cls, hidden, [part["attention_mask"] for part in batch.inputs])
+        masks = [part["attention_mask"] for part in batch.inputs]
+        pooled = torch.cat([self.pool(h, m) for h, m in zip(hidden, masks)], dim=-1)  # (B, parts * H)
+        return Features(pooled, hidden, masks)
 
     def forward(self, batch: Batch, inputs_embeds: list[torch.Tensor] | None = None) -> torch.Tensor:
         """(B, 5) logits for sst; (B,) logits for para; (B,) scores for sts."""
@@ -78,7 +96,7 @@ def build_model(cfg: Config, encoder: nn.Module | None = None, with_pals: bool =
         task: build_head(cfg.model.head_for(task), size, num_parts(task, cfg.model.pair_mode), TASKS[task].num_outputs)
         for task in TASK_NAMES
     }
-    model = MultitaskModel(encoder, heads)
+    model = MultitaskModel(encoder, heads, pooling=cfg.model.pooling)
     if with_pals and cfg.model.pals != "none":
         add_task_pals(model, cfg)
     return model

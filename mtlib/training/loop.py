@@ -1,10 +1,15 @@
 """Training one experiment: data -> model -> updates -> evaluation -> run folder.
 
 :func:`train` reads top to bottom: check the config, open the run folder, prepare the data,
-then hand over to the run's method (``METHODS``): fine-tuning, or the random predictor.
-Fine-tuning builds the model and the :class:`~mtlib.training.stepper.Stepper`, optionally
-pretrains the heads, then alternates updates and evaluations (each one checkpointed, so
-``resume`` continues exactly) and finally scores the best weights (:func:`finish_run`).
+then hand over to the run's method (``METHODS``): fine-tuning, heads on the frozen encoder,
+or the random predictor.
+
+Every run follows the report's protocol: the heads are first trained on the frozen encoder
+(``train.pretrain_heads``: joint or individual; mtlib.training.pretrain), then fine-tuning
+builds the :class:`~mtlib.training.stepper.Stepper` and alternates updates and evaluations on
+the VALIDATION split held out of train (each checkpointed, so ``resume`` continues exactly);
+the best validation score picks the checkpoint, and dev is scored once, at that checkpoint
+(:func:`finish_run`).
 """
 from __future__ import annotations
 
@@ -20,19 +25,19 @@ import torch
 from tqdm.auto import tqdm
 
 from mtlib import seeds
-from mtlib.config import Config, TrainConfig
+from mtlib.config import Config, ConfigError, TrainConfig
 from mtlib.data.encode import BatchStream, EncodedSplit
 from mtlib.data.prepare import prepare_data
 from mtlib.io import write_csv, write_json
 from mtlib.model.backbone import load_tokenizer
 from mtlib.model.multitask import MultitaskModel, add_task_pals, build_model, parameter_counts
-from mtlib.tasks import TASK_NAMES, TASKS
+from mtlib.tasks import TASK_NAMES, TASKS, metric_key
 from mtlib.training import methods
 from mtlib.training.adjust import fit_adjustment, save_adjustment, sst_probabilities
 from mtlib.training.checkpoint import checkpoint_exists, load_checkpoint, load_model_weights, save_checkpoint
 from mtlib.training.evaluate import evaluate, prediction_frame, score
 from mtlib.training.precision import grad_scaler, resolve_amp, resolve_device
-from mtlib.training.pretrain import pretrain_heads
+from mtlib.training.pretrain import evaluate_heads, pretrain_heads
 from mtlib.training.runs import RunFolder, RunState, save_config, write_history
 from mtlib.training.samplers import TaskSampler
 from mtlib.training.stepper import Stepper
@@ -72,7 +77,7 @@ def learning_rate(update: int, cfg: TrainConfig) -> float:
 
 
 def selection_score(metrics: dict[str, float]) -> float:
-    """What early stopping and the best checkpoint follow: the dev mean (of the trained tasks)."""
+    """What early stopping and the best checkpoint follow: the validation mean (of the trained tasks)."""
     return metrics["mean"] if "mean" in metrics else float(np.mean(list(metrics.values())))
 
 
@@ -80,6 +85,7 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True) -> dict:
     """Train ``cfg`` into ``out_dir``; returns metrics.json's content."""
     methods.check(cfg)
+    method = methods.lookup(METHODS, cfg.train.method, "train.method")
     folder = _open_folder(Path(out_dir), resume, overwrite)
     t = cfg.train
     if t.num_threads:
@@ -91,10 +97,11 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
     tokenizer = load_tokenizer(cfg.backbone)
     counts: dict = {}
     data = prepare_data(cfg, tokenizer, data_dir, counts=counts)
-    data["dev"] = {task: data["dev"][task] for task in t.tasks}
-    counts["dev"] = {task: len(split) for task, split in data["dev"].items()}
+    for split in ("validation", "dev"):
+        data[split] = {task: data[split][task] for task in t.tasks}
+        counts[split] = {task: len(encoded) for task, encoded in data[split].items()}
     run = Run(cfg, folder, data, tokenizer, device, t.amp)
-    return METHODS[t.method](run, resume, data_dir, counts, progress)
+    return method(run, resume, data_dir, counts, progress)
 
 
 def _open_folder(path: Path, resume: bool, overwrite: bool) -> RunFolder:
@@ -109,7 +116,7 @@ def finetune(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> 
     """Build the model (heads pretrained first if asked), then update and evaluate until done."""
     cfg, t = run.cfg, run.cfg.train
     resuming = resume and checkpoint_exists(run.folder.last)
-    _build(run, pretrain=t.pretrain_heads and not resuming, progress=progress)
+    _build(run, pretrain=t.pretrain_heads != "none" and not resuming, progress=progress)
     state = RunState()
     if resuming:
         state = _restore(run)
@@ -120,9 +127,6 @@ def finetune(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> 
     per_epoch = updates_per_epoch(t)
     total, eval_every = t.epochs * per_epoch, t.eval_every or per_epoch
     bar = tqdm(total=total, initial=state.update, disable=not progress, desc=cfg.experiment, mininterval=5)
-    best = None  # (metrics, predictions, timing) of the best evaluation, reused by finish_run
-    if t.init_from and not resuming:  # the starting point competes for "best": PALs must earn their place
-        best = _evaluate_and_checkpoint(run, state, 0)
     run.model.train()
     while state.update < total and not state.stopped_early:
         started, epoch = time.perf_counter(), state.update // per_epoch + 1
@@ -133,9 +137,9 @@ def finetune(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> 
         state.train_seconds += time.perf_counter() - started
         bar.update(1)
         if state.update % eval_every == 0 or state.update == total:
-            best = _evaluate_and_checkpoint(run, state, epoch) or best
+            _evaluate_and_checkpoint(run, state, epoch)
     bar.close()
-    return finish_run(run, state, data_dir, counts, best)
+    return finish_run(run, state, data_dir, counts)
 
 
 def _build(run: Run, pretrain: bool, progress: bool) -> None:
@@ -160,15 +164,21 @@ def _build(run: Run, pretrain: bool, progress: bool) -> None:
     run.stepper = Stepper(t, model, run.optimizer, run.scaler, run.streams, run.sampler, sizes, run.device, run.amp)
 
 
-def _pretrain_heads(run: Run, progress: bool) -> None:
+def _features_dir(run: Run) -> Path:
+    return Path(run.cfg.data.cache_dir) / "features"
+
+
+def _pretrain_heads(run: Run, progress: bool) -> dict[str, list[dict]]:
     t = run.cfg.train
-    history = pretrain_heads(run.model, {k: run.data["train"][k] for k in t.tasks}, run.data["dev"], seed=t.seed,
-                             batch_size={k: t.batch_size[k] for k in t.tasks}, device=run.device, amp=run.amp,
-                             pad_id=run.pad_id, eval_batch_size=t.eval_batch_size, bucketing=run.cfg.data.bucketing,
-                             cache_dir=Path(run.cfg.data.cache_dir) / "features", progress=progress, **t.pretrain_args)
+    history = pretrain_heads(run.model, {k: run.data["train"][k] for k in t.tasks}, run.data["validation"],
+                             seed=t.seed, batch_size={k: t.batch_size[k] for k in t.tasks}, device=run.device,
+                             amp=run.amp, pad_id=run.pad_id, eval_batch_size=t.eval_batch_size,
+                             bucketing=run.cfg.data.bucketing, cache_dir=_features_dir(run), progress=progress,
+                             selection=t.pretrain_heads, **t.pretrain_args)
     run.folder.path.mkdir(parents=True, exist_ok=True)
     write_csv(run.folder.path / "pretrain_history.csv",
               pd.concat([pd.DataFrame(rows).assign(task=task) for task, rows in history.items()]))
+    return history
 
 
 def _restore(run: Run) -> RunState:
@@ -183,15 +193,13 @@ def _restore(run: Run) -> RunState:
     return RunState.from_json(saved["run"])
 
 
-def _evaluate_and_checkpoint(run: Run, state: RunState, epoch: int):
-    """Evaluate on dev and checkpoint; returns the evaluation if it is the best so far, else None."""
+def _evaluate_and_checkpoint(run: Run, state: RunState, epoch: int) -> None:
+    """Score the validation split, keep the weights if they are the best so far, checkpoint."""
     t = run.cfg.train
-    metrics, predictions, timing = evaluate(run.model, run.data["dev"], t.eval_batch_size, run.pad_id, run.device,
-                                            run.amp)
+    metrics, _, _ = evaluate(run.model, run.data["validation"], t.eval_batch_size, run.pad_id, run.device, run.amp)
     state.history.append({"update": state.update, "epoch": epoch, "examples": state.examples,
                           "train_seconds": round(state.train_seconds, 3), **metrics})
-    improved = selection_score(metrics) > state.best_score
-    if improved:
+    if selection_score(metrics) > state.best_score:
         state.best_score, state.best_update, state.bad_evals = selection_score(metrics), state.update, 0
         save_checkpoint(run.folder.best, run.model, state={"update": state.update, "metrics": metrics})
     else:
@@ -204,7 +212,6 @@ def _evaluate_and_checkpoint(run: Run, state: RunState, epoch: int):
              "rng": rng_state}
     save_checkpoint(run.folder.last, run.model, run.optimizer, state=saved, tensors={**rng_tensors, **stepper_tensors})
     write_history(run.folder, state.history)
-    return (metrics, predictions, timing) if improved else None
 
 
 def random_predictor(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> dict:
@@ -231,44 +238,31 @@ def random_predictor(run: Run, resume: bool, data_dir, counts: dict, progress: b
     return metrics
 
 
-METHODS = {"finetune": finetune, "random": random_predictor}
-
-
 def _identity(run: Run) -> dict:
     cfg = run.cfg
     return {"backbone": cfg.backbone.name, "profile": cfg.profile, "experiment": cfg.experiment,
             "seed": cfg.train.seed}
 
 
-def finish_run(run: Run, state: RunState, data_dir, counts: dict, best=None) -> dict:
-    """Score the best checkpoint, write predictions and metrics.json, drop what is not kept.
-
-    ``best`` is the best evaluation made during training (None after a resume): the same
-    weights' dev predictions, so they are not computed twice."""
+def finish_run(run: Run, state: RunState, data_dir, counts: dict) -> dict:
+    """Score dev ONCE with the weights the validation split selected; write predictions and
+    metrics.json; drop what is not kept."""
     cfg, t, folder = run.cfg, run.cfg.train, run.folder
     load_model_weights(folder.best, run.model)
-    splits = {"dev": run.data["dev"]}
-    if t.predict_test:
-        test = prepare_data(cfg, run.tokenizer, data_dir, splits=("test-student",))["test-student"]
-        splits["test"] = {task: split for task, split in test.items() if task in t.tasks}
-    metrics = {"dev": {}, "best_update": state.best_update, "updates": state.update,
-               "stopped_early": state.stopped_early}
-    adjustments = None
-    if t.sst_adjustment:
-        adjustments = {"sst": fit_sst_adjustment(run)}
-        metrics["dev_unadjusted"] = best[0] if best else evaluate(
-            run.model, run.data["dev"], t.eval_batch_size, run.pad_id, run.device, run.amp)[0]
-    for split, encoded in splits.items():
-        if split == "dev" and best is not None and adjustments is None:
-            scores, predictions, timing = best
-        else:
-            scores, predictions, timing = evaluate(run.model, encoded, t.eval_batch_size, run.pad_id, run.device,
-                                                   run.amp, adjustments)
+    adjustments = {"sst": fit_sst_adjustment(run)} if t.sst_adjustment else None
+    best = next(row for row in state.history if row["update"] == state.best_update)
+    metrics = {"dev": {}, "validation": {k: v for k, v in best.items() if "/" in k or k == "mean"},
+               "best_update": state.best_update, "updates": state.update, "stopped_early": state.stopped_early}
+    if adjustments:
+        metrics["dev_unadjusted"] = evaluate(run.model, run.data["dev"], t.eval_batch_size, run.pad_id, run.device,
+                                             run.amp)[0]
+    for split, encoded in _scored_splits(run, data_dir).items():
+        scores, predictions, timing = evaluate(run.model, encoded, t.eval_batch_size, run.pad_id, run.device,
+                                               run.amp, adjustments)
         if scores:
             metrics[split] = scores
         metrics.setdefault("eval_examples_per_second", round(timing["examples_per_second"], 2))
-        for task, values in predictions.items():
-            write_csv(folder.predictions(task, split), prediction_frame(encoded[task], values))
+        _write_predictions(run, split, encoded, predictions)
     seconds = max(state.train_seconds, 1e-9)
     metrics.update(train_seconds=round(state.train_seconds, 2),
                    train_examples_per_second=round(state.examples / seconds, 2),
@@ -281,6 +275,44 @@ def finish_run(run: Run, state: RunState, data_dir, counts: dict, best=None) -> 
     return metrics
 
 
+def _scored_splits(run: Run, data_dir) -> dict[str, dict[str, EncodedSplit]]:
+    """dev, and the test-student files when the profile predicts them."""
+    splits = {"dev": run.data["dev"]}
+    if run.cfg.train.predict_test:
+        test = prepare_data(run.cfg, run.tokenizer, data_dir, splits=("test-student",))["test-student"]
+        splits["test"] = {task: split for task, split in test.items() if task in run.cfg.train.tasks}
+    return splits
+
+
+def _write_predictions(run: Run, split: str, encoded: dict[str, EncodedSplit], predictions: dict) -> None:
+    for task, values in predictions.items():
+        write_csv(run.folder.predictions(task, split), prediction_frame(encoded[task], values))
+
+
+def heads_only(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> dict:
+    """Heads trained on the frozen encoder, no fine-tuning: the baseline every fine-tuned row
+    must beat. Dev (and test) are scored from cached encoder features."""
+    cfg, t = run.cfg, run.cfg.train
+    if t.pretrain_heads == "none":
+        raise ConfigError("train.method=heads trains only the heads: set train.pretrain_heads to joint or individual")
+    run.model = build_model(cfg).to(run.device)
+    history = _pretrain_heads(run, progress)
+    save_config(cfg, run.folder.config)
+    kept = {task: next(row for row in rows if row["kept"]) for task, rows in history.items()}
+    metrics = {"dev": {}, "validation": {metric_key(task): row[metric_key(task)] for task, row in kept.items()},
+               "head_epochs": {task: row["epoch"] for task, row in kept.items()}}
+    for split, encoded in _scored_splits(run, data_dir).items():
+        scores, predictions = evaluate_heads(run.model, encoded, t.eval_batch_size, run.pad_id, run.device, run.amp,
+                                             _features_dir(run))
+        if scores:
+            metrics[split] = scores
+        _write_predictions(run, split, encoded, predictions)
+    metrics.update(best_update=0, updates=0, stopped_early=False, train_seconds=0.0, data=counts,
+                   params=parameter_counts(run.model), precision=run.amp, **_identity(run))
+    write_json(run.folder.metrics, metrics)
+    return metrics
+
+
 def fit_sst_adjustment(run: Run) -> torch.Tensor:
     """The 5x5 SST adjustment matrix, fitted on the frozen model's training-set probabilities
     and saved beside the run (``sst_adjustment.safetensors``) for evaluate and predict."""
@@ -289,3 +321,6 @@ def fit_sst_adjustment(run: Run) -> torch.Tensor:
     matrix = fit_adjustment(probs, torch.tensor(np.asarray(train_sst.labels, dtype=np.int64)))
     save_adjustment(run.folder.adjustment, matrix, {"fitted_on": "sst train", "examples": len(train_sst)})
     return matrix
+
+
+METHODS = {"finetune": finetune, "heads": heads_only, "random": random_predictor}  # train.method

@@ -25,8 +25,8 @@ from mtlib.training.updates import UPDATES
 _SET_BY_THE_RUN = {
     "pal_args": {"bert", "tasks", "seed"},
     "smart_args": {"model"},
-    "pretrain_args": {"model", "train", "dev", "batch_size", "seed", "cache_dir", "device", "amp", "pad_id",
-                      "eval_batch_size", "bucketing", "cache", "progress"},
+    "pretrain_args": {"model", "train", "validation", "batch_size", "seed", "cache_dir", "device", "amp", "pad_id",
+                      "eval_batch_size", "bucketing", "cache", "progress", "selection"},
 }
 
 

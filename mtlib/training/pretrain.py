@@ -1,8 +1,17 @@
-"""Individual head pretraining on cached encoder features (the report's AdvancedModel).
+"""Head pretraining on cached frozen-encoder features: the first phase of every run.
 
-With the encoder frozen, each task's head is trained alone on its own task (AdamW, lr 1e-3,
-up to 25 epochs, patience 3 on that task's dev metric) and its best epoch is kept;
-multitask fine-tuning then starts from those heads.
+The report pretrains the heads before every fine-tuning run ("For all of our experiments we
+first pretrained our classification head", §4): the encoder frozen, only the heads train
+(AdamW, lr 1e-3, up to 25 epochs, patience 3). Two ways to choose when to stop:
+
+* ``joint`` (the report's default): the heads train side by side, epoch by epoch, and ONE
+  stopping point is chosen for all of them, the epoch with the best mean validation metric;
+* ``individual`` (the report's AdvancedModel): each head stops at its own best epoch.
+
+Heads share no parameter and the encoder is frozen, so each head's trajectory is the same
+either way (its batches, its dropout and its optimiser depend on its task alone): the two
+differ only in the epoch each head is kept at. Selection uses the validation split held out
+of the training data, never dev.
 
 Since the encoder does not change, its output for a split is the same every epoch: it is
 computed ONCE per (task, split) and cached, on disk if ``cache_dir`` is given, as a
@@ -10,7 +19,8 @@ safetensors file keyed by a hash of the encoder's weights and the split's token 
 (:func:`load_or_encode`). Training a head then costs only the head.
 
 What is stored, per example:
-  * ``cls``: the [CLS] hidden state of each part, concatenated, (N, parts * H), float32;
+  * ``pooled``: the sentence vector of each part ([CLS] or mean, as the model pools),
+    concatenated, (N, parts * H), float32;
   * for heads that read every token (RNN/LSTM), each part's token states, flattened as
     (total tokens, H) with row offsets (N + 1), in **float16**: half the memory of fp32 and
     a relative rounding error of 2^-11 (bf16's is 2^-8). Hidden states beyond fp16's range
@@ -29,6 +39,7 @@ import copy
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +51,13 @@ from tqdm.auto import tqdm
 
 from mtlib import seeds
 from mtlib.data.encode import EncodedSplit, collate, epoch_batches, eval_batches
+from mtlib.training.evaluate import score
 from mtlib.training.precision import autocast
 from mtlib.model.heads import Features, RecurrentHead
 from mtlib.io import atomic_path
 from mtlib.tasks import TASKS, metric_key
 
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"
 TOKEN_DTYPE = torch.float16
 FP16_MAX = torch.finfo(torch.float16).max
 
@@ -66,12 +78,12 @@ def _round_tokens(hidden: torch.Tensor) -> torch.Tensor:
 class CachedFeatures:
     """The frozen encoder's output for one split, in row order."""
 
-    cls: torch.Tensor            # (N, parts * H) float32
+    pooled: torch.Tensor         # (N, parts * H) float32
     tokens: list[torch.Tensor]   # per part (total tokens, H) float16; empty if not token-level
     offsets: list[torch.Tensor]  # per part (N + 1,) int64: row i is tokens[starts[i]:starts[i + 1]]
 
     def __len__(self) -> int:
-        return self.cls.shape[0]
+        return self.pooled.shape[0]
 
     def batch(self, rows: np.ndarray, device: torch.device) -> Features:
         """:class:`Features` for ``rows``: token states padded to the batch's longest row."""
@@ -85,7 +97,7 @@ class CachedFeatures:
             padded = flat[index].float().masked_fill(~mask[..., None], 0.0)   # (B, T, H)
             tokens.append(padded.to(device))
             masks.append(mask.long().to(device))
-        return Features(self.cls[rows].to(device), tokens, masks)
+        return Features(self.pooled[rows].to(device), tokens, masks)
 
 
 class EncoderFeatures:
@@ -107,9 +119,9 @@ class EncoderFeatures:
         with autocast(self.amp, self.device):
             out = self.model.features(batch)
         if not self.token_level:
-            return Features(out.cls.float().to(device), [], [])
+            return Features(out.pooled.float().to(device), [], [])
         tokens = [_round_tokens(h.float() * m[..., None]).float().to(device) for h, m in zip(out.tokens, out.masks)]
-        return Features(out.cls.float().to(device), tokens, [m.long().to(device) for m in out.masks])
+        return Features(out.pooled.float().to(device), tokens, [m.long().to(device) for m in out.masks])
 
 
 @torch.no_grad()
@@ -121,14 +133,14 @@ def encode_features(model, split: EncodedSplit, batch_size: int, pad_id: int, de
         raise ValueError(f"{split.task}: an empty split has no features")
     was_training = model.training
     model.eval()
-    cls = None
+    pooled = None
     rows_tokens = [[None] * n for _ in split.parts] if token_level else []
     for batch in eval_batches(split, batch_size, pad_id):
         with autocast(amp, device):
             out = model.features(batch.to(device))
-        if cls is None:
-            cls = torch.zeros(n, out.cls.shape[-1])
-        cls[batch.index] = out.cls.float().cpu()
+        if pooled is None:
+            pooled = torch.zeros(n, out.pooled.shape[-1])
+        pooled[batch.index] = out.pooled.float().cpu()
         for part, (hidden, mask) in enumerate(zip(out.tokens, out.masks) if token_level else ()):
             hidden, lengths = _round_tokens(hidden.float()).cpu(), mask.sum(1).tolist()
             for r, i in enumerate(batch.index):
@@ -136,7 +148,7 @@ def encode_features(model, split: EncodedSplit, batch_size: int, pad_id: int, de
     model.train(was_training)
     tokens = [torch.cat(rows) for rows in rows_tokens]
     offsets = [torch.tensor(np.cumsum([0] + [len(r) for r in rows]), dtype=torch.long) for rows in rows_tokens]
-    return CachedFeatures(cls, tokens, offsets)
+    return CachedFeatures(pooled, tokens, offsets)
 
 
 def encoder_fingerprint(model) -> str:
@@ -153,11 +165,12 @@ def encoder_fingerprint(model) -> str:
 
 def cache_key(fingerprint: str, model, split: EncodedSplit, amp: str, token_level: bool) -> str:
     """A hash of what the features depend on: the encoder (its class and every weight, so a
-    backbone, a seed or a checkpoint gets its own files), the task (PAL routing), the ids and
-    token ids (which fix the tokenizer, max length and pair mode), amp and the file format."""
+    backbone, a seed or a checkpoint gets its own files), the pooling, the task (PAL routing),
+    the ids and token ids (which fix the tokenizer, max length and pair mode), amp and the
+    file format."""
     h = hashlib.sha256()
-    h.update(json.dumps([CACHE_FORMAT, type(model.encoder).__name__, fingerprint, split.task, len(split.parts),
-                         amp, token_level, str(TOKEN_DTYPE)]).encode())
+    h.update(json.dumps([CACHE_FORMAT, type(model.encoder).__name__, fingerprint, model.pool.__name__, split.task,
+                         len(split.parts), amp, token_level, str(TOKEN_DTYPE)]).encode())
     h.update("\x1f".join(split.ids).encode())
     for ids, types in split.parts:
         for seqs in (ids, types):
@@ -167,7 +180,7 @@ def cache_key(fingerprint: str, model, split: EncodedSplit, amp: str, token_leve
 
 
 def save_features(path: str | Path, features: CachedFeatures, metadata: dict[str, str]) -> None:
-    tensors = {"cls": features.cls.contiguous()}
+    tensors = {"pooled": features.pooled.contiguous()}
     for part, (flat, offsets) in enumerate(zip(features.tokens, features.offsets)):
         tensors[f"tokens.{part}"], tensors[f"offsets.{part}"] = flat.contiguous(), offsets.contiguous()
     with atomic_path(path) as tmp:
@@ -177,7 +190,7 @@ def save_features(path: str | Path, features: CachedFeatures, metadata: dict[str
 def load_features(path: str | Path) -> CachedFeatures:
     tensors = load_file(str(path))
     parts = sorted(int(k.split(".")[1]) for k in tensors if k.startswith("tokens."))
-    return CachedFeatures(tensors["cls"], [tensors[f"tokens.{p}"] for p in parts],
+    return CachedFeatures(tensors["pooled"], [tensors[f"tokens.{p}"] for p in parts],
                           [tensors[f"offsets.{p}"] for p in parts])
 
 
@@ -209,9 +222,10 @@ def _head_output(head: nn.Module, features: Features) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _dev_metric(head: nn.Module, source, split: EncodedSplit, batch_size: int, device: torch.device,
-                amp: str) -> float:
-    """``TASKS[task].score`` of the head's predictions on the whole dev split."""
+def predict_features(head: nn.Module, source, split: EncodedSplit, batch_size: int, device: torch.device,
+                     amp: str) -> np.ndarray:
+    """The head's predictions (``TASKS[task].predict``) for every row of ``split``, in row
+    order, from ``source`` (cached features or the encoder); the head is left in eval mode."""
     head.eval()
     predictions = np.zeros(len(split))
     order = np.argsort(split.lengths(), kind="stable")
@@ -219,86 +233,192 @@ def _dev_metric(head: nn.Module, source, split: EncodedSplit, batch_size: int, d
         rows = order[start:start + batch_size]
         with autocast(amp, device):
             predictions[rows] = TASKS[split.task].predict(_head_output(head, source.batch(rows, device)))
-    return TASKS[split.task].score(predictions, split.labels)
+    return predictions
 
 
-def _train_epoch(head, optimizer, scaler, source, split: EncodedSplit, batch_size: int,
-                 generator: torch.Generator, bucketing: bool, device: torch.device, amp: str) -> float:
-    """One shuffled pass; returns the example-weighted mean training loss."""
-    head.train()
-    total, seen = 0.0, 0
-    for rows in epoch_batches(split.lengths(), batch_size, generator, bucketing):
-        features = source.batch(rows, device)
-        with autocast(amp, device):
-            loss = TASKS[split.task].loss(_head_output(head, features), _labels(split, rows, device))
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
-    return total / max(seen, 1)
+class HeadTrainer:
+    """One task's head, trained epoch by epoch on fixed features, scored on the validation split.
+
+    Everything random about it (batch order, dropout) is its own: a generator and a torch
+    RNG state seeded from ``(seed, task)``, carried from one epoch to the next, so the
+    trajectory is the same whether the head trains alone or beside others.
+    """
+
+    def __init__(self, head: nn.Module, train: EncodedSplit, validation: EncodedSplit, sources, batch_size: int,
+                 seed: int, lr: float, weight_decay: float, bucketing: bool, eval_batch_size: int,
+                 device: torch.device, amp: str):
+        self.head, self.train, self.validation = head, train, validation
+        self.train_source, self.validation_source = sources
+        self.batch_size, self.bucketing, self.eval_batch_size = batch_size, bucketing, eval_batch_size
+        self.device, self.amp = device, amp
+        self.optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        self.generator = seeds.generator(seeds.task_seed(seed, train.task))
+        with torch.random.fork_rng(devices=self._rng_devices()):
+            torch.manual_seed(seeds.task_seed(seed, train.task))
+            self.rng = self._get_rng()
+        self.epochs = 0
+        self.snapshots: dict[int, dict] = {0: copy.deepcopy(head.state_dict())}
+
+    def _rng_devices(self) -> list:
+        return [self.device] if self.device.type == "cuda" else []
+
+    def _get_rng(self) -> list[torch.Tensor]:
+        return [torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in self._rng_devices()]
+
+    def epoch(self) -> dict:
+        """One shuffled pass over the training features, then the validation metric."""
+        self.head.train()
+        total, seen = 0.0, 0
+        with torch.random.fork_rng(devices=self._rng_devices()):
+            torch.set_rng_state(self.rng[0])
+            for d, state in zip(self._rng_devices(), self.rng[1:]):
+                torch.cuda.set_rng_state(state, d)
+            for rows in epoch_batches(self.train.lengths(), self.batch_size, self.generator, self.bucketing):
+                with autocast(self.amp, self.device):
+                    output = _head_output(self.head, self.train_source.batch(rows, self.device))
+                    loss = TASKS[self.train.task].loss(output, _labels(self.train, rows, self.device))
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                total, seen = total + float(loss.detach()) * len(rows), seen + len(rows)
+            self.rng = self._get_rng()
+        self.epochs += 1
+        self.snapshots[self.epochs] = copy.deepcopy(self.head.state_dict())
+        return {"epoch": self.epochs, "loss": total / max(seen, 1), metric_key(self.train.task): self.validation_score()}
+
+    def validation_score(self) -> float:
+        """The task's metric of the head as it is now, on the validation split."""
+        predictions = predict_features(self.head, self.validation_source, self.validation, self.eval_batch_size,
+                                       self.device, self.amp)
+        return TASKS[self.train.task].score(predictions, self.validation.labels)
+
+    def keep(self, epoch: int) -> None:
+        """Load the head's weights as they were after ``epoch`` (0: before any training)."""
+        self.head.load_state_dict(self.snapshots[epoch])
 
 
-def pretrain_heads(model, train: dict[str, EncodedSplit], dev: dict[str, EncodedSplit], lr: float = 1e-3,
+def _best_epoch(scores: list[float]) -> int:
+    """1-based epoch of the best score (the first of equal ones); 0 when there is none."""
+    return int(np.argmax(scores)) + 1 if scores else 0
+
+
+def _stalled(scores: list[float], patience: int | None) -> bool:
+    return patience is not None and len(scores) - _best_epoch(scores) >= patience
+
+
+def _mean_curve(scores: dict[str, list[float]]) -> list[float]:
+    return list(np.mean(list(scores.values()), axis=0))
+
+
+@dataclass(frozen=True)
+class Selection:
+    stopped: Callable[[dict[str, list[float]], set[str], int | None], set[str]]  # heads that stop training now
+    kept: Callable[[dict[str, list[float]], str], int]                         # the epoch a head is kept at
+
+
+SELECTIONS = {
+    "individual": Selection(lambda scores, active, patience: {t for t in active if _stalled(scores[t], patience)},
+                            lambda scores, task: _best_epoch(scores[task])),
+    "joint": Selection(lambda scores, active, patience: set(active) if _stalled(_mean_curve(scores), patience) else set(),
+                       lambda scores, task: _best_epoch(_mean_curve(scores))),
+}
+
+
+def train_heads(trainers: dict[str, HeadTrainer], epochs: int, patience: int | None, selection: str,
+                progress: bool = False) -> dict[str, list[dict]]:
+    """Train every head epoch by epoch and keep each at the epoch ``selection`` picks:
+    ``individual``, each head's best validation metric (each stops after ``patience`` epochs
+    without a better one); ``joint``, the best mean over the heads (all stop together)."""
+    rule = SELECTIONS[selection]
+    history: dict[str, list[dict]] = {task: [] for task in trainers}
+    active = set(trainers)
+    for _ in tqdm(range(epochs), desc="pretrain heads", disable=not progress):
+        for task in [t for t in trainers if t in active]:
+            history[task].append(trainers[task].epoch())
+        active -= rule.stopped(_scores(history), active, patience)
+        if not active:
+            break
+    scores = _scores(history)
+    for task, trainer in trainers.items():
+        kept = rule.kept(scores, task)
+        trainer.keep(kept)
+        for row in history[task]:
+            row["kept"] = row["epoch"] == kept
+    return history
+
+
+def _scores(history: dict[str, list[dict]]) -> dict[str, list[float]]:
+    return {task: [row[metric_key(task)] for row in rows] for task, rows in history.items()}
+
+
+def feature_sources(model, splits: list[EncodedSplit], token_level: bool, eval_batch_size: int, pad_id: int,
+                    device: torch.device, amp: str, cache: bool = True, cache_dir=None, fingerprint=None) -> list:
+    """Cached features (or, ``cache=False``, the encoder run on every batch) for ``splits``."""
+    if cache:
+        return [load_or_encode(model, s, eval_batch_size, pad_id, device, amp, token_level, cache_dir, fingerprint)
+                for s in splits]
+    return [EncoderFeatures(model, s, pad_id, device, amp, token_level) for s in splits]
+
+
+def pretrain_heads(model, train: dict[str, EncodedSplit], validation: dict[str, EncodedSplit], lr: float = 1e-3,
                    epochs: int = 25, patience: int | None = 3, batch_size: int | dict = 32, seed: int = 0,
                    cache_dir: str | Path | None = None, device: torch.device | str = "cpu", amp: str = "none",
                    pad_id: int = 0, eval_batch_size: int = 128, weight_decay: float = 0.0,
-                   bucketing: bool = True, cache: bool = True, progress: bool = False) -> dict[str, list[dict]]:
-    """Train each ``model.heads[task]`` alone on its task with the encoder frozen; keep its best epoch.
+                   bucketing: bool = True, cache: bool = True, progress: bool = False,
+                   selection: str = "individual", max_examples: int | None = None) -> dict[str, list[dict]]:
+    """Train the heads of ``train``'s tasks with the encoder frozen (module docstring).
 
-    Per task: AdamW(``lr``, ``weight_decay``) on the head's parameters, ``epochs`` shuffled
-    passes (mini-batches of ``batch_size`` — an int or ``{task: int}`` — from a generator
-    seeded by ``(seed, task)``), the dev metric after every pass, early stopping after
-    ``patience`` passes without a better one (None: never), and the best pass's weights loaded
-    back into the head. ``cache=False`` runs the encoder on every batch instead of once.
-    The encoder and the global RNG states are left as they were.
+    Per task: AdamW(``lr``, ``weight_decay``) on the head's parameters, up to ``epochs``
+    shuffled passes (mini-batches of ``batch_size`` — an int or ``{task: int}``), the
+    validation metric after every pass, ``patience`` passes without improvement to stop
+    (None: never), weights kept at the epoch ``selection`` picks. ``max_examples``: train
+    each head on at most that many examples (a sample seeded by ``(seed, task)``).
+    ``cache=False`` runs the encoder on every batch instead of once. The encoder and the
+    global RNG states are left as they were.
 
-    Returns ``{task: [{'epoch', 'loss', '<task>/<metric>', 'seconds'}, ...]}``; the first
-    ``seconds`` of a cached run includes encoding (or loading) the features.
+    Returns ``{task: [{'epoch', 'loss', '<task>/<metric>', 'kept', 'seconds'}, ...]}``;
+    ``seconds`` of the first row includes encoding (or loading) the features.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()  # encoder (and PALs) without dropout; each head switches itself to train mode
     fingerprint = encoder_fingerprint(model) if cache and cache_dir is not None else None
-    history = {}
+    trainers, started = {}, time.perf_counter()
     for task, split in train.items():
-        head, token_level = model.heads[task], needs_tokens(model.heads[task])
+        if max_examples is not None and len(split) > max_examples:
+            rng = np.random.default_rng(seeds.task_seed(seed, task))
+            split = split.take(np.sort(rng.choice(len(split), max_examples, replace=False)))
+        head = model.heads[task]
+        sources = feature_sources(model, [split, validation[task]], needs_tokens(head), eval_batch_size, pad_id,
+                                  device, amp, cache, cache_dir, fingerprint)
         size = batch_size if isinstance(batch_size, int) else batch_size[task]
-        started = time.perf_counter()
-        if cache:
-            sources = [load_or_encode(model, s, eval_batch_size, pad_id, device, amp, token_level, cache_dir,
-                                      fingerprint) for s in (split, dev[task])]
-        else:
-            sources = [EncoderFeatures(model, s, pad_id, device, amp, token_level) for s in (split, dev[task])]
-        rng_devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(seeds.task_seed(seed, task))  # head dropout
-            generator = torch.Generator().manual_seed(seeds.task_seed(seed, task))
-            history[task] = _pretrain_head(head, sources, split, dev[task], lr, epochs, patience, size,
-                                           generator, weight_decay, bucketing, eval_batch_size, device, amp,
-                                           started, progress)
+        trainers[task] = HeadTrainer(head, split, validation[task], sources, size, seed, lr, weight_decay,
+                                     bucketing, eval_batch_size, device, amp)
+    setup = time.perf_counter() - started
+    history = train_heads(trainers, epochs, patience, selection, progress)
+    for rows in history.values():
+        for row in rows:
+            row["seconds"] = setup if row["epoch"] == 1 else 0.0
     model.train(was_training)
     return history
 
 
-def _pretrain_head(head, sources, split, dev_split, lr, epochs, patience, batch_size, generator, weight_decay,
-                   bucketing, eval_batch_size, device, amp, started, progress) -> list[dict]:
-    train_source, dev_source = sources
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    key = metric_key(split.task)
-    rows, best, best_state, bad = [], -float("inf"), copy.deepcopy(head.state_dict()), 0
-    for epoch in tqdm(range(1, epochs + 1), desc=f"pretrain {split.task}", disable=not progress):
-        loss = _train_epoch(head, optimizer, scaler, train_source, split, batch_size, generator, bucketing,
-                            device, amp)
-        metric = _dev_metric(head, dev_source, dev_split, eval_batch_size, device, amp)
-        rows.append({"epoch": epoch, "loss": loss, key: metric, "seconds": time.perf_counter() - started})
-        started = time.perf_counter()
-        if metric > best:
-            best, best_state, bad = metric, copy.deepcopy(head.state_dict()), 0
-        else:
-            bad += 1
-            if patience is not None and bad >= patience:
-                break
-    head.load_state_dict(best_state)
-    return rows
+def evaluate_heads(model, splits: dict[str, EncodedSplit], batch_size: int, pad_id: int, device: torch.device,
+                   amp: str = "none", cache_dir: str | Path | None = None) -> tuple[dict[str, float], dict]:
+    """Score the heads of a frozen-encoder model on ``splits`` from cached features: the same
+    predictions as the model in eval mode, without running the encoder again where the
+    features are cached. Returns (metrics of the labelled splits, {task: predictions})."""
+    was_training = model.training
+    model.eval()
+    fingerprint = encoder_fingerprint(model) if cache_dir is not None else None
+    predictions = {}
+    for task, split in splits.items():
+        head = model.heads[task]
+        [source] = feature_sources(model, [split], needs_tokens(head), batch_size, pad_id, device, amp,
+                                   cache_dir=cache_dir, fingerprint=fingerprint)
+        predictions[task] = predict_features(head, source, split, batch_size, device, amp)
+    model.train(was_training)
+    labelled = {t: s for t, s in splits.items() if s.labels is not None}
+    return score(labelled, {t: predictions[t] for t in labelled}), predictions
