@@ -31,7 +31,7 @@ def test_unknown_names_list_the_valid_ones(override, message):
 
 
 def test_a_combiner_that_needs_task_gradients_needs_an_update_that_gives_them():
-    with pytest.raises(ConfigError, match=r"needs a gradient per task.*\['compromise', 'compromise_reference', 'each_task'\]"):
+    with pytest.raises(ConfigError, match=r"needs a gradient per task.*\['compromise', 'compromise_reference', 'compromise_then_sampled', 'each_task'\]"):
         check("train.combiner=pcgrad", "train.update=sampled")
     check("train.combiner=pcgrad", "train.update=each_task")
     check("train.combiner=sum", "train.update=each_task")  # a plain sum takes any plan

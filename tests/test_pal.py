@@ -52,11 +52,11 @@ def test_no_influence_init_leaves_outputs_exactly_unchanged():
     assert torch.count_nonzero(bank.pals["sst"].V_E.weight) > 0
 
 
-def test_pal_equals_layer_norm_of_h_plus_attention_plus_pal():
-    """Reference: LN(h + SA(h) + PAL(h)) built from BERT's own submodules, for layer 0."""
+def test_attention_placement_is_layer_norm_of_h_plus_attention_plus_pal():
+    """Placement 'attention': a = LN(h + SA(h) + PAL(h)) built from BERT's own submodules, layer 0."""
     bert = tiny_bert()
     ids, _ = batch()
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0, placement="attention")
     make_influential(bank)
     seen = {}
     attention = bert.encoder.layer[0].attention
@@ -67,6 +67,43 @@ def test_pal_equals_layer_norm_of_h_plus_attention_plus_pal():
         sa = attention.output.dense(attention.self(h)[0])
         expected = attention.output.LayerNorm(h + sa + bank.pals["sts"](h, 0))
     torch.testing.assert_close(seen["out"], expected)
+
+
+def test_output_placement_adds_the_pal_beside_the_feed_forward_block():
+    """Placement 'output' (the default, the authors' reference code): the layer's output is
+    LN(FFN(a) + a + PAL(h)) with a = LN(h + SA(h)) untouched and h the layer's input."""
+    bert = tiny_bert()
+    ids, _ = batch()
+    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    assert bank.placement == "output"
+    make_influential(bank)
+    seen = {}
+    layer = bert.encoder.layer[0]
+    layer.register_forward_pre_hook(lambda m, args, kwargs: seen.update(h=kwargs.get("hidden_states", args[0] if args else None)),
+                                    with_kwargs=True)
+    layer.attention.register_forward_hook(lambda m, args, out: seen.update(a=out[0]))
+    layer.register_forward_hook(lambda m, args, out: seen.update(out=out[0] if isinstance(out, tuple) else out))
+    with torch.no_grad(), bank.route("para"):
+        bert(input_ids=ids)
+        h, a = seen["h"], seen["a"]
+        attention = layer.attention
+        torch.testing.assert_close(a, attention.output.LayerNorm(h + attention.output.dense(attention.self(h)[0])))
+        ffn = layer.output.dense(layer.intermediate(a))
+        expected = layer.output.LayerNorm(ffn + a + bank.pals["para"](h, 0))
+    torch.testing.assert_close(seen["out"], expected)
+
+
+def test_the_two_placements_differ_and_an_unknown_one_is_refused():
+    ids, mask = batch()
+    outputs = []
+    for placement in ("output", "attention"):
+        bert = tiny_bert()
+        bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0, placement=placement)
+        make_influential(bank)
+        outputs.append(run(bert, ids, mask, "sst", bank))
+    assert not torch.allclose(outputs[0], outputs[1])
+    with pytest.raises(ValueError, match="placement 'ffn'"):
+        add_pals(tiny_bert(), TASKS, HEADS, HEAD_DIM, placement="ffn")
 
 
 def test_low_rank_attention_matches_scaled_dot_product_attention():

@@ -212,14 +212,14 @@ def test_matrix_lists_are_params_pipeline_section():
     assert section["seeds"] and all(isinstance(s, int) for s in section["seeds"])
 
 
-def test_labels_are_report_rows_in_table_order():
+def test_rows_cover_the_pipeline_and_label_every_report_row_once():
     rows = PARAMS["pipeline"]["rows"]
     labels = {experiment: row["label"] for experiment, row in rows.items() if row["label"]}
-    assert set(rows) == set(PARAMS["pipeline"]["experiments"]) | set(PARAMS["pipeline"]["pal_experiments"])
+    assert set(rows) >= set(PARAMS["pipeline"]["experiments"]) | set(PARAMS["pipeline"]["pal_experiments"])
+    assert set(rows) <= set(PARAMS["experiments"])
     assert {row["parent"] for row in rows.values()} - {None} <= set(rows)
     assert sorted(labels.values()) == sorted(REPORT_TABLE2)  # every row of Table 2 exactly once
-    assert list(labels.values()) == list(REPORT_TABLE2)      # ... in the report's order
-    assert not {"single_sst", "no_pretraining", "hidden_compromise_reference"} & set(labels)
+    assert not {"single_sst", "no_pretraining", "hidden_compromise_reference", "head_only"} & set(labels)
 
 
 def _parameters(notebook_path) -> dict:

@@ -296,3 +296,47 @@ def test_runs_under_bf16_autocast(model, tokenizer, task):
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert model.encoder.embeddings.word_embeddings.weight.grad is not None
+
+
+def test_under_amp_the_perturbed_path_runs_in_fp32_with_a_nonzero_perturbation(model, tokenizer, monkeypatch):
+    """bf16 keeps 8 bits: 1e-5 added to a LayerNorm output of size ~1 is lost in the first
+    bf16 matrix product. precision="fp32" (the default) runs R_s's forwards without autocast,
+    where the perturbation survives; "amp" runs them under the caller's autocast."""
+    batch = make_batch(tokenizer, "sts")
+    model.eval()  # no dropout: what differs between the clean and perturbed forwards is the perturbation
+    clean = model.word_embeddings(batch)[0].detach()
+    for precision in ("amp", "fp32"):
+        calls = []
+        forward = type(model).forward
+
+        def recording(self, batch, inputs_embeds=None):
+            calls.append((torch.is_autocast_enabled("cpu"), inputs_embeds))
+            return forward(self, batch, inputs_embeds)
+
+        monkeypatch.setattr(type(model), "forward", recording)
+        smart = Smart(model, precision=precision, mu=0.0, generator=torch.Generator().manual_seed(0))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = model(batch)
+            smart.regularised_loss(model, batch, output, TASKS["sts"].loss(output, batch.labels))
+        monkeypatch.undo()
+        perturbed = [(autocast, embeds) for autocast, embeds in calls if embeds is not None]
+        assert perturbed and all(autocast == (precision == "amp") for autocast, _ in perturbed)
+        if precision == "fp32":
+            deltas = [embeds[0].detach() - clean for _, embeds in perturbed]  # the ascent's, then the final one
+            assert all(embeds[0].dtype == torch.float32 and delta.abs().max() > 0
+                       for (_, embeds), delta in zip(perturbed, deltas))
+            assert float(deltas[-1].abs().max()) <= 1e-5 * (1 + 1e-3)  # the final one lies in the epsilon ball
+            assert float(smart.last_terms["adversarial"]) > 0
+
+
+def test_without_autocast_both_precisions_compute_the_same_term(model, tokenizer):
+    batch = make_batch(tokenizer, "sst")
+    model.eval()
+    values = []
+    for precision in ("amp", "fp32"):
+        smart = Smart(model, precision=precision, mu=0.0, generator=torch.Generator().manual_seed(0))
+        output = model(batch)
+        values.append(float(smart.regularised_loss(model, batch, output, TASKS["sst"].loss(output, batch.labels)).detach()))
+    assert values[0] == values[1]
+    with pytest.raises(ValueError, match="precision"):
+        Smart(model, precision="fp8")

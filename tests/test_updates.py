@@ -243,3 +243,12 @@ def test_compromise_group_extra_draws_follow_adjusted_probabilities():
     for task in probs:
         assert counts[task] / (n * groups) == pytest.approx(probs[task], abs=0.01)
 
+
+
+def test_compromise_then_sampled_switches_to_the_sampler_halfway():
+    first, last = context(name="annealed", epoch=2, epochs=4, n=6), context(name="annealed", epoch=3, epochs=4, n=6)
+    early, late = UPDATES["compromise_then_sampled"].plan(first), UPDATES["compromise_then_sampled"].plan(last)
+    assert early == UPDATES["compromise"].plan(context(name="annealed", epoch=2, epochs=4, n=6))
+    assert len(late) == 6 and all(w == pytest.approx(1 / 6) for _, w in late)
+    assert last.sampler.draws == 6 and first.sampler.draws == 0  # the second phase draws from the sampler
+    assert UPDATES["compromise_then_sampled"].batches(type("T", (), {"group_size": 6})) == 6

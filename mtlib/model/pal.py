@@ -1,23 +1,30 @@
 """Projected attention layers (PALs) inside a Hugging Face ``BertModel``.
 
 Stickland and Murray 2019, "BERT and PALs: Projected Attention Layers for Efficient
-Adaptation in Multi-Task Learning". For task t, layer l's attention sub-layer becomes
+Adaptation in Multi-Task Learning". For task t and layer l,
 
-    LN(h + SA(h) + PAL_t(h)),    PAL_t(h) = V_D^t g_l^t(V_E^t h)
+    PAL_t(h) = V_D^t g_l^t(V_E^t h)
 
 where h is the layer input, V_E^t (hidden -> d) and V_D^t (d -> hidden) are shared by all
 layers of task t, and g_l^t is a multi-head self-attention inside the d-dimensional space
 with its own queries, keys and values per layer and task (no output matrix: V_D plays
 that role). d = num_heads * head_dim (Stickland and Murray: d = 204; the report: 12
-heads of dimension 11).
+heads of dimension 11). Where its output enters the layer (``placement``):
 
-Nothing of transformers is copied or edited. ``BertSelfOutput`` computes
-``LayerNorm(dropout(dense(SA)) + input_tensor)`` with ``input_tensor = h``; a forward
-pre-hook replaces ``input_tensor`` by ``h + PAL_t(h)``, which yields exactly the equation
-above. A second pre-hook on the ``BertModel`` records the 2-D attention mask of each
-forward so the PAL attention ignores padding. The PAL parameters live in a separate
-:class:`PalBank`, so the BERT state_dict keys are untouched and an encoder checkpoint
-without PALs still loads.
+* ``output`` (the default, as in the authors' reference code): beside the feed-forward
+  block, at the layer's output LayerNorm: ``LN(FFN(a) + a + PAL_t(h))`` with
+  ``a = LN(h + SA(h))``. The paper's shorthand ``LN(h + SA(h) + PAL(h))`` hides this.
+* ``attention``: at the attention sub-layer's LayerNorm, ``a = LN(h + SA(h) + PAL_t(h))``,
+  so the PAL's output then passes through the feed-forward block.
+
+Nothing of transformers is copied or edited: forward pre-hooks on each ``BertLayer``
+(record its input h) and on the sub-module whose LayerNorm takes the sum (``BertOutput``
+computes ``LayerNorm(dropout(dense(x)) + input_tensor)`` with ``input_tensor = a``;
+``BertSelfOutput`` the same with ``input_tensor = h``) replace ``input_tensor`` by
+``input_tensor + PAL_t(h)``. A pre-hook on the ``BertModel`` records the 2-D attention mask
+of each forward so the PAL attention ignores padding. The PAL parameters live in a
+separate :class:`PalBank`, so the BERT state_dict keys are untouched and an encoder
+checkpoint without PALs still loads.
 
 Routing: the task of the batch is set by ``with bank.route(task): bert(...)``. Outside
 any route, or for a task without PALs, the hooks change nothing.
@@ -101,9 +108,12 @@ class PalBank(nn.Module):
     """
 
     def __init__(self, tasks: list[str], hidden_size: int, num_layers: int, num_heads: int,
-                 head_dim: int, dropout: float = 0.0):
+                 head_dim: int, dropout: float = 0.0, placement: str = "output"):
         super().__init__()
-        self.num_layers = num_layers
+        if placement not in PLACEMENTS:
+            raise ValueError(f"unknown PAL placement {placement!r}; choose one of {sorted(PLACEMENTS)}")
+        self.num_layers, self.placement = num_layers, placement
+        self._layer_inputs: dict[int, torch.Tensor] = {}
         self.pals = nn.ModuleDict({t: TaskPal(hidden_size, num_layers, num_heads, head_dim, dropout) for t in tasks})
         self.active_task: str | None = None
         self._mask: torch.Tensor | None = None
@@ -129,10 +139,12 @@ class PalBank(nn.Module):
         handles = [bert.register_forward_pre_hook(self._record_mask, with_kwargs=True),
                    bert.register_forward_hook(self._forget_mask, always_call=True)]
         for index, layer in enumerate(layers):
-            # A partial of a bound method, not a closure, so copy.deepcopy of a model that
+            # Partials of bound methods, not closures, so copy.deepcopy of a model that
             # holds both BERT and the bank rebinds the hooks to the copied bank.
-            hook = functools.partial(self._add_pal, index)
-            handles.append(layer.attention.output.register_forward_pre_hook(hook, with_kwargs=True))
+            handles.append(layer.register_forward_pre_hook(functools.partial(self._record_input, index),
+                                                           with_kwargs=True))
+            target = PLACEMENTS[self.placement](layer)
+            handles.append(target.register_forward_pre_hook(functools.partial(self._add_pal, index), with_kwargs=True))
         self._handles = handles
         return handles
 
@@ -158,34 +170,48 @@ class PalBank(nn.Module):
 
     def _forget_mask(self, bert: nn.Module, args: tuple, output) -> None:
         self._mask, self._in_forward = None, False
+        self._layer_inputs.clear()
 
-    def _add_pal(self, index: int, self_output: nn.Module, args: tuple, kwargs: dict):
+    def _record_input(self, index: int, layer: nn.Module, args: tuple, kwargs: dict) -> None:
+        # BertLayer.forward(hidden_states, attention_mask, ...): h, the layer's input.
+        self._layer_inputs[index] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+
+    def _add_pal(self, index: int, sub_output: nn.Module, args: tuple, kwargs: dict):
         pal = self._active()
         if pal is None:
             return None
         if not self._in_forward:
             # Called below BertModel.__call__ (e.g. the encoder alone): no mask was seen.
             raise RuntimeError("run PALs through the BertModel's __call__ so the attention mask is known")
-        # BertSelfOutput.forward(hidden_states, input_tensor), input_tensor = layer input h.
+        # BertOutput / BertSelfOutput .forward(hidden_states, input_tensor): add PAL(h) to input_tensor.
+        h = self._layer_inputs[index]
         if "input_tensor" in kwargs:
-            h = kwargs["input_tensor"]
-            return args, {**kwargs, "input_tensor": h + pal(h, index, self._mask).to(h.dtype)}
-        h = args[1]
-        return (args[0], h + pal(h, index, self._mask).to(h.dtype), *args[2:]), kwargs
+            x = kwargs["input_tensor"]
+            return args, {**kwargs, "input_tensor": x + pal(h, index, self._mask).to(x.dtype)}
+        x = args[1]
+        return (args[0], x + pal(h, index, self._mask).to(x.dtype), *args[2:]), kwargs
+
+
+# Where a PAL's output is added: the BertLayer sub-module whose LayerNorm takes the sum.
+PLACEMENTS = {
+    "output": lambda layer: layer.output,              # LN(FFN(a) + a + PAL(h)): the reference code
+    "attention": lambda layer: layer.attention.output,  # LN(h + SA(h) + PAL(h)): the paper's shorthand
+}
 
 
 def add_pals(bert: nn.Module, tasks: list[str], num_heads: int, head_dim: int,
-             seed: int | None = None, dropout: float | None = None) -> PalBank:
+             seed: int | None = None, dropout: float | None = None, placement: str = "output") -> PalBank:
     """Build a no-influence :class:`PalBank` sized from ``bert.config`` and attach it.
 
     ``dropout`` on the PAL attention probabilities defaults to the config's
     ``attention_probs_dropout_prob``; the bank starts in ``bert``'s train/eval mode (a
     bank held by the caller's model then follows ``model.train()``); ``seed`` makes the
-    initialisation independent of the global RNG. Stickland and Murray 2019, "BERT and PALs".
+    initialisation independent of the global RNG; ``placement`` see the module docstring.
+    Stickland and Murray 2019, "BERT and PALs".
     """
     config = bert.config
     p = config.attention_probs_dropout_prob if dropout is None else dropout
-    bank = PalBank(tasks, config.hidden_size, config.num_hidden_layers, num_heads, head_dim, p)
+    bank = PalBank(tasks, config.hidden_size, config.num_hidden_layers, num_heads, head_dim, p, placement)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     for pal in bank.pals.values():
         pal.reset_parameters(config.initializer_range, generator)

@@ -47,12 +47,15 @@ Choices the paper leaves open, made here:
   teacher forward is ``torch.func.functional_call`` of the live model with these tensors,
   so there is no second module, no hook is duplicated (PALs route as usual) and buffers are
   the model's own. Memory: one parameter copy, no gradients, no optimiser state.
-- **Precision.** Divergences are computed in fp32. delta is kept in fp32 and cast to the
-  embeddings' dtype when added; the forwards run in the caller's autocast context. Under
-  bf16/fp16 a perturbation of 1e-5 is below the activations' resolution (~4e-3 relative in
-  bf16), so there R_s is mostly the dropout-consistency term plus rounding; in fp16 a tiny
-  divergence can also underflow the ascent gradient to zero, and then the step leaves
-  delta at the (projected) noise.
+- **Precision.** Divergences are computed in fp32 and delta is kept in fp32. Under bf16 or
+  fp16 autocast a perturbation of 1e-5 is below the activations' resolution (bf16 keeps 8
+  bits: x + 1e-5 rounds back to x for any |x| > ~2.6e-3), so computed there R_s would be the
+  dropout-consistency term plus rounding, and in fp16 a tiny divergence can underflow the
+  ascent gradient to zero. With ``precision="fp32"`` (the default) R_s is computed where
+  the perturbation is representable: autocast is switched off for the ascent, the clean
+  and the perturbed forwards of R_s (one more forward than under ``"amp"``, which uses the
+  caller's output and autocast as the report's runs did). The task loss and D_Breg stay in
+  the caller's precision. Without autocast the two are the same computation.
 - **Randomness.** The noise nu comes from ``generator`` when one is given (its state is in
   :meth:`Smart.state_dict`), else from the global torch RNG, which the trainer checkpoints.
 
@@ -181,9 +184,12 @@ class Smart:
     def __init__(self, model: nn.Module, lambda_s: float = 1.0, mu: float = 1.0, epsilon: float = 1e-5,
                  noise_std: float = 1e-5, step_size: float = 1e-3, steps: int = 1, ema_decay: float = 0.99,
                  ema_decay_late: float = 0.999, total_steps: int | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, precision: str = "fp32"):
         if min(lambda_s, mu, epsilon, noise_std, step_size) < 0 or steps < 0:
             raise ValueError("SMART weights, radii, step sizes and steps must be >= 0")
+        if precision not in ("fp32", "amp"):
+            raise ValueError(f"SMART precision must be 'fp32' or 'amp', got {precision!r}")
+        self.precision = precision
         if not (0.0 <= ema_decay <= 1.0 and 0.0 <= ema_decay_late <= 1.0):
             raise ValueError("SMART EMA decays must lie in [0, 1]")
         self.lambda_s, self.mu = lambda_s, mu
@@ -199,7 +205,15 @@ class Smart:
                                         self.steps, self.generator)
 
     def adversarial_loss(self, model: nn.Module, batch: Batch, output: torch.Tensor) -> torch.Tensor:
-        """R_s: l_s(f(x + delta), f(x)), differentiable in the parameters through both outputs."""
+        """R_s: l_s(f(x + delta), f(x)), differentiable in the parameters through both outputs;
+        in fp32 under autocast unless ``precision="amp"`` (module docstring)."""
+        device_type = output.device.type
+        if self.precision == "fp32" and torch.is_autocast_enabled(device_type):
+            with torch.autocast(device_type, enabled=False):
+                return self._adversarial_loss(model, batch, model(batch))
+        return self._adversarial_loss(model, batch, output)
+
+    def _adversarial_loss(self, model: nn.Module, batch: Batch, output: torch.Tensor) -> torch.Tensor:
         deltas = self.perturbation(model, batch, output)
         embeds = model.word_embeddings(batch)  # with gradients: the embedding matrix is a parameter too
         perturbed = model(batch, inputs_embeds=[e + d.to(e.dtype) for e, d in zip(embeds, deltas)])

@@ -146,6 +146,17 @@ def compromise_reference(ctx: PlanContext) -> list[tuple[str, float]]:
     return [(task, weights[task]) for task in tasks]
 
 
+def compromise_then_sampled(ctx: PlanContext) -> list[tuple[str, float]]:
+    """The report's own suggestion: Gradient Compromise while it learns fastest, then the
+    configured sampler (annealed in the study). Epochs 1..ceil(E/2): :func:`compromise`;
+    after: n micro-batches whose tasks the sampler draws, losses averaged, so every update
+    consumes n batches in both phases. A task the sampler did not draw in an update has a
+    zero gradient row, which the combiners leave alone (GradVac: the cosine is undefined)."""
+    if ctx.epoch <= (ctx.epochs + 1) // 2:
+        return compromise(ctx)
+    return [(ctx.sampler.draw(ctx.epoch), 1.0 / ctx.group_size) for _ in range(ctx.group_size)]
+
+
 # ---------------------------------------------------------------------------- registry
 
 
@@ -169,6 +180,8 @@ UPDATES = {
     "compromise": UpdateRule(compromise, lambda t: t.group_size, per_task=True, check=_group_holds_every_task),
     "compromise_reference": UpdateRule(compromise_reference, lambda t: t.group_size, per_task=True,
                                        check=_group_holds_every_task),
+    "compromise_then_sampled": UpdateRule(compromise_then_sampled, lambda t: t.group_size, per_task=True,
+                                          check=_group_holds_every_task),
 }
 
 
