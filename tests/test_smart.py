@@ -340,3 +340,12 @@ def test_without_autocast_both_precisions_compute_the_same_term(model, tokenizer
     assert values[0] == values[1]
     with pytest.raises(ValueError, match="precision"):
         Smart(model, precision="fp8")
+
+
+def test_adversarial_term_sizes_report_each_precision_and_restore_the_mode(model, tokenizer):
+    from mtlib.training.smart import adversarial_term_sizes
+
+    model.train()
+    sizes = adversarial_term_sizes(model, [make_batch(tokenizer, "sts"), make_batch(tokenizer, "sst", seed=1)])
+    assert set(sizes) == {"amp", "fp32", "fp32 with dropout"} and model.training
+    assert sizes["fp32"] > 0 and sizes["fp32 with dropout"] > sizes["fp32"]  # dropout dominates at epsilon 1e-5

@@ -37,7 +37,8 @@ from mtlib.training.adjust import fit_adjustment, save_adjustment, sst_probabili
 from mtlib.training.checkpoint import checkpoint_exists, load_checkpoint, load_model_weights, save_checkpoint
 from mtlib.training.evaluate import evaluate, prediction_frame, score
 from mtlib.training.precision import grad_scaler, resolve_amp, resolve_device
-from mtlib.training.pretrain import evaluate_heads, pretrain_heads
+from mtlib.training.pretrain import (encoder_fingerprint, evaluate_heads, feature_sources, needs_tokens,
+                                     pretrain_heads)
 from mtlib.training.runs import RunFolder, RunState, save_config, write_history
 from mtlib.training.samplers import TaskSampler
 from mtlib.training.stepper import Stepper
@@ -311,6 +312,29 @@ def heads_only(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -
                    params=parameter_counts(run.model), precision=run.amp, **_identity(run))
     write_json(run.folder.metrics, metrics)
     return metrics
+
+
+def warm_caches(cfg: Config, data_dir=None, tasks=None) -> None:
+    """Compute what every seed of ``cfg`` shares, so that runs side by side find it in the
+    caches instead of each computing it: the tokenised and EDA-balanced data and, where the
+    heads are pretrained on a pretrained encoder, its features for ``tasks`` (default: all
+    of the run's). Runs with ``cfg``'s thread count, so the features are those a run would
+    compute itself."""
+    t = cfg.train
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    tokenizer = load_tokenizer(cfg.backbone)
+    data = prepare_data(cfg, tokenizer, data_dir)
+    if t.pretrain_heads == "none" or not cfg.backbone.pretrained or t.init_from or t.method == "random":
+        return
+    device = resolve_device(t.device)
+    model = build_model(cfg).to(device).eval()
+    fingerprint = encoder_fingerprint(model)
+    splits = ("train", "validation", "dev") if t.method == "heads" else ("train", "validation")
+    for task in tasks or t.tasks:
+        feature_sources(model, [data[split][task] for split in splits], needs_tokens(model.heads[task]),
+                        t.eval_batch_size, tokenizer.pad_token_id, device, resolve_amp(t.amp, device),
+                        cache_dir=Path(cfg.data.cache_dir) / "features", fingerprint=fingerprint)
 
 
 def fit_sst_adjustment(run: Run) -> torch.Tensor:

@@ -353,6 +353,20 @@ def _scores(history: dict[str, list[dict]]) -> dict[str, list[float]]:
     return {task: [row[metric_key(task)] for row in rows] for task, rows in history.items()}
 
 
+@dataclass
+class RowSubset:
+    """The rows ``rows`` of a feature source (cached or not), renumbered 0..len(rows)-1."""
+
+    source: object
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, rows: np.ndarray, device: torch.device) -> Features:
+        return self.source.batch(self.rows[np.asarray(rows)], device)
+
+
 def feature_sources(model, splits: list[EncodedSplit], token_level: bool, eval_batch_size: int, pad_id: int,
                     device: torch.device, amp: str, cache: bool = True, cache_dir=None, fingerprint=None) -> list:
     """Cached features (or, ``cache=False``, the encoder run on every batch) for ``splits``."""
@@ -387,12 +401,13 @@ def pretrain_heads(model, train: dict[str, EncodedSplit], validation: dict[str, 
     fingerprint = encoder_fingerprint(model) if cache and cache_dir is not None else None
     trainers, started = {}, time.perf_counter()
     for task, split in train.items():
-        if max_examples is not None and len(split) > max_examples:
-            rng = np.random.default_rng(seeds.task_seed(seed, task))
-            split = split.take(np.sort(rng.choice(len(split), max_examples, replace=False)))
         head = model.heads[task]
         sources = feature_sources(model, [split, validation[task]], needs_tokens(head), eval_batch_size, pad_id,
                                   device, amp, cache, cache_dir, fingerprint)
+        if max_examples is not None and len(split) > max_examples:  # the features of the whole split stay cached
+            rng = np.random.default_rng(seeds.task_seed(seed, task))
+            rows = np.sort(rng.choice(len(split), max_examples, replace=False))
+            split, sources[0] = split.take(rows), RowSubset(sources[0], rows)
         size = batch_size if isinstance(batch_size, int) else batch_size[task]
         trainers[task] = HeadTrainer(head, split, validation[task], sources, size, seed, lr, weight_decay,
                                      bucketing, eval_batch_size, device, amp)

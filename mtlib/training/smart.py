@@ -280,3 +280,25 @@ class Smart:
             if self.generator is None:
                 raise KeyError("SMART state holds a generator state but this Smart has no generator")
             self.generator.set_state(state["generator"])
+
+
+def adversarial_term_sizes(model: nn.Module, batches: list[Batch], device_type: str = "cpu",
+                           dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> dict[str, float]:
+    """The mean adversarial term R_s over ``batches`` under ``dtype`` autocast, computed in the
+    caller's precision ("amp", as the report's runs did) and in fp32 (the default here), with
+    dropout off so that only the perturbation separates the two forwards; and, for scale, the
+    fp32 term with dropout on. The model's mode is restored."""
+    was_training = model.training
+    sizes = {}
+    for name, precision, training in (("amp", "amp", False), ("fp32", "fp32", False),
+                                      ("fp32 with dropout", "fp32", True)):
+        model.train(training)
+        smart = Smart(model, precision=precision, mu=0.0, generator=torch.Generator().manual_seed(seed))
+        values = []
+        for batch in batches:
+            with torch.autocast(device_type, dtype=dtype):
+                output = model(batch)
+                values.append(float(smart.adversarial_loss(model, batch, output).detach()))
+        sizes[name] = sum(values) / len(values)
+    model.train(was_training)
+    return sizes

@@ -11,6 +11,7 @@ are in the config), so how many run at once never changes a result.
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from mtlib.config import Config
-from mtlib.training.loop import train
+from mtlib.training.loop import train, warm_caches
 
 WORKERS_ENV = "MTLIB_WORKERS"
 
@@ -53,11 +54,20 @@ def _run(job: Job) -> dict:
     return train(job.cfg, job.out_dir, job.data_dir, resume=job.resume, overwrite=job.overwrite, progress=False)
 
 
+def _warm(job: Job, task: str) -> None:
+    warm_caches(job.cfg, job.data_dir, [task])
+
+
 def train_many(jobs: list[Job], workers: int | None = None) -> list[dict]:
     """Train every job; returns their metrics in the jobs' order. With one worker the runs
-    happen here, one after the other; with more, in fresh (spawned) processes."""
+    happen here, one after the other; with more, in fresh (spawned) processes, after what
+    the jobs share is computed once, a task per worker (:func:`warm_caches`)."""
     n = resolve_workers(workers, jobs)
     if n == 1:
         return [_run(job) for job in jobs]
+    first = jobs[0]
+    warm_caches(dataclasses.replace(first.cfg, train=dataclasses.replace(first.cfg.train, pretrain_heads="none")),
+                first.data_dir)  # the data, here: EDA balancing runs once
     with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_warm, [first] * len(first.cfg.train.tasks), first.cfg.train.tasks))
         return list(pool.map(_run, jobs))
