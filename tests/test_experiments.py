@@ -29,7 +29,8 @@ def advanced_run(workdir):
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_on_the_smoke_profile(name, workdir, advanced_run):
-    extra = [f"train.init_from={workdir}/runs/advanced_model/seed{{seed}}"] if name.startswith("pal_after") else []
+    start = {"pal_after": "advanced_model", "pal_after_adjusted": "pal_after"}.get(name)
+    extra = [f"train.init_from={workdir}/runs/{start}/seed{{seed}}"] if start else []
     out = workdir / "runs" / name / "seed1"
     if name == "advanced_model":
         metrics = json.loads((out / "metrics.json").read_text())
@@ -95,3 +96,19 @@ def test_sst_adjustment_is_saved_and_applied_by_evaluate_and_predict(workdir):
     predict_file(out, "sst", data / "ids-sst-dev.csv", workdir / "sst-pred.csv")
     run_predictions = pd.read_csv(out / "predictions" / "sst-dev.csv")
     assert pd.read_csv(workdir / "sst-pred.csv").equals(run_predictions)
+
+
+def test_posthoc_adjustment_scores_fixed_weights_through_the_matrix(workdir):
+    from mtlib.training.inference import evaluate_run
+
+    trained = workdir / "runs" / "posthoc_source" / "seed1"
+    source = train(smoke_config(workdir, "base_model", *SHORT, "train.keep_checkpoint=true"), trained, progress=False)
+    out = workdir / "runs" / "posthoc" / "seed1"
+    metrics = train(smoke_config(workdir, "base_model", *SHORT, "train.method=posthoc", "train.sst_adjustment=true",
+                                 "train.pretrain_heads=none", f"train.init_from={trained.parent}/seed{{seed}}"),
+                    out, progress=False)
+    assert metrics["updates"] == 0 and not (out / "checkpoints").exists()
+    assert metrics["dev_unadjusted"] == pytest.approx(source["dev"])  # the same weights, scored again
+    assert (out / "sst_adjustment.safetensors").exists()
+    assert metrics["dev"]["para/acc"] == pytest.approx(source["dev"]["para/acc"])  # only SST goes through the matrix
+    assert evaluate_run(out, workdir / "data")["dev"] == pytest.approx(metrics["dev"])  # the source's weights

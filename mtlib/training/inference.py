@@ -1,6 +1,8 @@
 """Using a finished run: re-score its best checkpoint, or predict any file in the course layout."""
 from __future__ import annotations
 
+import json
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,11 +21,21 @@ from mtlib.training.precision import resolve_device
 from mtlib.training.runs import ADJUSTMENT_FILE, read_run_config
 
 
+def _trained_nothing(run_dir: Path) -> bool:
+    metrics = run_dir / "metrics.json"
+    return metrics.exists() and json.loads(metrics.read_text()).get("updates") == 0
+
+
 def load_run(run_dir: str | Path, device: str | None = None):
-    """``(config, model with the best weights, tokenizer, device, class adjustments {task: W} or None)``."""
+    """``(config, model with the best weights, tokenizer, device, class adjustments {task: W} or None)``.
+
+    A run that trained nothing (``train.method: posthoc``) has no weights of its own: it
+    uses those of the run it started from (``train.init_from``)."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     best = run_dir / "checkpoints" / "best"
+    if not (best / "model.safetensors").exists() and cfg.train.init_from and _trained_nothing(run_dir):
+        best = Path(cfg.train.init_from.format(seed=cfg.train.seed)) / "checkpoints" / "best"
     if not (best / "model.safetensors").exists():
         raise FileNotFoundError(f"{best}: no checkpoint (was the run trained with train.keep_checkpoint=false?)")
     device = resolve_device(device or cfg.train.device)

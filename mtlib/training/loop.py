@@ -347,4 +347,30 @@ def fit_sst_adjustment(run: Run) -> torch.Tensor:
     return matrix
 
 
-METHODS = {"finetune": finetune, "heads": heads_only, "random": random_predictor}  # train.method
+def posthoc(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> dict:
+    """A trained run (``train.init_from``) scored again without training, through the SST
+    adjustment matrix when ``train.sst_adjustment`` is on: what a post-hoc step adds, with
+    the weights held fixed."""
+    cfg, t = run.cfg, run.cfg.train
+    if not t.init_from:
+        raise ConfigError("train.method=posthoc scores a trained run: set train.init_from to its folder")
+    run.model = build_model(cfg).to(run.device)
+    load_model_weights(Path(t.init_from.format(seed=t.seed)) / "checkpoints" / "best", run.model)
+    save_config(cfg, run.folder.config)
+    adjustments = {"sst": fit_sst_adjustment(run)} if t.sst_adjustment else None
+    metrics = {"dev": {}, "dev_unadjusted": evaluate(run.model, run.data["dev"], t.eval_batch_size, run.pad_id,
+                                                     run.device, run.amp)[0]}
+    for split, encoded in _scored_splits(run, data_dir).items():
+        scores, predictions, _ = evaluate(run.model, encoded, t.eval_batch_size, run.pad_id, run.device, run.amp,
+                                          adjustments)
+        if scores:
+            metrics[split] = scores
+        _write_predictions(run, split, encoded, predictions)
+    metrics.update(best_update=0, updates=0, stopped_early=False, train_seconds=0.0, data=counts,
+                   params=parameter_counts(run.model), precision=run.amp, **_identity(run))
+    write_json(run.folder.metrics, metrics)
+    return metrics
+
+
+METHODS = {"finetune": finetune, "heads": heads_only, "posthoc": posthoc,  # train.method
+           "random": random_predictor}
