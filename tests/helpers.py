@@ -74,3 +74,44 @@ def crash_on_evaluation(monkeypatch, n: int):
 
     monkeypatch.setattr(train_module, "evaluate", crash)
     return lambda: monkeypatch.setattr(train_module, "evaluate", original)
+
+
+def dev_labels(data_dir: Path, task: str):
+    """(ids, labels) of a task's dev file, in file order."""
+    from mtlib.data.files import file_name, read_task_file
+    from mtlib.tasks import TASKS
+
+    frame = read_task_file(Path(data_dir) / file_name(task, "dev"), task)
+    return frame["id"].to_numpy(), frame[TASKS[task].label_column].to_numpy(dtype=float)
+
+
+def write_predicted_run(root: Path, experiment: str, seed: int, data_dir: Path, predictions: dict,
+                        backbone: str = "bert-base-uncased", profile: str = "paper") -> Path:
+    """A run folder as training leaves it: predictions/<task>-dev.csv (one per task of
+    ``predictions``, aligned with the dev file's rows), config.yaml naming ``data_dir`` and a
+    metrics.json whose dev scores are computed from those predictions."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    from mtlib.tasks import TASKS, metric_key
+
+    folder = Path(root) / experiment / f"seed{seed}"
+    (folder / "predictions").mkdir(parents=True)
+    dev = {}
+    for task, values in predictions.items():
+        ids, labels = dev_labels(data_dir, task)
+        values = np.asarray(values, dtype=float)
+        pd.DataFrame({"id": ids, TASKS[task].label_column: values}).to_csv(
+            folder / "predictions" / f"{task}-dev.csv", index=False)
+        dev[metric_key(task)] = TASKS[task].score(values, labels)
+    if len(dev) == len(TASKS):
+        dev["mean"] = float(np.mean(list(dev.values())))
+    metrics = {"dev": dev, "seed": seed, "experiment": experiment, "backbone": backbone, "profile": profile,
+               "train_seconds": 1.0, "params": {"total": 10, "trainable": 10, "shared": 4,
+                                                 "task_specific": {t: 2 for t in TASKS}}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "config.yaml").write_text(yaml.safe_dump({"data": {"dir": str(data_dir)}}))
+    return folder

@@ -36,8 +36,9 @@ def summary():
                          "mean": (sst + para + sts) / 3, "params_total": 10**6 + heads,
                          "params_trainable": 10**6 + heads, "params_task_specific": heads,
                          "train_seconds": 10.0, "backbone": "minilm", "profile": "cpu"})
-    labels = {"base_model": "BaseModel: BERT + sentence concat", "mlp": "+ 1 hidden layer"}
-    return summarise(pd.DataFrame(rows), labels)
+    table_rows = {"base_model": {"label": "BaseModel: BERT + sentence concat", "parent": None},
+                  "mlp": {"label": "+ 1 hidden layer", "parent": "base_model"}}
+    return summarise(pd.DataFrame(rows), table_rows)
 
 
 def test_class_distributions(tmp_path):

@@ -8,12 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlib.study.report import (METRICS, MINILM_CAVEAT, REPORT_TABLE2, MetricsError, collect_histories,
-                          collect_runs, summarise, write_table)
+from mtlib.study.report import (METRICS, MINILM_CAVEAT, REPORT_TABLE2, MetricsError, bootstrap_runs,
+                                collect_histories, collect_predictions, collect_runs, detectable_effects,
+                                effects_markdown, interval_sources, summarise, table_markdown, write_table)
 from mtlib.tasks import TASKS, metric_key
+from tests.helpers import dev_labels, write_predicted_run, write_task_files
 
 T_975_DF2 = 4.302652729911275   # Student t, 97.5% quantile, 2 degrees of freedom (tables)
 T_975_DF4 = 2.7764451051977987  # ... 4 degrees of freedom
+T_80_DF2 = 1.0606601717798212   # Student t, 80% quantile, 2 degrees of freedom
+BASE_ROW = {"base_model": {"label": "BaseModel: BERT + sentence concat", "parent": None}}
 
 
 def write_run(root, experiment, seed, sst, para=None, sts=None, backbone="bert-base-uncased",
@@ -95,7 +99,7 @@ def test_summarise_matches_hand_computed_mean_std_and_interval(tmp_path):
     sst = [0.50, 0.52, 0.55]
     for seed, value in enumerate(sst, start=1):
         write_run(tmp_path, "base_model", seed, value, 0.70, 0.80 + seed / 100, train_seconds=10.0 * seed)
-    summary = summarise(collect_runs(tmp_path), {"base_model": "BaseModel: BERT + sentence concat"})
+    summary = summarise(collect_runs(tmp_path), BASE_ROW)
     row = summary.iloc[0]
     mean, std, half = mean_std_half(sst, T_975_DF2)
     assert row["n_seeds"] == 3 and row["label"] == "BaseModel: BERT + sentence concat"
@@ -111,40 +115,54 @@ def test_summarise_matches_hand_computed_mean_std_and_interval(tmp_path):
     assert row["train_seconds"] == pytest.approx(20.0)
     assert row["params_task_specific"] == 3845 + 769 + 769
     assert (row["backbone"], row["profile"]) == ("bert-base-uncased", "paper")
-    # the baseline against itself: no difference, no spread
-    assert row["sst_diff"] == 0.0 and row["sst_diff_ci95"] == 0.0
+    # no parent: no difference; no dev predictions: no interval beyond the t-interval
+    assert row["parent"] is None and row["n_paired"] == 0 and math.isnan(row["sst_diff"])
+    assert math.isnan(row["sst_lo"]) and pd.isna(row["sst_resolved"])
 
 
-def test_paired_difference_is_the_mean_of_per_seed_differences_and_narrower(tmp_path):
-    # seeds move both experiments together (a shared seed effect): pairing removes it
-    base = {1: 0.50, 2: 0.60, 3: 0.70}
-    other = {1: 0.52, 2: 0.63, 3: 0.71, 4: 0.99}  # seed 4 has no baseline partner
-    for seed, value in base.items():
-        write_run(tmp_path, "base_model", seed, value, 0.8, 0.8)
-    for seed, value in other.items():
-        write_run(tmp_path, "pcgrad", seed, value, 0.8, 0.8)
-    summary = summarise(collect_runs(tmp_path), {}).set_index("experiment")
+def test_each_delta_is_taken_against_its_parent_paired_by_seed(tmp_path):
+    # hidden builds on base_model, pcgrad on hidden: pcgrad's Δ is against hidden, not base_model.
+    # Seeds move every experiment together (a shared seed effect): pairing removes it.
+    base = {1: 0.40, 2: 0.50, 3: 0.60}
+    hidden = {1: 0.50, 2: 0.60, 3: 0.70, 5: 0.10}      # seed 5 has no partner in pcgrad
+    pcgrad = {1: 0.52, 2: 0.63, 3: 0.71, 4: 0.99}      # seed 4 has no partner in hidden
+    for name, values in (("base_model", base), ("hidden", hidden), ("pcgrad", pcgrad)):
+        for seed, value in values.items():
+            write_run(tmp_path, name, seed, value, 0.8, 0.8)
+    rows = {**BASE_ROW, "hidden": {"label": "+ 1 hidden layer", "parent": "base_model"},
+            "pcgrad": {"label": None, "parent": "hidden"}}
+    summary = summarise(collect_runs(tmp_path), rows).set_index("experiment")
     row = summary.loc["pcgrad"]
-    differences = [other[s] - base[s] for s in base]
-    d_mean, _, d_half = mean_std_half(differences, T_975_DF2)
-    assert row["n_paired"] == 3 and row["n_seeds"] == 4
-    assert row["sst_diff"] == pytest.approx(d_mean) == pytest.approx(0.02)
-    assert row["sst_diff_ci95"] == pytest.approx(d_half)
-    # an unpaired (pooled, equal n) interval on the same three seeds
-    _, s1, _ = mean_std_half(list(base.values()), 1)
-    _, s2, _ = mean_std_half([other[s] for s in base], 1)
-    unpaired = T_975_DF4 * math.sqrt(s1 ** 2 / 3 + s2 ** 2 / 3)
-    assert row["sst_diff_ci95"] < unpaired / 5
+    assert row["parent"] == "hidden" and row["n_paired"] == 3 and row["n_seeds"] == 4
+    # by hand: (0.52 - 0.50 + 0.63 - 0.60 + 0.71 - 0.70) / 3 = 0.02, sd of (0.02, 0.03, 0.01) = 0.01
+    assert row["sst_diff"] == pytest.approx(0.02)
+    assert row["sst_diff_std"] == pytest.approx(0.01)
+    assert row["sst_diff_ci95"] == pytest.approx(T_975_DF2 * 0.01 / math.sqrt(3))
+    assert row["mean_diff"] == pytest.approx(0.02 / 3)
+    assert summary.loc["hidden", "sst_diff"] == pytest.approx(0.10) and summary.loc["hidden", "n_paired"] == 3
+    # an unpaired (pooled, equal n) interval on the same three seeds is far wider
+    _, s1, _ = mean_std_half([hidden[s] for s in base], 1)
+    _, s2, _ = mean_std_half([pcgrad[s] for s in base], 1)
+    assert row["sst_diff_ci95"] < T_975_DF4 * math.sqrt(s1 ** 2 / 3 + s2 ** 2 / 3) / 5
     assert math.isnan(row["sst_report"])  # no report row for an unlabelled experiment
 
 
-def test_one_seed_gives_a_mean_and_no_interval(tmp_path):
+def test_rows_must_name_report_rows_and_parents_that_are_rows(tmp_path):
     write_run(tmp_path, "base_model", 1, 0.5, 0.7, 0.8)
-    write_run(tmp_path, "base_model", 2, 0.6, 0.7, 0.8)
+    with pytest.raises(KeyError, match="BaseModel: BERT \\+ sentence concat"):
+        summarise(collect_runs(tmp_path), {"base_model": {"label": "Basemodel"}})
+    with pytest.raises(KeyError, match="base_model -> head_onyl"):
+        summarise(collect_runs(tmp_path), {"base_model": {"label": None, "parent": "head_onyl"}})
+
+
+def test_one_seed_gives_a_mean_and_no_interval(tmp_path):
+    write_run(tmp_path, "hidden", 1, 0.5, 0.7, 0.8)
+    write_run(tmp_path, "hidden", 2, 0.6, 0.7, 0.8)
     write_run(tmp_path, "lstm", 2, 0.55, 0.75, 0.85)
     write_run(tmp_path, "sst_only", 7, 0.45)
-    summary = summarise(collect_runs(tmp_path), {"lstm": "... + LSTM 256 + [CLS]"}).set_index("experiment")
-    assert list(summary.index) == ["lstm", "base_model", "sst_only"]  # labelled ones first
+    rows = {"lstm": {"label": "... + LSTM 256 + [CLS]", "parent": "hidden"}, "hidden": {}}
+    summary = summarise(collect_runs(tmp_path), rows).set_index("experiment")
+    assert list(summary.index) == ["lstm", "hidden", "sst_only"]  # rows first, then the rest
     lstm = summary.loc["lstm"]
     assert lstm["n_seeds"] == 1 and lstm["sst_mean"] == 0.55
     assert math.isnan(lstm["sst_std"]) and math.isnan(lstm["sst_ci95"])
@@ -155,16 +173,11 @@ def test_one_seed_gives_a_mean_and_no_interval(tmp_path):
     assert only["n_paired"] == 0 and math.isnan(only["sst_diff"])
 
 
-def test_unknown_report_label_is_an_error(tmp_path):
-    write_run(tmp_path, "base_model", 1, 0.5, 0.7, 0.8)
-    with pytest.raises(KeyError, match="BaseModel: BERT \\+ sentence concat"):
-        summarise(collect_runs(tmp_path), {"base_model": "Basemodel"})
-
-
-def test_missing_baseline_leaves_differences_empty(tmp_path):
+def test_a_parent_that_did_not_run_leaves_the_delta_empty(tmp_path):
     write_run(tmp_path, "other", 1, 0.5, 0.7, 0.8)
-    summary = summarise(collect_runs(tmp_path), {}, baseline="base_model")
+    summary = summarise(collect_runs(tmp_path), {"base_model": {}, "other": {"parent": "base_model"}})
     assert math.isnan(summary.loc[0, "mean_diff"]) and summary.loc[0, "n_paired"] == 0
+    assert "| other | base_model | 0 | – | – | – | – |" in table_markdown(summary)
 
 
 @pytest.mark.parametrize("backbone, has_caveat", [("minilm", True), ("sentence-transformers/all-MiniLM-L6-v2", True),
@@ -172,13 +185,13 @@ def test_missing_baseline_leaves_differences_empty(tmp_path):
 def test_table_states_the_minilm_caveat_only_for_minilm(tmp_path, backbone, has_caveat):
     for seed, value in ((1, 0.50), (2, 0.52), (3, 0.55)):
         write_run(tmp_path / "runs", "base_model", seed, value, 0.7, 0.8, backbone=backbone)
-    summary = summarise(collect_runs(tmp_path / "runs"), {"base_model": "BaseModel: BERT + sentence concat"})
+    summary = summarise(collect_runs(tmp_path / "runs"), BASE_ROW)
     write_table(summary, tmp_path / "results" / "table.csv", tmp_path / "results" / "table.md", caveat=None)
     md = (tmp_path / "results" / "table.md").read_text()
     assert (MINILM_CAVEAT in md) is has_caveat
     assert "quora" in MINILM_CAVEAT.lower() and "nli" in MINILM_CAVEAT.lower()
     mean, std, _ = mean_std_half([0.50, 0.52, 0.55], 1)
-    assert f"{mean:.3f} ± {std:.3f} [0.465]" in md
+    assert f"| {mean:.3f} ± {std:.3f} |" in md and "| 0.465 / 0.731 / 0.749 / 0.648 |" in md
     assert "BaseModel: BERT + sentence concat" in md
     table = pd.read_csv(tmp_path / "results" / "table.csv")
     assert table.loc[0, "sst_mean"] == pytest.approx(mean) and table.loc[0, "n_seeds"] == 3
@@ -218,7 +231,121 @@ def test_an_empty_folder_gives_an_empty_table_and_a_missing_one_an_error(tmp_pat
 def test_rows_without_a_report_label_show_a_dash_not_nan(tmp_path):
     write_run(tmp_path / "runs", "base_model", 1, 0.5, 0.7, 0.8)
     write_run(tmp_path / "runs", "no_pretraining", 1, 0.3, 0.6, 0.1)
-    summary = summarise(collect_runs(tmp_path / "runs"), {"base_model": "BaseModel: BERT + sentence concat"})
+    summary = summarise(collect_runs(tmp_path / "runs"), BASE_ROW)
     write_table(summary, tmp_path / "t.csv", tmp_path / "t.md")
     row = next(line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| no_pretraining"))
     assert row.split("|")[2].strip() == "–" and "nan" not in row
+
+
+# ---------------------------------------------------------------------------------------
+# Dev predictions and the bootstrap
+
+def predicted(rng, data, right: float) -> dict:
+    """Predictions for every task: a share ``right`` of SST and Quora labels kept (the rest
+    guessed), STS labels plus noise that shrinks as ``right`` grows."""
+    out = {}
+    for task in TASKS:
+        _, labels = dev_labels(data, task)
+        if TASKS[task].integer_labels:
+            guesses = rng.integers(0, TASKS[task].label_max + 1, len(labels))
+            out[task] = np.where(rng.random(len(labels)) < right, labels, guesses)
+        else:
+            out[task] = np.clip(labels + rng.normal(0, 3 * (1 - right), len(labels)), 0, 5)
+    return out
+
+
+@pytest.fixture
+def study(tmp_path):
+    """Four seeds of a parent, a clearly better child and a child with the parent's predictions."""
+    data = write_task_files(tmp_path / "data", n_train=4, n_dev=120, n_test=2)
+    rng = np.random.default_rng(0)
+    for seed in range(1, 5):
+        base = predicted(rng, data, 0.4)
+        write_predicted_run(tmp_path / "runs", "base_model", seed, data, base)
+        write_predicted_run(tmp_path / "runs", "same", seed, data, base)
+        write_predicted_run(tmp_path / "runs", "better", seed, data, predicted(rng, data, 0.95))
+    rows = {**BASE_ROW, "better": {"parent": "base_model"}, "same": {"parent": "base_model"}}
+    return tmp_path, data, rows
+
+
+def test_the_summary_holds_intervals_of_seeds_and_dev_sample_and_flags_resolved_deltas(study):
+    root, _, rows = study
+    runs = collect_runs(root / "runs")
+    replicates = bootstrap_runs(runs, replicates=400)
+    summary = summarise(runs, rows, replicates).set_index("experiment")
+    for metric in METRICS:
+        base = summary.loc["base_model"]
+        assert base[f"{metric}_lo"] < base[f"{metric}_mean"] < base[f"{metric}_hi"]
+        assert base[f"{metric}_dev_lo"] < base[f"{metric}_mean"] < base[f"{metric}_dev_hi"]
+        better, same = summary.loc["better"], summary.loc["same"]
+        assert better[f"{metric}_resolved"] and better[f"{metric}_diff_lo"] > 0
+        # the same predictions: Δ is 0 on every seed and every resample, so [0, 0] holds 0
+        assert same[f"{metric}_diff"] == 0 and same[f"{metric}_diff_lo"] == same[f"{metric}_diff_hi"] == 0
+        assert not same[f"{metric}_resolved"]
+    md = table_markdown(summary.reset_index())
+    better = summary.loc["better"]
+    interval = f"[{better['mean_diff_lo']:+.3f}, {better['mean_diff_hi']:+.3f}]"
+    assert f"**{better['mean_diff']:+.3f} {interval} resolved**" in md
+    assert "+0.000 [+0.000, +0.000] not resolved" in md
+    base = summary.loc["base_model"]
+    assert f"{base['sst_mean']:.3f} ± {base['sst_std']:.3f} [{base['sst_lo']:.3f}, {base['sst_hi']:.3f}]" in md
+    assert "| better | base_model | 4 |" in md
+
+
+def test_the_bootstrap_is_reproducible_and_its_scores_are_the_runs_own(study):
+    root, data, _ = study
+    runs = collect_runs(root / "runs")
+    first, again = bootstrap_runs(runs, replicates=50), bootstrap_runs(runs, replicates=50)
+    assert all(np.array_equal(first.boot[m], again.boot[m]) for m in METRICS)
+    for row in runs.itertuples():
+        column = first.runs.index((row.experiment, row.seed))
+        assert [first.point[m][column] for m in METRICS] == pytest.approx([getattr(row, m) for m in METRICS])
+    labels, _ = collect_predictions(runs)
+    assert len(labels["sst"]) == 120 and np.array_equal(np.sort(labels["sst"]), np.sort(dev_labels(data, "sst")[1]))
+
+
+def test_predictions_that_cannot_be_trusted_are_errors_naming_the_file(study):
+    root, data, _ = study
+    path = root / "runs" / "better" / "seed2" / "predictions" / "sst-dev.csv"
+    original = pd.read_csv(path, dtype={"id": str})
+    cases = [(original.iloc[:-1], "scored on 119 dev rows"),
+             (original.assign(id=original["id"].where(original.index > 0, "nowhere")), "'nowhere'"),
+             (original.assign(sentiment=(original["sentiment"] + 1) % 5), "metrics.json says sst/acc")]
+    for frame, words in cases:
+        frame.to_csv(path, index=False)
+        with pytest.raises(ValueError) as error:
+            collect_predictions(collect_runs(root / "runs"))
+        assert str(path) in str(error.value) and words in str(error.value)
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="missing, but metrics.json has a dev sst/acc"):
+        collect_predictions(collect_runs(root / "runs"))
+
+
+def test_detectable_effects_pool_the_parent_pairs_by_hand(tmp_path):
+    # per-seed differences: child_a - base = (0.01, 0.03, 0.05) (sd 0.02), child_b - base = (0, 0.01, 0.02) (sd 0.01)
+    for seed, (base, a, b) in enumerate([(0.5, 0.51, 0.50), (0.6, 0.63, 0.61), (0.4, 0.45, 0.42)], start=1):
+        for name, value in (("base_model", base), ("child_a", a), ("child_b", b)):
+            write_run(tmp_path, name, seed, value, 0.7, 0.8)
+    rows = {**BASE_ROW, "child_a": {"parent": "base_model"}, "child_b": {"parent": "base_model"}}
+    effects = detectable_effects(summarise(collect_runs(tmp_path), rows))
+    sd = math.sqrt((2 * 0.02 ** 2 + 2 * 0.01 ** 2) / 4)
+    sst = effects.loc["sst"]
+    assert sst["pairs"] == 2 and sst["df"] == 4 and sst["n"] == 3 and sst["sd"] == pytest.approx(sd)
+    assert math.isnan(sst["dev_se"])  # no dev replicates: the seed part alone
+    assert sst["mde"] == pytest.approx((T_975_DF2 + T_80_DF2) * sd / math.sqrt(3))
+    assert effects.loc["para", "sd"] == 0 and effects.loc["para", "mde"] == 0
+
+
+def test_effects_sentence_and_interval_sources(study):
+    root, _, rows = study
+    runs = collect_runs(root / "runs")
+    summary = summarise(runs, rows, bootstrap_runs(runs, replicates=200))
+    effects = detectable_effects(summary)
+    sentence = effects_markdown(effects)
+    assert sentence.startswith("With 4 seeds per comparison") and f"mean {effects.loc['mean', 'mde']:.3f}" in sentence
+    assert "2 parent pairs" in sentence and "seed variance alone" not in sentence
+    sources = interval_sources(summary, "sst")
+    base = summary.set_index("experiment").loc["base_model"]
+    assert sources.loc["base_model", "both"] == pytest.approx((base["sst_hi"] - base["sst_lo"]) / 2)
+    assert sources.loc["base_model", "seeds"] == base["sst_ci95"]
+    assert sources.loc["same", "delta_both"] == 0 and sources.loc["better", "delta_dev_sample"] > 0

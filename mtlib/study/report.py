@@ -1,23 +1,48 @@
 """The results table: every run folder gathered, summarised over seeds, set beside the report.
 
-``collect_runs`` reads ``results/runs/<experiment>/seed<k>/metrics.json``; ``summarise``
-turns those rows into one row per experiment (mean, std and a 95% t-interval over seeds,
-the report's number, a paired difference to the baseline); ``write_table`` writes
-results/table.csv and results/table.md.
+``collect_runs`` reads ``results/runs/<experiment>/seed<k>/metrics.json``;
+``bootstrap_runs`` reads every run's dev predictions and scores them on example resamples
+(mtlib.study.stats); ``summarise`` turns both into one row per experiment (mean, std and a
+95% interval counting seeds and the dev sample, the report's number, and the paired
+difference to the row it builds on, with its interval and whether it is resolved);
+``detectable_effects`` states the smallest difference the profile can resolve;
+``write_table`` writes results/table.csv and results/table.md.
+
+From the results notebook (``params``, ``runs_dir``, ``table_csv``, ``table_md`` its parameters)::
+
+    from pathlib import Path
+    from IPython.display import Markdown, display
+    from mtlib.config import read_params
+    from mtlib.study import report, scorecard
+
+    rows = read_params(params)["pipeline"]["rows"]
+    runs = report.collect_runs(runs_dir)
+    replicates = report.bootstrap_runs(runs)      # every run's dev predictions on 2,000 example resamples
+    summary = report.summarise(runs, rows, replicates)
+    report.write_table(summary, table_csv, table_md)
+    display(Markdown(Path(table_md).read_text()))
+    display(report.interval_sources(summary))     # seeds or dev sample: which dominates each row
+    display(Markdown(report.effects_markdown(report.detectable_effects(summary))))
+    card = scorecard.judge(runs, replicates, report.collect_histories(runs_dir), rows)
+    display(Markdown(scorecard.scorecard_markdown(card)))
 """
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+import yaml
 
+from mtlib.data.files import file_name, find_data_dir, read_task_file
 from mtlib.io import write_csv, write_text
-from mtlib.tasks import TASK_NAMES, metric_key
+from mtlib.study.stats import (REPLICATES, Interval, Replicates, interval, minimal_detectable_effect, pooled_sd,
+                               replicate_scores, t_half_width)
+from mtlib.tasks import TASK_NAMES, TASKS, metric_key
 
 # Column name in our frames -> key in metrics.json's "dev".
 METRICS = {**{task: metric_key(task) for task in TASK_NAMES}, "mean": "mean"}
@@ -68,9 +93,20 @@ RUN_COLUMNS = ["experiment", "seed", *METRICS, "best_update", "updates", "stoppe
 
 PARAM_COLUMNS = ["params_total", "params_trainable", "params_task_specific"]
 
-SUMMARY_COLUMNS = ["experiment", "label", "n_seeds", "n_paired",
-                   *(f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci95", "report", "diff", "diff_ci95")),
+# Per metric m: m_mean, m_std (over seeds), m_ci95 (t half-width, seeds alone), m_lo/m_hi (95%
+# interval, seeds and dev sample), m_dev_lo/m_dev_hi (dev sample alone), m_report; then the
+# paired difference to the parent: m_diff, m_diff_std, m_diff_ci95, m_diff_lo/m_diff_hi,
+# m_diff_dev_lo/m_diff_dev_hi, m_diff_dev_se (shared dev-sample standard error) and m_resolved.
+STAT_SUFFIXES = ("mean", "std", "ci95", "lo", "hi", "dev_lo", "dev_hi", "report",
+                 "diff", "diff_std", "diff_ci95", "diff_lo", "diff_hi", "diff_dev_lo", "diff_dev_hi",
+                 "diff_dev_se", "resolved")
+SUMMARY_COLUMNS = ["experiment", "label", "parent", "n_seeds", "n_paired",
+                   *(f"{m}_{s}" for m in METRICS for s in STAT_SUFFIXES),
                    *PARAM_COLUMNS, "train_seconds", "backbone", "profile"]
+# Recomputing a run's dev score from its predictions file must give metrics.json's number
+# (STS predictions are written to 4 decimals, which moves r by far less than this; one SST
+# example more or less moves the accuracy by 1e-3).
+SCORE_TOLERANCE = 1e-4
 
 
 class MetricsError(ValueError):
@@ -179,29 +215,134 @@ def collect_histories(root: str | Path) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------
+# Dev predictions
+
+def _data_folder(runs: pd.DataFrame, data_dir) -> Path:
+    """``data_dir``, else the first run's config.yaml ``data.dir``, else the usual search."""
+    if data_dir is None:
+        for folder in runs["path"]:
+            config = Path(folder) / "config.yaml"
+            if config.exists():
+                data_dir = (yaml.safe_load(config.read_text()).get("data") or {}).get("dir")
+                break
+    return find_data_dir(data_dir)
+
+
+def _read_run_predictions(path: Path, task: str, labels: pd.Series) -> pd.Series:
+    """One predictions/<task>-dev.csv as a Series indexed by id; every id must be a dev row."""
+    column = TASKS[task].label_column
+    try:
+        frame = pd.read_csv(path, dtype={"id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: malformed predictions file: {error}") from error
+    if {"id", column} - set(frame.columns):
+        raise ValueError(f"{path}: expected columns 'id' and {column!r}, found {list(frame.columns)}")
+    repeated = frame.loc[frame["id"].duplicated(), "id"]
+    if len(repeated):
+        raise ValueError(f"{path}: id {repeated.iloc[0]!r} is predicted more than once")
+    unknown = frame.loc[~frame["id"].isin(labels.index), "id"]
+    if len(unknown):
+        raise ValueError(f"{path}: {len(unknown)} id(s) are not rows of the {task} dev file, e.g. {unknown.iloc[0]!r}")
+    return frame.set_index("id")[column].astype(float)
+
+
+def collect_predictions(runs: pd.DataFrame, data_dir=None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Every run's dev predictions (``predictions/<task>-dev.csv``) beside the dev labels:
+    ``labels`` (task -> (n,)) and ``predictions`` (task -> {(experiment, seed): (n,)}), all
+    runs of a task on the same dev rows in the same order. Errors, naming the file: a run
+    with a dev score but no predictions, predicted ids not in the dev file, runs scored on
+    different rows, or predictions that do not reproduce metrics.json's score."""
+    folder = _data_folder(runs, data_dir)
+    labels, predictions = {}, {}
+    for task in TASK_NAMES:
+        scored = runs[runs[task].notna()]
+        predictions[task], order, first = {}, None, None
+        if scored.empty:
+            labels[task] = np.empty(0)
+            continue
+        dev = read_task_file(folder / file_name(task, "dev"), task).set_index("id")[TASKS[task].label_column]
+        for row in scored.itertuples(index=False):
+            path = Path(row.path) / "predictions" / f"{task}-dev.csv"
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: missing, but metrics.json has a dev {METRICS[task]}")
+            values = _read_run_predictions(path, task, dev)
+            if order is None:
+                order, first = values.index.sort_values(), path
+            elif len(values) != len(order) or not values.index.isin(order).all():
+                raise ValueError(f"{path}: scored on {len(values)} dev rows, not the {len(order)} rows of {first}")
+            values = values.reindex(order).to_numpy()
+            recomputed = TASKS[task].score(values, dev.reindex(order).to_numpy())
+            if abs(recomputed - getattr(row, task)) > SCORE_TOLERANCE:
+                raise ValueError(f"{path}: these predictions score {recomputed:.4f}, but metrics.json "
+                                 f"says {METRICS[task]} {getattr(row, task):.4f}")
+            predictions[task][(row.experiment, int(row.seed))] = values
+        labels[task] = dev.reindex(order).to_numpy(dtype=float)
+    return labels, predictions
+
+
+def bootstrap_runs(runs: pd.DataFrame, data_dir=None, replicates: int = REPLICATES, seed: int = 0) -> Replicates:
+    """mtlib.study.stats.replicate_scores of every run's dev predictions (:func:`collect_predictions`):
+    each run's score on ``replicates`` example resamples of the dev rows, the same resamples
+    for every run, drawn from a fixed ``seed`` so the table is reproducible."""
+    labels, predictions = collect_predictions(runs, data_dir)
+    metrics = {task: TASKS[task].metric_fn for task in TASK_NAMES}
+    return replicate_scores(labels, predictions, metrics, replicates, seed)
+
+
+# ---------------------------------------------------------------------------------------
 # Statistics over seeds
 
-def t_half_width(values, confidence: float = 0.95) -> float:
-    """Half-width of the two-sided t-interval for the mean: t_{n-1} s / sqrt(n); NaN for n < 2."""
-    values = np.asarray(values, float)
-    values = values[~np.isnan(values)]
-    n = len(values)
-    if n < 2:
-        return math.nan
-    return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
+def seed_interval(replicates: Replicates, metric: str, experiment: str, seeds, reference: str | None = None,
+                  confidence: float = 0.95) -> Interval:
+    """mtlib.study.stats.interval of ``experiment``'s mean ``metric`` over ``seeds`` or, with a
+    ``reference``, of the per-seed differences experiment - reference (paired by seed)."""
+    point, boot = replicates.values(metric, [(experiment, s) for s in seeds])
+    if reference is not None:
+        ref_point, ref_boot = replicates.values(metric, [(reference, s) for s in seeds])
+        point, boot = point - ref_point, boot - ref_boot
+    return interval(point, boot, confidence)
 
 
-def paired_difference(values: pd.Series, baseline: pd.Series, confidence: float = 0.95) -> tuple[float, float, int]:
-    """Mean of per-seed differences ``values - baseline`` over the seeds both have, its
-    t-interval half-width (a paired t-interval), and the number of shared seeds.
+def check_rows(rows: Mapping | None) -> dict[str, dict]:
+    """params.yaml's ``pipeline.rows`` ({experiment: {label, parent, group}}) checked: every
+    label a row of :data:`REPORT_TABLE2` (or null), every parent another row (or null)."""
+    rows = {name: dict(row or {}) for name, row in (rows or {}).items()}
+    unknown = sorted(r["label"] for r in rows.values() if r.get("label") and r["label"] not in REPORT_TABLE2)
+    if unknown:
+        raise KeyError(f"labels {unknown} are not rows of REPORT_TABLE2; valid rows: {list(REPORT_TABLE2)}")
+    orphans = sorted(f"{name} -> {r['parent']}" for name, r in rows.items()
+                     if r.get("parent") and r["parent"] not in rows)
+    if orphans:
+        raise KeyError(f"rows name parents that are not rows: {orphans}")
+    return rows
 
-    Both series are indexed by seed. Pairing removes the seed-to-seed variation the two
-    experiments share (data order, initialisation), which an unpaired interval counts twice.
-    """
-    differences = (values - baseline).dropna()
-    if differences.empty:
-        return math.nan, math.nan, 0
-    return float(differences.mean()), t_half_width(differences, confidence), len(differences)
+
+def _interval_columns(prefix: str, result: Interval | None) -> dict:
+    result = result or Interval(math.nan, math.nan, math.nan, 0)
+    return {f"{prefix}lo": result.lo, f"{prefix}hi": result.hi,
+            f"{prefix}dev_lo": result.dev_lo, f"{prefix}dev_hi": result.dev_hi}
+
+
+def _metric_columns(metric: str, group: pd.DataFrame, parent: pd.DataFrame | None,
+                    replicates: Replicates | None, names: tuple[str, str | None]) -> dict:
+    """The columns of one metric for one row (SUMMARY_COLUMNS' comment)."""
+    values = group[metric].astype(float)
+    seeds = list(values.dropna().index)
+    out = {f"{metric}_mean": float(values.mean()) if seeds else math.nan,
+           f"{metric}_std": float(values.std(ddof=1)) if len(seeds) > 1 else math.nan,
+           f"{metric}_ci95": t_half_width(values)}
+    score = seed_interval(replicates, metric, names[0], seeds) if replicates is not None and seeds else None
+    out.update(_interval_columns(f"{metric}_", score))
+    differences = (values - parent[metric].astype(float)).dropna() if parent is not None else pd.Series(dtype=float)
+    paired = list(differences.index)
+    delta = seed_interval(replicates, metric, names[0], paired, names[1]) if replicates is not None and paired else None
+    out.update({f"{metric}_diff": float(differences.mean()) if paired else math.nan,
+                f"{metric}_diff_std": float(differences.std(ddof=1)) if len(paired) > 1 else math.nan,
+                f"{metric}_diff_ci95": t_half_width(differences),
+                f"{metric}_diff_dev_se": delta.dev_se if delta else math.nan,
+                f"{metric}_resolved": delta.resolved if delta else None})
+    out.update(_interval_columns(f"{metric}_diff_", delta))
+    return out
 
 
 def _one_value(column: pd.Series):
@@ -209,53 +350,90 @@ def _one_value(column: pd.Series):
     return ", ".join(values) if values else None
 
 
-def summarise(runs: pd.DataFrame, labels: dict[str, str] | None = None,
-              baseline: str | None = "base_model") -> pd.DataFrame:
+def summarise(runs: pd.DataFrame, rows: Mapping | None = None, replicates: Replicates | None = None) -> pd.DataFrame:
     """One row per experiment of ``runs`` (from :func:`collect_runs`).
 
-    ``labels`` maps an experiment to its row of :data:`REPORT_TABLE2` (an unknown label is
-    an error); experiments without one get NaN report numbers. Rows follow ``labels``'
-    order, then the other experiments alphabetically. For each metric m in sst, para, sts,
-    mean the columns are ``m_mean``, ``m_std`` (ddof=1), ``m_ci95`` (95% t-interval
-    half-width; NaN for one seed), ``m_report``, and ``m_diff`` / ``m_diff_ci95``: the mean
-    of per-seed differences to ``baseline`` over the seeds both share, with a paired 95%
-    t-interval (NaN where no seed is shared or ``baseline`` did not run).
+    ``rows`` is params.yaml's ``pipeline.rows`` (:func:`check_rows`): each experiment's
+    row of :data:`REPORT_TABLE2` and its parent. Rows follow ``rows``' order, then the other
+    experiments alphabetically. Means, std and the t-interval half-width ``m_ci95`` come
+    from metrics.json; ``m_diff`` is the mean over the seeds both ran of the per-seed
+    difference to the parent, with its paired t half-width ``m_diff_ci95`` (seeds alone).
+    With ``replicates`` (:func:`bootstrap_runs`), the 95% intervals counting seeds and the
+    dev sample (``m_lo``/``m_hi``, ``m_diff_lo``/``m_diff_hi``), the dev-sample-only
+    intervals and ``m_resolved`` (the Δ's interval excludes 0) are filled; else NaN/None.
+    Column list: :data:`SUMMARY_COLUMNS`.
     """
-    labels = dict(labels or {})
-    unknown = sorted(label for label in labels.values() if label not in REPORT_TABLE2)
-    if unknown:
-        raise KeyError(f"labels {unknown} are not rows of REPORT_TABLE2; valid rows: {list(REPORT_TABLE2)}")
-    order = [e for e in labels if e in set(runs["experiment"])]
+    rows = check_rows(rows)
+    order = [e for e in rows if e in set(runs["experiment"])]
     order += sorted(set(runs["experiment"]) - set(order))
-    base = runs[runs["experiment"] == baseline].set_index("seed") if baseline is not None else None
-
-    rows = []
+    groups = {e: runs[runs["experiment"] == e].set_index("seed") for e in set(runs["experiment"])}
+    out = []
     for experiment in order:
-        group = runs[runs["experiment"] == experiment].set_index("seed")
-        label = labels.get(experiment)
-        report = REPORT_TABLE2.get(label, (math.nan,) * 4)
-        row = {"experiment": experiment, "label": label, "n_seeds": len(group),
-               "n_paired": len(group.index.intersection(base.index)) if base is not None else 0}
+        group, row = groups[experiment], rows.get(experiment, {})
+        parent_name = row.get("parent")
+        parent = groups.get(parent_name)
+        report = REPORT_TABLE2.get(row.get("label"), (math.nan,) * 4)
+        line = {"experiment": experiment, "label": row.get("label"), "parent": parent_name, "n_seeds": len(group),
+                "n_paired": len(group.index.intersection(parent.index)) if parent is not None else 0}
         for i, metric in enumerate(METRICS):
-            values = group[metric].astype(float)
-            row[f"{metric}_mean"] = float(values.mean()) if values.notna().any() else math.nan
-            row[f"{metric}_std"] = float(values.std(ddof=1)) if values.notna().sum() > 1 else math.nan
-            row[f"{metric}_ci95"] = t_half_width(values)
-            row[f"{metric}_report"] = report[i]
-            if base is not None:
-                diff, half, _ = paired_difference(values, base[metric].astype(float))
-            else:
-                diff, half = math.nan, math.nan
-            row[f"{metric}_diff"], row[f"{metric}_diff_ci95"] = diff, half
-        for key in PARAM_COLUMNS:
-            row[key] = group[key].max()
-        row["train_seconds"] = float(group["train_seconds"].mean())
-        row["backbone"] = _one_value(group["backbone"])
-        row["profile"] = _one_value(group["profile"])
-        rows.append(row)
-    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+            line.update(_metric_columns(metric, group, parent, replicates, (experiment, parent_name)))
+            line[f"{metric}_report"] = report[i]
+        line.update({key: group[key].max() for key in PARAM_COLUMNS})
+        line.update(train_seconds=float(group["train_seconds"].mean()), backbone=_one_value(group["backbone"]),
+                    profile=_one_value(group["profile"]))
+        out.append(line)
+    summary = pd.DataFrame(out, columns=SUMMARY_COLUMNS)
     summary[PARAM_COLUMNS] = summary[PARAM_COLUMNS].astype("Int64")
+    resolved = [f"{m}_resolved" for m in METRICS]
+    summary[resolved] = summary[resolved].astype("boolean")
     return summary
+
+
+def detectable_effects(summary: pd.DataFrame, n: int | None = None, alpha: float = 0.05,
+                       power: float = 0.8) -> pd.DataFrame:
+    """The minimal detectable effect (mtlib.study.stats.minimal_detectable_effect) per
+    metric for a comparison over ``n`` seeds (default: the most seeds any row shares with
+    its parent), from the profile's own measurements: the standard deviation of per-seed
+    differences pooled over every (row, parent) pair with two or more shared seeds, and the
+    root mean square over those pairs of the shared dev-sample standard error (0 where the
+    summary has no dev replicates). One row per metric: pairs, sd, df, dev_se, n, mde."""
+    with_parent = summary[summary["n_paired"] >= 2]
+    n = int(n or (summary["n_paired"].max() if len(summary) else 0))
+    out = []
+    for metric in METRICS:
+        sd, df = pooled_sd(with_parent[f"{metric}_diff_std"].astype(float), with_parent["n_paired"])
+        used = with_parent[f"{metric}_diff_std"].notna()
+        dev = with_parent.loc[used, f"{metric}_diff_dev_se"].astype(float).dropna()
+        dev_se = float(np.sqrt((dev ** 2).mean())) if len(dev) else math.nan
+        mde = minimal_detectable_effect(sd, n, 0.0 if math.isnan(dev_se) else dev_se, alpha, power)
+        out.append({"metric": metric, "pairs": int(used.sum()), "sd": sd, "df": df, "dev_se": dev_se, "n": n,
+                    "mde": mde})
+    return pd.DataFrame(out).set_index("metric")
+
+
+def effects_markdown(effects: pd.DataFrame) -> str:
+    """:func:`detectable_effects` as one sentence for the results notebook."""
+    names = {"sst": "sst acc", "para": "para acc", "sts": "sts r", "mean": "mean"}
+    first = effects.iloc[0]
+    sizes = ", ".join(f"{names.get(m, m)} {r['mde']:.3f}" for m, r in effects.iterrows())
+    dev = "" if effects["dev_se"].notna().any() else " (seed variance alone: no dev predictions were read)"
+    return (f"With {int(first['n'])} seeds per comparison, a true difference between a row and its parent is "
+            f"resolved (its 95% interval excludes 0) with 80% probability once it reaches {sizes}{dev}; "
+            f"from the spread of per-seed differences pooled over {int(first['pairs'])} parent pairs.")
+
+
+def interval_sources(summary: pd.DataFrame, metric: str = "mean") -> pd.DataFrame:
+    """Per experiment, the half-widths of the 95% intervals of its score and of its Δ to the
+    parent from the seeds alone (t-interval), from the dev sample alone (bootstrap with the
+    seeds fixed) and from both: which source of uncertainty dominates each row."""
+    frame = pd.DataFrame({"experiment": summary["experiment"],
+                          "seeds": summary[f"{metric}_ci95"],
+                          "dev_sample": (summary[f"{metric}_dev_hi"] - summary[f"{metric}_dev_lo"]) / 2,
+                          "both": (summary[f"{metric}_hi"] - summary[f"{metric}_lo"]) / 2,
+                          "delta_seeds": summary[f"{metric}_diff_ci95"],
+                          "delta_dev_sample": (summary[f"{metric}_diff_dev_hi"] - summary[f"{metric}_diff_dev_lo"]) / 2,
+                          "delta_both": (summary[f"{metric}_diff_hi"] - summary[f"{metric}_diff_lo"]) / 2})
+    return frame.set_index("experiment")
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,6 +444,31 @@ def _plus_minus(value: float, spread: float, signed: bool = False) -> str:
         return "–"
     text = f"{value:+.3f}" if signed else f"{value:.3f}"
     return text if math.isnan(spread) else f"{text} ± {spread:.3f}"
+
+
+def _bracket(lo: float, hi: float, signed: bool = False) -> str:
+    if math.isnan(lo) or math.isnan(hi):
+        return ""
+    form = "{:+.3f}" if signed else "{:.3f}"
+    return f" [{form.format(lo)}, {form.format(hi)}]"
+
+
+def score_cell(r: Mapping, metric: str) -> str:
+    """``mean ± std [lo, hi]``: over seeds, and the 95% interval (seeds and dev sample)."""
+    text = _plus_minus(r[f"{metric}_mean"], r[f"{metric}_std"])
+    return text + ("" if text == "–" else _bracket(r[f"{metric}_lo"], r[f"{metric}_hi"]))
+
+
+def delta_cell(r: Mapping, metric: str) -> str:
+    """``+Δ [lo, hi] resolved`` / ``not resolved``; ``(no interval)`` without one; ``–`` without a Δ."""
+    diff = r[f"{metric}_diff"]
+    if math.isnan(diff):
+        return "–"
+    flag = r[f"{metric}_resolved"]
+    if flag is None or pd.isna(flag):
+        return f"{diff:+.3f} (no interval)"
+    text = f"{diff:+.3f}{_bracket(r[f'{metric}_diff_lo'], r[f'{metric}_diff_hi'], signed=True)}"
+    return f"**{text} resolved**" if flag else f"{text} not resolved"
 
 
 def _count(n) -> str:
@@ -281,44 +484,50 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|")
 
 
-def table_markdown(summary: pd.DataFrame, caveat: str | None = None, baseline: str | None = "base_model") -> str:
-    """The summary as a Markdown page: caveat(s), a legend line, then one table row per experiment."""
+def _report_cell(r: Mapping) -> str:
+    numbers = [r[f"{m}_report"] for m in METRICS]
+    return "–" if all(math.isnan(x) for x in numbers) else " / ".join(f"{x:.3f}" for x in numbers)
+
+
+def _markdown_rows(header: list[str], body: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(_cell(c) for c in cells) + " |" for cells in body)]
+
+
+def table_markdown(summary: pd.DataFrame, caveat: str | None = None) -> str:
+    """The summary as a Markdown page: caveat(s), the scores table, the Δ-against-parent table."""
     backbones = {b for value in summary["backbone"].dropna() for b in str(value).split(", ")}
     notes = [caveat] if caveat else []
     if any(is_minilm(b) for b in backbones) and MINILM_CAVEAT not in notes:
         notes.insert(0, MINILM_CAVEAT)
-    lines = ["# Results (dev set)", ""]
-    lines += [f"> {note}\n" for note in notes]
-    lines.append(
-        "Each cell: mean ± std over seeds (ddof=1; 95% t-intervals are in table.csv); the "
-        "report's single-run number in brackets. Δ mean: paired difference to "
-        f"`{baseline}` over shared seeds ± 95% paired t-interval half-width.")
-    lines.append("")
-    header = ["experiment", "report row", "seeds", "sst acc", "para acc", "sts r", "mean",
-              "Δ mean", "task-specific params", "trainable params", "train s", "backbone", "profile"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in summary.itertuples(index=False):
-        r = row._asdict()
-        cells = [r["experiment"], r["label"] if isinstance(r["label"], str) else "–", r["n_seeds"]]
-        for metric in METRICS:
-            cell = _plus_minus(r[f"{metric}_mean"], r[f"{metric}_std"])
-            if not math.isnan(r[f"{metric}_report"]):
-                cell += f" [{r[f'{metric}_report']:.3f}]"
-            cells.append(cell)
-        cells.append(_plus_minus(r["mean_diff"], r["mean_diff_ci95"], signed=True))
-        cells += [_count(r["params_task_specific"]), _count(r["params_trainable"]),
-                  "–" if math.isnan(r["train_seconds"]) else f"{r['train_seconds']:.0f}",
-                  r["backbone"] or "–", r["profile"] or "–"]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines = ["# Results (dev set)", ""] + [f"> {note}\n" for note in notes]
+    lines += ["Each score: mean ± std over seeds (ddof=1), then its 95% interval [lo, hi], which counts "
+              "both the seeds and the dev sample (mtlib/study/stats.py); the report's single-run numbers "
+              "(sst / para / sts / mean) in their own column.", ""]
+    header = ["experiment", "report row", "seeds", "sst acc", "para acc", "sts r", "mean", "report",
+              "task-specific params", "trainable params", "train s", "backbone", "profile"]
+    body = []
+    for r in (row._asdict() for row in summary.itertuples(index=False)):
+        body.append([r["experiment"], r["label"] if isinstance(r["label"], str) else "–", r["n_seeds"],
+                     *(score_cell(r, m) for m in METRICS), _report_cell(r), _count(r["params_task_specific"]),
+                     _count(r["params_trainable"]),
+                     "–" if math.isnan(r["train_seconds"]) else f"{r['train_seconds']:.0f}",
+                     r["backbone"] or "–", r["profile"] or "–"])
+    lines += _markdown_rows(header, body)
+    lines += ["", "## Difference to the row each builds on", "",
+              "Δ: mean over the seeds both ran of (row − parent), then its 95% interval (seeds and dev "
+              "sample, paired by seed and by dev example); **resolved** when the interval excludes 0.", ""]
+    body = [[r["experiment"], r["parent"], r["n_paired"], *(delta_cell(r, m) for m in METRICS)]
+            for r in (row._asdict() for row in summary.itertuples(index=False)) if isinstance(r["parent"], str)]
+    lines += _markdown_rows(["experiment", "parent", "paired seeds", "Δ sst", "Δ para", "Δ sts", "Δ mean"], body)
     return "\n".join(lines) + "\n"
 
 
-def write_table(summary: pd.DataFrame, csv_path: str | Path, md_path: str | Path,
-                caveat: str | None = None, baseline: str | None = "base_model") -> None:
+def write_table(summary: pd.DataFrame, csv_path: str | Path, md_path: str | Path, caveat: str | None = None) -> None:
     """Write results/table.csv and results/table.md atomically (temporary file, then os.replace).
 
     ``caveat`` is printed at the top of the Markdown; :data:`MINILM_CAVEAT` is added on its
     own whenever a row's backbone is all-MiniLM-L6-v2, so it cannot be forgotten.
     """
     write_csv(csv_path, summary)
-    write_text(md_path, table_markdown(summary, caveat, baseline))
+    write_text(md_path, table_markdown(summary, caveat))
