@@ -349,3 +349,19 @@ def test_effects_sentence_and_interval_sources(study):
     assert sources.loc["base_model", "both"] == pytest.approx((base["sst_hi"] - base["sst_lo"]) / 2)
     assert sources.loc["base_model", "seeds"] == base["sst_ci95"]
     assert sources.loc["same", "delta_both"] == 0 and sources.loc["better", "delta_dev_sample"] > 0
+
+
+def test_sts_predictions_rounded_to_four_decimals_still_match_their_metrics(tmp_path):
+    # training writes STS predictions to 4 decimals; for a nearly constant predictor (the
+    # smoke profile's tiny random BERT) that moves r by ~1e-3, which must not be an error
+    data = write_task_files(tmp_path / "data", n_train=4, n_dev=200, n_test=2)
+    _, labels = dev_labels(data, "sts")
+    rng = np.random.default_rng(3)
+    exact = 0.2 + 0.0005 * (labels / 5 + rng.normal(0, 1, len(labels)))
+    folder = write_predicted_run(tmp_path / "runs", "base_model", 1, data, {"sts": exact})
+    path = folder / "predictions" / "sts-dev.csv"
+    pd.read_csv(path).assign(similarity=lambda f: f["similarity"].round(4)).to_csv(path, index=False)
+    runs = collect_runs(tmp_path / "runs")
+    aligned, predictions = collect_predictions(runs)
+    rounded = TASKS["sts"].score(predictions["sts"][("base_model", 1)], aligned["sts"])
+    assert 1e-4 < abs(rounded - runs.loc[0, "sts"]) < 0.01

@@ -169,5 +169,6 @@ def test_learning_speed_compares_early_validation_curves_at_matched_examples():
     assert line["estimate"] == pytest.approx(np.mean(differences)) and line["n"] == 4
     assert line["claim_verdict"] == CONFIRMED and "examples 300–1,000" in line["note"]
     late = histories.assign(examples=histories["examples"] + 2000 * (histories["experiment"] == "hidden"))
-    assert judge(None, None, late, claims=[speed]).iloc[0]["verdict"] == NOT_RESOLVABLE
+    late_line = judge(None, None, late, claims=[speed]).iloc[0]
+    assert late_line["verdict"] == NOT_RESOLVABLE and "first evaluated after 2,100 examples" in late_line["note"]
     assert judge(None, None, None, claims=[speed]).iloc[0]["verdict"] == NOT_RUN

@@ -187,10 +187,12 @@ def early_difference(comparison: Comparison, histories: pd.DataFrame,
     start, stop = early_budget(present, names, seeds, fraction)
     areas = {n: [curve_mean(*_curve(present, n, s, column), start, stop) for s in seeds] for n in names}
     differences = [a - b for a, b in zip(areas[names[0]], areas[names[1]])]
-    note = f"validation {column} averaged over examples {start:,.0f}–{stop:,.0f}"
     if start >= stop:
-        return Interval(math.nan, math.nan, math.nan, len(seeds)), note + ": too few early evaluations"
-    return interval(differences), note
+        return Interval(math.nan, math.nan, math.nan, len(seeds)), (
+            f"no common early window: a run is first evaluated after {start:,.0f} examples, "
+            f"beyond {fraction:.0%} of training ({stop:,.0f}); evaluate more often")
+    return interval(differences), f"validation {column} averaged over examples {start:,.0f}–{stop:,.0f}"
+
 
 
 def _curve(histories: pd.DataFrame, experiment: str, seed: int, column: str):
