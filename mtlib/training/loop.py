@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True) -> dict:
     """Train ``cfg`` into ``out_dir``; returns metrics.json's content."""
     methods.check(cfg)
-    method = methods.lookup(METHODS, cfg.train.method, "train.method")
+    method = methods.lookup(METHODS, cfg.train.method, "train.method").run
     folder = _open_folder(Path(out_dir), resume, overwrite)
     t = cfg.train
     if t.num_threads:
@@ -325,12 +326,12 @@ def warm_caches(cfg: Config, data_dir=None, tasks=None) -> None:
         torch.set_num_threads(t.num_threads)
     tokenizer = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tokenizer, data_dir)
-    if t.pretrain_heads == "none" or not cfg.backbone.pretrained or t.init_from or t.method == "random":
+    splits = METHODS[t.method].feature_splits
+    if not splits or t.pretrain_heads == "none" or not cfg.backbone.pretrained or t.init_from:
         return
     device = resolve_device(t.device)
     model = build_model(cfg).to(device).eval()
     fingerprint = encoder_fingerprint(model)
-    splits = ("train", "validation", "dev") if t.method == "heads" else ("train", "validation")
     for task in tasks or t.tasks:
         feature_sources(model, [data[split][task] for split in splits], needs_tokens(model.heads[task]),
                         t.eval_batch_size, tokenizer.pad_token_id, device, resolve_amp(t.amp, device),
@@ -372,5 +373,15 @@ def posthoc(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> d
     return metrics
 
 
-METHODS = {"finetune": finetune, "heads": heads_only, "posthoc": posthoc,  # train.method
-           "random": random_predictor}
+@dataclass(frozen=True)
+class Method:
+    run: Callable[..., dict]          # (run, resume, data_dir, counts, progress) -> metrics.json's content
+    feature_splits: tuple[str, ...]   # splits it reads frozen-encoder features of, when heads are pretrained
+
+
+METHODS = {  # train.method
+    "finetune": Method(finetune, ("train", "validation")),
+    "heads": Method(heads_only, ("train", "validation", "dev")),
+    "posthoc": Method(posthoc, ()),
+    "random": Method(random_predictor, ()),
+}
