@@ -25,9 +25,7 @@ downloaded at run time.
 from __future__ import annotations
 
 import math
-import os
 import random
-import tempfile
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from mtlib.data.nltk_data import use_nltk_data
+from mtlib.io import atomic_path
 
 OPERATIONS = ("synonym_replacement", "random_insertion", "random_swap", "random_deletion")
 #: Operations that need at least two words to do anything sensible.
@@ -268,21 +267,9 @@ def write_augmented(df: pd.DataFrame, path) -> Path:
     """Write ``df`` as a tab-separated file in the course layout, atomically.
 
     The layout matches the course CSVs: an unnamed leading index column (0..n-1), then the
-    frame's columns (``id``, the text columns, the label). The file is written to a
-    temporary file in the same folder and renamed over ``path``, so readers never see a
-    partial file and a failure leaves any previous file untouched.
+    frame's columns (``id``, the text columns, the label).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            df.reset_index(drop=True).to_csv(f, sep="\t", index=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        df.reset_index(drop=True).to_csv(f, sep="\t", index=True)
     return path
