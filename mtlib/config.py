@@ -219,10 +219,20 @@ def parse_override(text: str) -> dict:
     keys = [k for k in path.strip().split(".") if k]
     if not keys:
         raise ConfigError(f"--set {text!r}: empty key")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({yaml_problem(err)})") from None
     for key in reversed(keys):
         value = {key: value}
     return value
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong, and where."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(getattr(err, "problem", None) or err).split())
 
 
 def read_params(path: str | Path = "params.yaml") -> dict:
@@ -232,7 +242,7 @@ def read_params(path: str | Path = "params.yaml") -> dict:
     try:
         params = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
     unknown = sorted(set(params) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; valid: {list(TOP_LEVEL_KEYS)}")
@@ -315,6 +325,10 @@ def validate(config: Config, where: str = "config") -> None:
     for name in ("epochs", "batches_per_epoch", "accumulation", "eval_batch_size"):
         if getattr(t, name) < 1:
             raise ConfigError(f"{where}.train.{name}: must be >= 1")
+    if t.max_grad_norm is not None and not t.max_grad_norm > 0:  # `not >` also refuses nan
+        raise ConfigError(f"{where}.train.max_grad_norm: must be > 0, or null for no clipping; got {t.max_grad_norm}")
+    if t.num_threads is not None and t.num_threads < 1:
+        raise ConfigError(f"{where}.train.num_threads: must be >= 1, or null for torch's default; got {t.num_threads}")
     if not 0.0 <= d.length_filter < 1.0:
         raise ConfigError(f"{where}.data.length_filter: must be in [0, 1)")
     if config.backbone.max_length < 8:

