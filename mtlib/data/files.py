@@ -95,29 +95,45 @@ def download(target: str | Path = "data/raw", base_url: str | None = None) -> Pa
     return target
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """The header and ``(line number, fields)`` of each row, read with csv's quoting rules."""
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t")
+def _open_rows(path: Path):
+    """``(open file, csv reader, header)``; a missing, unreadable or empty file is a DataError."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a task file")
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
+    reader = csv.reader(handle, delimiter="\t")
+    try:
+        header = next(_rows(path, reader), None)
+    except DataError:
+        handle.close()
+        raise
+    if header is None:
+        handle.close()
+        raise DataError(f"{path}:1: file is empty")
+    return handle, reader, header[1]
+
+
+def _rows(path: Path, reader):
+    """``(line number, fields)`` of each non-blank row, read with csv's quoting rules."""
+    while True:
         try:
-            header = next(reader)
+            fields = next(reader)
         except StopIteration:
-            raise DataError(f"{path}:1: file is empty") from None
-        rows = [(reader.line_num, fields) for fields in reader if fields]
-    return header, rows
+            return
+        except UnicodeDecodeError:
+            raise DataError(f"{path}:{reader.line_num + 1}: not UTF-8 text (is it a task file?)") from None
+        except csv.Error as err:
+            raise DataError(f"{path}:{reader.line_num}: {err}") from None
+        if fields:
+            yield reader.line_num, fields
 
 
-def read_task_file(path: str | Path, task: str, labelled: bool | None = None) -> pd.DataFrame:
-    """Read and validate one task file into a DataFrame with ``id``, text and label columns.
-
-    ``labelled=None`` means "labelled if the label column is present". Label values are
-    converted to float (STS) or int (SST, Quora). Quora rows with an empty label are
-    dropped with a warning that names them (quora-dev has two).
-    """
-    path, spec = Path(path), TASKS[task]
-    header, rows = _read_rows(path)
+def _columns(path: Path, header: list[str], spec: Task, labelled: bool | None) -> tuple[list[str], bool]:
+    """The columns to keep (id, text, label if labelled) and whether the file is labelled."""
     if len(header) == 1 and "," in header[0]:
         raise DataError(f"{path}:1: expected tab-separated columns, the header looks comma-separated")
     wanted = ["id", *spec.text_columns]
@@ -128,30 +144,63 @@ def read_task_file(path: str | Path, task: str, labelled: bool | None = None) ->
         missing.append(spec.label_column)
     if missing:
         raise DataError(f"{path}:1: missing column(s) {missing}; header has {header}")
-    if labelled:
-        wanted.append(spec.label_column)
-    index = {c: header.index(c) for c in wanted}
-    records, seen, dropped = [], {}, []
-    for line, fields in rows:
-        if len(fields) != len(header):
-            raise DataError(f"{path}:{line}: expected {len(header)} tab-separated fields, found {len(fields)}")
-        record = {c: fields[i] for c, i in index.items()}
-        if labelled and spec.drops_empty_labels and record[spec.label_column].strip() == "":
-            dropped.append(f"line {line} (id {record['id']})")
-            continue
-        for column in wanted[:-1] if labelled else wanted:
-            if record[column].strip() == "":
-                raise DataError(f"{path}:{line}: column {column!r} is empty")
-        if record["id"] in seen:
-            raise DataError(f"{path}:{line}: column 'id': duplicate id {record['id']!r} (first on line {seen[record['id']]})")
-        seen[record["id"]] = line
-        if labelled:
-            record[spec.label_column] = _parse_label(record[spec.label_column], spec, path, line)
-        records.append(record)
-    if dropped:
+    return wanted + [spec.label_column] * labelled, labelled
+
+
+def read_task_file(path: str | Path, task: str, labelled: bool | None = None) -> pd.DataFrame:
+    """Read and validate one task file into a DataFrame with ``id``, text and label columns.
+
+    ``labelled=None`` means "labelled if the label column is present". Label values are
+    converted to float (STS) or int (SST, Quora). Quora rows with an empty label are
+    dropped with a warning that names them (quora-dev has two).
+    """
+    return next(iter_task_file(path, task, labelled))
+
+
+def iter_task_file(path: str | Path, task: str, labelled: bool | None = None, chunk_rows: int | None = None,
+                   warn: bool = True):
+    """:func:`read_task_file` in DataFrames of ``chunk_rows`` rows (None: one DataFrame), so
+    that a file of any size is validated in constant memory (beyond one id per row, kept
+    to find duplicates). Every row is checked as it is read; ``warn=False`` leaves out the
+    warning about dropped rows (for a second pass over a file)."""
+    path, spec = Path(path), TASKS[task]
+    handle, reader, header = _open_rows(path)
+    with handle:
+        wanted, labelled = _columns(path, header, spec, labelled)
+        index = {c: header.index(c) for c in wanted}
+        records, seen, dropped, chunks = [], {}, [], 0
+        for line, fields in _rows(path, reader):
+            if len(fields) != len(header):
+                raise DataError(f"{path}:{line}: expected {len(header)} tab-separated fields, found {len(fields)}")
+            record = {c: fields[i] for c, i in index.items()}
+            if labelled and spec.drops_empty_labels and record[spec.label_column].strip() == "":
+                dropped.append(f"line {line} (id {record['id']})")
+                continue
+            records.append(_checked(record, wanted, labelled, spec, seen, path, line))
+            if chunk_rows and len(records) == chunk_rows:
+                yield _frame(records, wanted, spec)
+                records, chunks = [], chunks + 1
+    if dropped and warn:
         warnings.warn(f"{path}: dropped {len(dropped)} row(s) with an empty {spec.label_column!r}: {', '.join(dropped)}")
+    if records or not chunks:
+        yield _frame(records, wanted, spec)
+
+
+def _checked(record: dict, wanted: list[str], labelled: bool, spec: Task, seen: dict, path: Path, line: int) -> dict:
+    for column in wanted[:-1] if labelled else wanted:
+        if record[column].strip() == "":
+            raise DataError(f"{path}:{line}: column {column!r} is empty")
+    if record["id"] in seen:
+        raise DataError(f"{path}:{line}: column 'id': duplicate id {record['id']!r} (first on line {seen[record['id']]})")
+    seen[record["id"]] = line
+    if labelled:
+        record[spec.label_column] = _parse_label(record[spec.label_column], spec, path, line)
+    return record
+
+
+def _frame(records: list[dict], wanted: list[str], spec: Task) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records, columns=wanted)
-    for column in wanted[1:len(spec.text_columns) + 1]:
+    for column in spec.text_columns:
         frame[column] = frame[column].str.strip()
     return frame
 
