@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mtlib import seeds
+from mtlib.io import atomic_path
 from mtlib.tasks import TASKS
 
 
@@ -102,12 +104,25 @@ def _save_parts(path: Path, parts) -> None:
         tensors[f"{k}.offsets"] = torch.tensor(np.cumsum([0] + [len(s) for s in ids]), dtype=torch.int64)
         tensors[f"{k}.ids"] = torch.tensor([t for s in ids for t in s], dtype=torch.int32)
         tensors[f"{k}.types"] = torch.tensor([t for s in types for t in s], dtype=torch.int8)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
 
 
-def _load_parts(path: Path):
+def _load_parts(path: Path, rows: int):
+    """The cached parts, or None (with a warning) when the file is not a readable cache of
+    ``rows`` rows: a cache is rebuilt, never trusted blindly nor fatal."""
+    try:
+        parts = _read_parts(path)
+        problem = None if parts and all(len(ids) == rows for ids, _ in parts) else f"it does not hold {rows} rows"
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
+        problem = " ".join(str(err).split()) or type(err).__name__
+    if problem is None:
+        return parts
+    warnings.warn(f"{path}: unreadable tokenisation cache ({problem}); rebuilding it")
+    return None
+
+
+def _read_parts(path: Path):
     tensors = load_file(str(path))
     parts = []
     for k in range(len(tensors) // 3):
@@ -127,11 +142,10 @@ def encode_split(tokenizer, frame: pd.DataFrame, task: str, pair_mode: str, max_
     if cache_dir is not None:
         path = Path(cache_dir) / f"{task}-{_cache_key(tokenizer, backbone, frame, task, pair_mode, max_length)}.safetensors"
         if path.exists():
-            parts = _load_parts(path)
+            parts = _load_parts(path, len(frame))
     if parts is None:
         parts = tokenize(tokenizer, frame, task, pair_mode, max_length)
         if cache_dir is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
             _save_parts(path, parts)
     return EncodedSplit(task, frame["id"].tolist(), parts, labels)
 

@@ -14,6 +14,7 @@ The three never share a row. ``test-student`` (unlabelled) is read on request.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +22,7 @@ import pandas as pd
 from mtlib.config import Config
 from mtlib.data.augment import balance_classes, length_filter, write_augmented
 from mtlib.data.encode import EncodedSplit, encode_split
-from mtlib.data.files import file_name, find_data_dir, load_split, read_task_file, subsample
+from mtlib.data.files import DataError, file_name, find_data_dir, load_split, read_task_file, subsample
 from mtlib.io import write_csv
 from mtlib.tasks import TASK_NAMES, TASKS
 
@@ -90,9 +91,12 @@ def _augmented(frame, task: str, folder: Path):
     spec = TASKS[task]
     key = hashlib.sha256("\x1f".join(frame["id"]).encode() + f"{task}/{AUGMENTATION_SEED}".encode()).hexdigest()[:16]
     path = folder / f"{task}-train-augmented-{key}.csv"
-    if not path.exists():
-        augmented, classes = balance_classes(frame, list(spec.text_columns), spec.label_column,
-                                             seed=AUGMENTATION_SEED)
-        write_csv(path.with_name(path.stem + "-counts.csv"), classes.reset_index())
-        write_augmented(augmented, path)
+    if path.exists():
+        try:
+            return read_task_file(path, task)
+        except DataError as err:  # a cache: rebuilt, not fatal
+            warnings.warn(f"unreadable augmented training file ({err}); rebuilding it")
+    augmented, classes = balance_classes(frame, list(spec.text_columns), spec.label_column, seed=AUGMENTATION_SEED)
+    write_csv(path.with_name(path.stem + "-counts.csv"), classes.reset_index())
+    write_augmented(augmented, path)
     return read_task_file(path, task)

@@ -39,12 +39,14 @@ import copy
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -194,6 +196,20 @@ def load_features(path: str | Path) -> CachedFeatures:
                           [tensors[f"offsets.{p}"] for p in parts])
 
 
+def _load_cached(path: Path, rows: int) -> CachedFeatures | None:
+    """The cached features, or None (with a warning) when the file is not a readable cache of
+    ``rows`` rows: the features are then computed again and the file rewritten."""
+    try:
+        features = load_features(path)
+        problem = None if len(features) == rows else f"it holds {len(features)} rows, not {rows}"
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
+        problem = " ".join(str(err).split()) or type(err).__name__
+    if problem is None:
+        return features
+    warnings.warn(f"{path}: unreadable feature cache ({problem}); rebuilding it")
+    return None
+
+
 def load_or_encode(model, split: EncodedSplit, batch_size: int, pad_id: int, device: torch.device,
                    amp: str = "none", token_level: bool = False, cache_dir: str | Path | None = None,
                    fingerprint: str | None = None) -> CachedFeatures:
@@ -204,7 +220,9 @@ def load_or_encode(model, split: EncodedSplit, batch_size: int, pad_id: int, dev
     key = cache_key(fingerprint or encoder_fingerprint(model), model, split, amp, token_level)
     path = Path(cache_dir) / f"{split.task}-{key}.safetensors"
     if path.exists():
-        return load_features(path)
+        cached = _load_cached(path, len(split))
+        if cached is not None:
+            return cached
     features = encode_features(model, split, batch_size, pad_id, device, amp, token_level)
     save_features(path, features, {"task": split.task, "rows": str(len(split)), "amp": amp,
                                    "token_level": str(token_level)})
