@@ -1,7 +1,7 @@
 """Training one experiment: data -> model -> updates -> evaluation -> run folder.
 
-:func:`train` reads top to bottom: check the config, open the run folder, prepare the data,
-then hand over to the run's method (``METHODS``): fine-tuning, heads on the frozen encoder,
+:func:`train` reads top to bottom: check the config, prepare the data, claim the run folder
+(mtlib.training.runs.claim), then hand over to the run's method (``METHODS``): fine-tuning, heads on the frozen encoder,
 or the random predictor.
 
 Every run follows the report's protocol: the heads are first trained on the frozen encoder
@@ -30,7 +30,7 @@ from mtlib.config import Config, ConfigError, TrainConfig
 from mtlib.data.encode import BatchStream, EncodedSplit
 from mtlib.data.prepare import prepare_data
 from mtlib.io import write_csv, write_json
-from mtlib.model.backbone import load_tokenizer
+from mtlib.model.backbone import check_max_length, load_tokenizer
 from mtlib.model.multitask import MultitaskModel, add_task_pals, build_model, parameter_counts
 from mtlib.tasks import TASK_NAMES, TASKS, metric_key
 from mtlib.training import methods
@@ -40,7 +40,8 @@ from mtlib.training.evaluate import evaluate, prediction_frame, score
 from mtlib.training.precision import grad_scaler, resolve_amp, resolve_device
 from mtlib.training.pretrain import (encoder_fingerprint, evaluate_heads, feature_sources, needs_tokens,
                                      pretrain_heads)
-from mtlib.training.runs import RunFolder, RunState, save_config, write_history
+from mtlib.training import runs
+from mtlib.training.runs import RunFolder, RunState, write_history
 from mtlib.training.samplers import TaskSampler
 from mtlib.training.stepper import Stepper
 from mtlib.training.updates import updates_per_epoch
@@ -85,16 +86,20 @@ def selection_score(metrics: dict[str, float]) -> float:
 
 def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True) -> dict:
-    """Train ``cfg`` into ``out_dir``; returns metrics.json's content."""
+    """Train ``cfg`` into ``out_dir``; returns metrics.json's content.
+
+    The config, the backbone's limits, the device and the data are all checked before the
+    run folder is touched; the folder is then held for the whole run (:func:`runs.claim`)."""
     methods.check(cfg)
     method = methods.lookup(METHODS, cfg.train.method, "train.method").run
-    folder = _open_folder(Path(out_dir), resume, overwrite)
+    check_max_length(cfg.backbone)
     t = cfg.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     device = resolve_device(t.device)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, amp=resolve_amp(t.amp, device)))  # as run
     t = cfg.train
+    runs.check_folder(Path(out_dir), cfg, resume, overwrite)  # again under the lock; here it fails fast
     seeds.seed_everything(t.seed)
     tokenizer = load_tokenizer(cfg.backbone)
     counts: dict = {}
@@ -102,16 +107,9 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
     for split in ("validation", "dev"):
         data[split] = {task: data[split][task] for task in t.tasks}
         counts[split] = {task: len(encoded) for task, encoded in data[split].items()}
-    run = Run(cfg, folder, data, tokenizer, device, t.amp)
-    return method(run, resume, data_dir, counts, progress)
-
-
-def _open_folder(path: Path, resume: bool, overwrite: bool) -> RunFolder:
-    if path.exists() and any(path.iterdir()) and not (resume or overwrite):
-        raise FileExistsError(f"{path}: run folder is not empty; pass resume=True (--resume) or overwrite=True (--overwrite)")
-    if overwrite and not resume and path.exists():
-        shutil.rmtree(path)
-    return RunFolder(path)
+    with runs.claim(Path(out_dir), cfg, resume, overwrite) as folder:
+        run = Run(cfg, folder, data, tokenizer, device, t.amp)
+        return method(run, resume, data_dir, counts, progress)
 
 
 def finetune(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> dict:
@@ -124,8 +122,6 @@ def finetune(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> 
         state = _restore(run)
     elif resume and run.folder.metrics.exists():
         raise FileExistsError(f"{run.folder.path}: the run is complete (metrics.json exists); nothing to resume")
-    run.folder.path.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run.folder.config)
     per_epoch = updates_per_epoch(t)
     total, eval_every = t.epochs * per_epoch, t.eval_every or per_epoch
     bar = tqdm(total=total, initial=state.update, disable=not progress, desc=cfg.experiment, mininterval=5)
@@ -185,7 +181,7 @@ def _pretrain_heads(run: Run, progress: bool) -> dict[str, list[dict]]:
 
 def _restore(run: Run) -> RunState:
     """The training state of the last checkpoint, loaded into the run's objects."""
-    saved, tensors = load_checkpoint(run.folder.last, run.model, run.optimizer)
+    saved, tensors = load_checkpoint(run.folder.last, run.model, run.optimizer, config=runs.fingerprint(run.cfg))
     run.sampler.load_state_dict(saved["sampler"])
     for task, stream in run.streams.items():
         stream.load_state_dict(saved["streams"][task])
@@ -203,7 +199,8 @@ def _evaluate_and_checkpoint(run: Run, state: RunState, epoch: int) -> None:
                           "train_seconds": round(state.train_seconds, 3), **metrics})
     if selection_score(metrics) > state.best_score:
         state.best_score, state.best_update, state.bad_evals = selection_score(metrics), state.update, 0
-        save_checkpoint(run.folder.best, run.model, state={"update": state.update, "metrics": metrics})
+        save_checkpoint(run.folder.best, run.model, state={"update": state.update, "metrics": metrics},
+                        config=runs.fingerprint(run.cfg))
     else:
         state.bad_evals += 1
         state.stopped_early = t.patience is not None and state.bad_evals >= t.patience
@@ -212,7 +209,8 @@ def _evaluate_and_checkpoint(run: Run, state: RunState, epoch: int) -> None:
     saved = {"run": state.to_json(), "sampler": run.sampler.state_dict(), "scaler": run.scaler.state_dict(),
              "streams": {k: s.state_dict() for k, s in run.streams.items()}, "stepper": stepper_state,
              "rng": rng_state}
-    save_checkpoint(run.folder.last, run.model, run.optimizer, state=saved, tensors={**rng_tensors, **stepper_tensors})
+    save_checkpoint(run.folder.last, run.model, run.optimizer, state=saved, tensors={**rng_tensors, **stepper_tensors},
+                    config=runs.fingerprint(run.cfg))
     write_history(run.folder, state.history)
 
 
@@ -224,8 +222,6 @@ def random_predictor(run: Run, resume: bool, data_dir, counts: dict, progress: b
     if cfg.train.predict_test:
         splits["test"] = prepare_data(cfg, run.tokenizer, data_dir, splits=("test-student",))["test-student"]
     metrics = {"dev": {}}
-    run.folder.path.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run.folder.config)
     for split, encoded in splits.items():
         predictions = {task: TASKS[task].random_predictions(len(s), rng) for task, s in encoded.items()}
         scores = score({t: s for t, s in encoded.items() if s.labels is not None}, predictions)
@@ -299,7 +295,6 @@ def heads_only(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -
         raise ConfigError("train.method=heads trains only the heads: set train.pretrain_heads to joint or individual")
     run.model = build_model(cfg).to(run.device)
     history = _pretrain_heads(run, progress)
-    save_config(cfg, run.folder.config)
     kept = {task: next(row for row in rows if row["kept"]) for task, rows in history.items()}
     metrics = {"dev": {}, "validation": {metric_key(task): row[metric_key(task)] for task, row in kept.items()},
                "head_epochs": {task: row["epoch"] for task, row in kept.items()}}
@@ -357,7 +352,6 @@ def posthoc(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> d
         raise ConfigError("train.method=posthoc scores a trained run: set train.init_from to its folder")
     run.model = build_model(cfg).to(run.device)
     load_model_weights(Path(t.init_from.format(seed=t.seed)) / "checkpoints" / "best", run.model)
-    save_config(cfg, run.folder.config)
     adjustments = {"sst": fit_sst_adjustment(run)} if t.sst_adjustment else None
     metrics = {"dev": {}, "dev_unadjusted": evaluate(run.model, run.data["dev"], t.eval_batch_size, run.pad_id,
                                                      run.device, run.amp)[0]}

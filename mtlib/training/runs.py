@@ -1,26 +1,50 @@
 """Run folders: what a training run leaves on disk, and the state it resumes from.
 
-A run folder holds ``config.yaml`` (the resolved config), ``history.csv`` (one row per
-evaluation), ``metrics.json``, ``predictions/<task>-<split>.csv``, ``checkpoints/best``
-(weights of the best evaluation) and, until the run completes, ``checkpoints/last`` (the
-full training state, for ``--resume``). Every file is written atomically.
+A run folder holds ``.mtlib-run`` (the marker, written first: what makes a folder one that
+``--overwrite`` may replace), ``config.yaml`` (the resolved config), ``history.csv`` (one
+row per evaluation), ``metrics.json``, ``predictions/<task>-<split>.csv``,
+``checkpoints/best`` (weights of the best evaluation) and, until the run completes,
+``checkpoints/last`` (the full training state, for ``--resume``). Every file is written
+atomically.
+
+A run folder has one writer at a time: :func:`lock` takes an exclusive lock on
+``.<name>.lock`` beside the folder (beside, so that replacing the folder keeps the lock,
+and a DVC output holds no lock file) for the whole of a train, resume or evaluate.
+:func:`claim` checks what a run may do with a folder, under that lock; :func:`check_folder`
+runs the same checks without the lock, before a run spends time on its data.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import math
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import filelock
 import pandas as pd
 import yaml
 
-from mtlib.config import Config, config_from_dict
+from mtlib.config import Config, ConfigError, config_from_dict, yaml_problem
 from mtlib.io import write_csv, write_json, write_text
+from mtlib.training.checkpoint import checkpoint_exists
+
+MARKER = ".mtlib-run"
+MARKER_TEXT = "This folder is an mtlib run folder: `mtlib train --overwrite` may replace it.\n"
+# Config keys that say where a run computes, not what it computes: a resume may change them.
+WHERE_IT_RUNS = ("train.device", "train.num_threads", "data.dir", "data.cache_dir", "data.processed_dir")
+
 
 ADJUSTMENT_FILE = "sst_adjustment.safetensors"
 CURVE_COLUMNS = ("update", "epoch", "examples")
+
+
+class RunFolderError(FileExistsError):
+    """A folder this run may not write to: not a run folder, busy, or holding another run."""
 
 
 @dataclass
@@ -50,6 +74,10 @@ class RunFolder:
     """The paths of one run folder."""
 
     path: Path
+
+    @property
+    def marker(self) -> Path:
+        return self.path / MARKER
 
     @property
     def config(self) -> Path:
@@ -85,9 +113,16 @@ def save_config(cfg: Config, path: Path) -> None:
 
 def read_run_config(run_dir: str | Path) -> Config:
     path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not a run folder (no config.yaml)")
-    return config_from_dict(yaml.safe_load(path.read_text()), where=str(path))
+    if not path.is_file():
+        raise RunFolderError(f"{path}: missing; {run_dir} is not a finished run folder (train one with mtlib train)")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    return config_from_dict(tree, where=str(path))
+
 
 
 def write_history(folder: RunFolder, history: list[dict]) -> None:
@@ -118,3 +153,117 @@ def export_run(run_dir: str | Path, metrics_path: str | Path, curve_path: str | 
         curve = pd.DataFrame(columns=[*CURVE_COLUMNS, "dev_mean"])
     write_csv(curve_path, curve)
     return flat
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def identity(cfg: Config) -> dict:
+    """The config as flat ``{dotted key: value}``, without the keys that say where it runs."""
+    return {k: v for k, v in _flat(cfg.to_dict()).items() if k not in WHERE_IT_RUNS}
+
+
+def fingerprint(cfg: Config) -> str:
+    """A short hash of :func:`identity`: stored in every checkpoint, checked when one is loaded."""
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def differences(saved: Config, cfg: Config) -> list[str]:
+    """``key: saved -> now`` for every identity key that differs."""
+    a, b = identity(saved), identity(cfg)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def check_folder(path: Path, cfg: Config, resume: bool, overwrite: bool) -> bool:
+    """What a run may do with ``path``; raises RunFolderError when it may do nothing.
+    Returns True when the run starts the folder afresh (absent, empty, or replaced by
+    ``overwrite``), False when it continues the run there (``resume``). Only reads."""
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"{path}: exists and is not a folder (give --out a folder path)")
+    if not path.exists() or not any(path.iterdir()):
+        return True
+    if not (path / MARKER).exists():
+        raise RunFolderError(f"{path}: not empty and not a run folder (no {MARKER}); nothing is written there "
+                             "(choose another --out)")
+    if resume:
+        if (path / "config.yaml").exists():
+            changed = differences(read_run_config(path), cfg)
+            if changed:
+                more = f"; and {len(changed) - 6} more" if len(changed) > 6 else ""
+                raise RunFolderError(f"{path}: --resume with another config than the run's config.yaml: "
+                                     f"{'; '.join(changed[:6])}{more} (resume with the run's own settings, "
+                                     "or start a new run with another --out or --overwrite)")
+        return False
+    if overwrite:
+        return True
+    raise RunFolderError(f"{path}: run folder is not empty; pass --resume to continue it or --overwrite "
+                         "to replace it (resume=True / overwrite=True)")
+
+
+def _write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+
+
+@contextlib.contextmanager
+def lock(path: str | Path):
+    """Hold the run folder ``path``'s exclusive lock, or refuse at once naming its holder's pid."""
+    path = Path(path)
+    where = path.resolve()  # `--out .` or `--out run/` name the same folder as its full path
+    where.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = where.with_name(f".{where.name}.lock")
+    held = filelock.FileLock(lock_file, on_acquired=_write_pid)
+    try:
+        held.acquire(blocking=False)
+    except filelock.Timeout:
+        holder = lock_file.read_text().strip() or "unknown"
+        raise RunFolderError(f"{path}: in use by another mtlib process, pid {holder} (wait for it to finish: "
+                             "a run folder has one writer at a time)") from None
+    try:
+        yield
+    finally:
+        held.release()
+
+
+@contextlib.contextmanager
+def claim(path: str | Path, cfg: Config, resume: bool, overwrite: bool):
+    """Lock ``path`` for a training run and yield its :class:`RunFolder`, checked by
+    :func:`check_folder`: a fresh run empties the folder (its old run, with ``overwrite``)
+    and writes the marker and config.yaml; a resumed run keeps them. A fresh run that fails
+    before its first checkpoint leaves nothing behind (an empty folder the user made stays)."""
+    path = Path(path)
+    with lock(path):
+        fresh = check_folder(path, cfg, resume, overwrite)
+        users_empty_folder = path.is_dir() and not any(path.iterdir())
+        folder = RunFolder(path)
+        try:
+            if fresh:
+                _clear(path, remove_folder=False)
+            if not folder.marker.exists():
+                write_text(folder.marker, MARKER_TEXT)
+            if not folder.config.exists():
+                save_config(cfg, folder.config)
+            yield folder
+        except BaseException:
+            if fresh and not checkpoint_exists(folder.last) and not folder.metrics.exists():
+                with contextlib.suppress(OSError):  # the error that brought us here is the one to report
+                    _clear(path, remove_folder=not users_empty_folder)
+            raise
+
+
+def _clear(path: Path, remove_folder: bool) -> None:
+    """Delete what ``path`` holds (callers have checked that it is a run folder's)."""
+    for child in list(path.iterdir()) if path.is_dir() else []:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink(missing_ok=True)
+    if remove_folder and path.is_dir():
+        path.rmdir()
