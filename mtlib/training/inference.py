@@ -6,19 +6,25 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from mtlib.model.backbone import load_tokenizer
-from mtlib.training.adjust import load_adjustment
-from mtlib.training.checkpoint import load_model_weights
+import numpy as np
+import pandas as pd
+
 from mtlib.config import PerTask
-from mtlib.data.files import read_task_file
 from mtlib.data.encode import encode_split
-from mtlib.training.evaluate import evaluate, prediction_frame
-from mtlib.io import write_csv, write_json
-from mtlib.model.multitask import build_model
-from mtlib.tasks import TASKS
+from mtlib.data.files import iter_task_file
 from mtlib.data.prepare import prepare_data
+from mtlib.io import atomic_path, check_output, write_csv, write_json
+from mtlib.model.backbone import check_max_length, load_tokenizer
+from mtlib.model.multitask import build_model
+from mtlib.tasks import TASKS, metric_key
+from mtlib.training import runs
+from mtlib.training.adjust import load_adjustment
+from mtlib.training.checkpoint import CheckpointError, load_model_weights, reading
+from mtlib.training.evaluate import evaluate, predict_split, prediction_frame
 from mtlib.training.precision import resolve_device
 from mtlib.training.runs import ADJUSTMENT_FILE, read_run_config
+
+CHUNK_ROWS = 10_000  # rows predicted at a time: memory does not grow with the input file
 
 
 def _trained_nothing(run_dir: Path) -> bool:
@@ -33,49 +39,77 @@ def load_run(run_dir: str | Path, device: str | None = None):
     uses those of the run it started from (``train.init_from``)."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
+    check_max_length(cfg.backbone)
     best = run_dir / "checkpoints" / "best"
     if not (best / "model.safetensors").exists() and cfg.train.init_from and _trained_nothing(run_dir):
         best = Path(cfg.train.init_from.format(seed=cfg.train.seed)) / "checkpoints" / "best"
     if not (best / "model.safetensors").exists():
-        raise FileNotFoundError(f"{best}: no checkpoint (was the run trained with train.keep_checkpoint=false?)")
+        raise CheckpointError(f"{best}: no checkpoint (was the run trained with train.keep_checkpoint=false?)")
     device = resolve_device(device or cfg.train.device)
     model = build_model(cfg)
-    load_model_weights(best, model)
+    load_model_weights(best, model, config=runs.fingerprint(cfg))
     adjustments = None
     if (run_dir / ADJUSTMENT_FILE).exists():
-        adjustments = {"sst": load_adjustment(run_dir / ADJUSTMENT_FILE)[0]}
+        with reading(run_dir / ADJUSTMENT_FILE):
+            adjustments = {"sst": load_adjustment(run_dir / ADJUSTMENT_FILE)[0]}
     return cfg, model.to(device).eval(), load_tokenizer(cfg.backbone), device, adjustments
 
 
-def evaluate_run(run_dir: str | Path, data_dir=None, full_dev: bool = False) -> dict:
+def evaluate_run(run_dir: str | Path, data_dir=None, full_dev: bool = False,
+                 cache_dir: str | Path | None = None) -> dict:
     """Re-score the best checkpoint on dev (the run's dev sample, or all of dev) and write
-    test-student predictions; results go to ``<run>/evaluation/``."""
+    test-student predictions; results go to ``<run>/evaluation/``, with the run folder
+    locked. Tokenised data is cached in ``cache_dir`` (default: not cached), never where
+    the run's config.yaml says: a run folder does not decide where a command writes."""
     run_dir = Path(run_dir)
-    cfg, model, tokenizer, device, adjustments = load_run(run_dir)
-    if full_dev:
-        cfg = replace(cfg, data=replace(cfg.data, dev_size=PerTask(None, None, None)))
-    data = prepare_data(cfg, tokenizer, data_dir, splits=("dev", "test-student"))
-    out = run_dir / "evaluation"
-    results = {}
-    for split, name in (("dev", "dev"), ("test-student", "test")):
-        scores, predictions, _ = evaluate(model, data[split], cfg.train.eval_batch_size, tokenizer.pad_token_id,
-                                          device, cfg.train.amp, adjustments)
-        if scores:
-            results[name] = scores
-        for task, values in predictions.items():
-            write_csv(out / f"{task}-{name}.csv", prediction_frame(data[split][task], values))
-    write_json(out / "metrics.json", results)
+    read_run_config(run_dir)  # a folder that holds no run is refused before anything is locked or written
+    with runs.lock(run_dir):
+        cfg, model, tokenizer, device, adjustments = load_run(run_dir)
+        cfg = replace(cfg, data=replace(cfg.data, cache_dir=cache_dir))
+        if full_dev:
+            cfg = replace(cfg, data=replace(cfg.data, dev_size=PerTask(None, None, None)))
+        data = prepare_data(cfg, tokenizer, data_dir, splits=("dev", "test-student"))
+        out = run_dir / "evaluation"
+        results = {}
+        for split, name in (("dev", "dev"), ("test-student", "test")):
+            scores, predictions, _ = evaluate(model, data[split], cfg.train.eval_batch_size, tokenizer.pad_token_id,
+                                              device, cfg.train.amp, adjustments)
+            if scores:
+                results[name] = scores
+            for task, values in predictions.items():
+                write_csv(out / f"{task}-{name}.csv", prediction_frame(data[split][task], values))
+        write_json(out / "metrics.json", results)
     return results
 
 
-def predict_file(run_dir: str | Path, task: str, input_path: str | Path, output_path: str | Path) -> dict:
-    """Predict every row of ``input_path``; returns the metric when the file has labels."""
+def predict_file(run_dir: str | Path, task: str, input_path: str | Path, output_path: str | Path,
+                 chunk_rows: int | None = None) -> dict:
+    """Predict every row of ``input_path`` into ``output_path`` (CSV: id and the predicted
+    label, written atomically); returns the metric when the file has labels.
+
+    The whole input is validated before any model is loaded, then read again and predicted
+    ``chunk_rows`` rows at a time (default CHUNK_ROWS): memory holds one chunk, whatever the
+    file's size."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
-    frame = read_task_file(input_path, task)  # validated before any model is loaded
+    chunk_rows = chunk_rows or CHUNK_ROWS
+    check_output(output_path, inputs=[input_path])
+    for _ in iter_task_file(input_path, task, chunk_rows=chunk_rows):
+        pass
     cfg, model, tokenizer, device, adjustments = load_run(run_dir)
-    split = encode_split(tokenizer, frame, task, cfg.model.pair_mode, cfg.backbone.max_length)
-    scores, predictions, _ = evaluate(model, {task: split}, cfg.train.eval_batch_size, tokenizer.pad_token_id,
-                                      device, cfg.train.amp, adjustments)
-    write_csv(output_path, prediction_frame(split, predictions[task]))
-    return scores
+    batch_size, pad_id, adjustment = cfg.train.eval_batch_size, tokenizer.pad_token_id, (adjustments or {}).get(task)
+    predicted, labels = [], []
+    with atomic_path(output_path) as tmp, tmp.open("w", newline="") as out:
+        for k, frame in enumerate(iter_task_file(input_path, task, chunk_rows=chunk_rows, warn=False)):
+            if frame.empty:  # a file with a header and no rows: so is the output
+                pd.DataFrame(columns=["id", TASKS[task].label_column]).to_csv(out, index=False)
+                continue
+            split = encode_split(tokenizer, frame, task, cfg.model.pair_mode, cfg.backbone.max_length)
+            values = predict_split(model, split, batch_size, pad_id, device, cfg.train.amp, adjustment)
+            prediction_frame(split, values).to_csv(out, index=False, header=k == 0)
+            if split.labels is not None:
+                predicted.append(values)
+                labels.append(split.labels)
+    if not labels:
+        return {}
+    return {metric_key(task): TASKS[task].score(np.concatenate(predicted), np.concatenate(labels))}
