@@ -57,3 +57,12 @@ def current_rss_mib() -> float | None:
     except OSError:
         pass
     return None
+
+
+def rss_now_mib() -> float | None:
+    """This process's resident memory now (Linux; None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
