@@ -41,13 +41,15 @@ def load_run(run_dir: str | Path, device: str | None = None):
     cfg = read_run_config(run_dir)
     check_max_length(cfg.backbone)
     best = run_dir / "checkpoints" / "best"
-    if not (best / "model.safetensors").exists() and cfg.train.init_from and _trained_nothing(run_dir):
+    own = (best / "model.safetensors").exists()
+    if not own and cfg.train.init_from and _trained_nothing(run_dir):
         best = Path(cfg.train.init_from.format(seed=cfg.train.seed)) / "checkpoints" / "best"
     if not (best / "model.safetensors").exists():
         raise CheckpointError(f"{best}: no checkpoint (was the run trained with train.keep_checkpoint=false?)")
     device = resolve_device(device or cfg.train.device)
     model = build_model(cfg)
-    load_model_weights(best, model, config=runs.fingerprint(cfg))
+    # borrowed weights were made with the other run's config: only their names and shapes are checked
+    load_model_weights(best, model, config=runs.fingerprint(cfg) if own else None)
     adjustments = None
     if (run_dir / ADJUSTMENT_FILE).exists():
         with reading(run_dir / ADJUSTMENT_FILE):
