@@ -1,8 +1,8 @@
 """Training one experiment: data -> model -> updates -> evaluation -> run folder.
 
 :func:`train` reads top to bottom: check the config, prepare the data, claim the run folder
-(mtlib.training.runs.claim), then hand over to the run's method (``METHODS``): fine-tuning, heads on the frozen encoder,
-or the random predictor.
+(mtlib.training.runs.claim), then hand over to the run's method (``METHODS``): fine-tuning,
+heads on the frozen encoder, or the random predictor.
 
 Every run follows the report's protocol: the heads are first trained on the frozen encoder
 (``train.pretrain_heads``: joint or individual; mtlib.training.pretrain), then fine-tuning
