@@ -223,10 +223,14 @@ def test_individual_heads_keep_their_own_best_epochs(linear):
         assert scores == [row[metric_key(task)] for row in joint[task]]  # same trajectory either way
 
 
-def test_max_examples_trains_on_a_seeded_sample(linear):
+def test_max_examples_trains_every_seed_on_the_same_fixed_sample(linear, tmp_path):
     cfg, data, pad_id = linear
-    a, history = run(cfg, data, pad_id, epochs=2, max_examples=10)
-    b, _ = run(cfg, data, pad_id, epochs=2, max_examples=10)
+    sample = pretrain.pretraining_sample(data["train"]["sst"], 10)
+    assert len(sample) == 10 and set(sample.ids) < set(data["train"]["sst"].ids)
+    assert pretrain.pretraining_sample(data["train"]["sst"], 100) is data["train"]["sst"]
+    a, _ = run(cfg, data, pad_id, epochs=2, max_examples=10, cache_dir=tmp_path)
+    b, _ = run(cfg, data, pad_id, epochs=2, max_examples=10, cache_dir=tmp_path, seed=1)
     c, _ = run(cfg, data, pad_id, epochs=2)
-    assert all(torch.equal(v, head_states(b)[t][k]) for t, s in head_states(a).items() for k, v in s.items())
+    assert len(list(tmp_path.glob("sst-*"))) == 2  # the sample and validation, once for both seeds
+    assert not all(torch.equal(v, head_states(b)[t][k]) for t, s in head_states(a).items() for k, v in s.items())
     assert not all(torch.equal(v, head_states(c)[t][k]) for t, s in head_states(a).items() for k, v in s.items())

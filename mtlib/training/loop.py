@@ -39,7 +39,7 @@ from mtlib.training.checkpoint import checkpoint_exists, load_checkpoint, load_m
 from mtlib.training.evaluate import evaluate, prediction_frame, score
 from mtlib.training.precision import grad_scaler, resolve_amp, resolve_device
 from mtlib.training.pretrain import (encoder_fingerprint, evaluate_heads, feature_sources, needs_tokens,
-                                     pretrain_heads)
+                                     pretrain_heads, pretraining_sample)
 from mtlib.training import runs
 from mtlib.training.runs import RunFolder, RunState, write_history
 from mtlib.training.samplers import TaskSampler
@@ -251,16 +251,7 @@ def finish_run(run: Run, state: RunState, data_dir, counts: dict) -> dict:
     best = next(row for row in state.history if row["update"] == state.best_update)
     metrics = {"dev": {}, "validation": {k: v for k, v in best.items() if "/" in k or k == "mean"},
                "best_update": state.best_update, "updates": state.update, "stopped_early": state.stopped_early}
-    if adjustments:
-        metrics["dev_unadjusted"] = evaluate(run.model, run.data["dev"], t.eval_batch_size, run.pad_id, run.device,
-                                             run.amp)[0]
-    for split, encoded in _scored_splits(run, data_dir).items():
-        scores, predictions, timing = evaluate(run.model, encoded, t.eval_batch_size, run.pad_id, run.device,
-                                               run.amp, adjustments)
-        if scores:
-            metrics[split] = scores
-        metrics.setdefault("eval_examples_per_second", round(timing["examples_per_second"], 2))
-        _write_predictions(run, split, encoded, predictions)
+    _score_splits(run, data_dir, adjustments, metrics)
     seconds = max(state.train_seconds, 1e-9)
     metrics.update(train_seconds=round(state.train_seconds, 2),
                    train_examples_per_second=round(state.examples / seconds, 2),
@@ -271,6 +262,27 @@ def finish_run(run: Run, state: RunState, data_dir, counts: dict) -> dict:
     if not t.keep_checkpoint:
         shutil.rmtree(folder.path / "checkpoints", ignore_errors=True)
     return metrics
+
+
+def _score_splits(run: Run, data_dir, adjustments: dict | None, metrics: dict) -> None:
+    """Score dev (and test) once, write the predictions, put the scores into ``metrics``.
+    With ``adjustments`` ({task: W}) only those tasks are predicted a second time, through
+    W; the scores without it go to ``<split>_unadjusted``."""
+    t = run.cfg.train
+    for split, encoded in _scored_splits(run, data_dir).items():
+        scores, predictions, timing = evaluate(run.model, encoded, t.eval_batch_size, run.pad_id, run.device, run.amp)
+        if adjustments:
+            adjusted = {task: encoded[task] for task in adjustments if task in encoded}
+            predictions.update(evaluate(run.model, adjusted, t.eval_batch_size, run.pad_id, run.device, run.amp,
+                                        adjustments)[1])
+            if scores:
+                metrics[f"{split}_unadjusted"] = scores
+                scores = score({k: s for k, s in encoded.items() if s.labels is not None},
+                               {k: predictions[k] for k, s in encoded.items() if s.labels is not None})
+        if scores:
+            metrics[split] = scores
+        metrics.setdefault("eval_examples_per_second", round(timing["examples_per_second"], 2))
+        _write_predictions(run, split, encoded, predictions)
 
 
 def _scored_splits(run: Run, data_dir) -> dict[str, dict[str, EncodedSplit]]:
@@ -314,8 +326,8 @@ def warm_caches(cfg: Config, data_dir=None, tasks=None) -> None:
     """Compute what every seed of ``cfg`` shares, so that runs side by side find it in the
     caches instead of each computing it: the tokenised and EDA-balanced data and, where the
     heads are pretrained on a pretrained encoder, its features for ``tasks`` (default: all
-    of the run's). Runs with ``cfg``'s thread count, so the features are those a run would
-    compute itself."""
+    of the run's; training rows capped as pretraining caps them). Runs with ``cfg``'s thread
+    count, so the features are those a run would compute itself."""
     t = cfg.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
@@ -328,7 +340,9 @@ def warm_caches(cfg: Config, data_dir=None, tasks=None) -> None:
     model = build_model(cfg).to(device).eval()
     fingerprint = encoder_fingerprint(model)
     for task in tasks or t.tasks:
-        feature_sources(model, [data[split][task] for split in splits], needs_tokens(model.heads[task]),
+        encoded = [data[split][task] for split in splits]
+        encoded[0] = pretraining_sample(encoded[0], t.pretrain_args.get("max_examples"))
+        feature_sources(model, encoded, needs_tokens(model.heads[task]),
                         t.eval_batch_size, tokenizer.pad_token_id, device, resolve_amp(t.amp, device),
                         cache_dir=Path(cfg.data.cache_dir) / "features", fingerprint=fingerprint)
 
@@ -353,14 +367,8 @@ def posthoc(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> d
     run.model = build_model(cfg).to(run.device)
     load_model_weights(Path(t.init_from.format(seed=t.seed)) / "checkpoints" / "best", run.model)
     adjustments = {"sst": fit_sst_adjustment(run)} if t.sst_adjustment else None
-    metrics = {"dev": {}, "dev_unadjusted": evaluate(run.model, run.data["dev"], t.eval_batch_size, run.pad_id,
-                                                     run.device, run.amp)[0]}
-    for split, encoded in _scored_splits(run, data_dir).items():
-        scores, predictions, _ = evaluate(run.model, encoded, t.eval_batch_size, run.pad_id, run.device, run.amp,
-                                          adjustments)
-        if scores:
-            metrics[split] = scores
-        _write_predictions(run, split, encoded, predictions)
+    metrics = {"dev": {}}
+    _score_splits(run, data_dir, adjustments, metrics)
     metrics.update(best_update=0, updates=0, stopped_early=False, train_seconds=0.0, data=counts,
                    params=parameter_counts(run.model), precision=run.amp, **_identity(run))
     write_json(run.folder.metrics, metrics)

@@ -371,18 +371,15 @@ def _scores(history: dict[str, list[dict]]) -> dict[str, list[float]]:
     return {task: [row[metric_key(task)] for row in rows] for task, rows in history.items()}
 
 
-@dataclass
-class RowSubset:
-    """The rows ``rows`` of a feature source (cached or not), renumbered 0..len(rows)-1."""
+SAMPLE_SEED = 0  # the rows heads pretrain on when a split is capped: the same for every training seed
 
-    source: object
-    rows: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def batch(self, rows: np.ndarray, device: torch.device) -> Features:
-        return self.source.batch(self.rows[np.asarray(rows)], device)
+def pretraining_sample(split: EncodedSplit, max_examples: int | None) -> EncodedSplit:
+    """``split``, or a fixed sample of ``max_examples`` of its rows (in their order)."""
+    if max_examples is None or len(split) <= max_examples:
+        return split
+    rng = np.random.default_rng(seeds.task_seed(SAMPLE_SEED, split.task))
+    return split.take(np.sort(rng.choice(len(split), max_examples, replace=False)))
 
 
 def feature_sources(model, splits: list[EncodedSplit], token_level: bool, eval_batch_size: int, pad_id: int,
@@ -406,7 +403,8 @@ def pretrain_heads(model, train: dict[str, EncodedSplit], validation: dict[str, 
     shuffled passes (mini-batches of ``batch_size`` — an int or ``{task: int}``), the
     validation metric after every pass, ``patience`` passes without improvement to stop
     (None: never), weights kept at the epoch ``selection`` picks. ``max_examples``: train
-    each head on at most that many examples (a sample seeded by ``(seed, task)``).
+    each head on at most that many examples, a fixed sample (:data:`SAMPLE_SEED`), so that
+    every seed reads the same cached features.
     ``cache=False`` runs the encoder on every batch instead of once. The encoder and the
     global RNG states are left as they were.
 
@@ -420,12 +418,9 @@ def pretrain_heads(model, train: dict[str, EncodedSplit], validation: dict[str, 
     trainers, started = {}, time.perf_counter()
     for task, split in train.items():
         head = model.heads[task]
+        split = pretraining_sample(split, max_examples)
         sources = feature_sources(model, [split, validation[task]], needs_tokens(head), eval_batch_size, pad_id,
                                   device, amp, cache, cache_dir, fingerprint)
-        if max_examples is not None and len(split) > max_examples:  # the features of the whole split stay cached
-            rng = np.random.default_rng(seeds.task_seed(seed, task))
-            rows = np.sort(rng.choice(len(split), max_examples, replace=False))
-            split, sources[0] = split.take(rows), RowSubset(sources[0], rows)
         size = batch_size if isinstance(batch_size, int) else batch_size[task]
         trainers[task] = HeadTrainer(head, split, validation[task], sources, size, seed, lr, weight_decay,
                                      bucketing, eval_batch_size, device, amp)
