@@ -355,12 +355,12 @@ def check_lock(root: str | Path = ".") -> list[str]:
     """Problems (empty list: none) where the published outputs disagree with dvc.lock.
 
     Published outputs are the ``cache: false`` outs of dvc.yaml (the table, the figures, the
-    report) that git tracks. Each must have the hash dvc.lock
-    records for it (DVC computes and compares it); a stage of which one output is published
-    must have them all published; and every tracked file under :data:`PUBLISHED` must be
-    such an output (no stale figure left behind). Outputs that git does not track are
-    unpublished, not in disagreement: a clone before the first committed run passes, and
-    so does a working copy whose fresh, uncommitted run has updated dvc.lock."""
+    report) that git tracks. Each must have the hash dvc.lock records for it (DVC computes
+    and compares it); a stage of which one output is published must have them all
+    published; and every tracked file under :data:`PUBLISHED` must be such an output (no
+    stale figure left behind). Outputs that git does not track are unpublished, not in
+    disagreement: a clone before the first committed run passes, and so does a working
+    copy whose fresh, uncommitted run has updated dvc.lock."""
     from dvc.repo import Repo
 
     root = Path(root).resolve()
