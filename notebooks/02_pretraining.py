@@ -16,7 +16,7 @@
 # # 02 Individual head pretraining
 #
 # The report's AdvancedModel first trains each task's head alone with the encoder frozen
-# (learning rate 1e-3, up to 25 epochs, patience 3 on the task's dev metric) and keeps each
+# (learning rate 1e-3, up to 25 epochs, patience 3 on the task's validation metric) and keeps each
 # head's best epoch; multitask fine-tuning then starts from those heads. Because the encoder
 # is frozen, its output for a split never changes: it is computed once, cached on disk, and
 # every epoch after the first costs only the head.
@@ -72,27 +72,25 @@ Markdown(
 
 # %%
 history = pretrain_heads(model, {task: data["train"][task] for task in t.tasks},
-                         {task: data["dev"][task] for task in t.tasks}, seed=t.seed,
+                         {task: data["validation"][task] for task in t.tasks}, seed=t.seed,
                          batch_size={task: t.batch_size[task] for task in t.tasks}, device=device,
                          amp=resolve_amp(t.amp, device), pad_id=tokenizer.pad_token_id,
                          eval_batch_size=t.eval_batch_size, bucketing=cfg.data.bucketing,
-                         cache_dir=Path(cfg.data.cache_dir) / "features", **t.pretrain_args)
+                         cache_dir=Path(cfg.data.cache_dir) / "features", selection=t.pretrain_heads,
+                         **t.pretrain_args)
 frame = analysis.pretrain_frame(history)
 write_csv(history_path, frame)
 best = analysis.best_pretrain_epochs(frame)
 best
 
 # %% tags=["hide-input"]
-first = frame.groupby("task")["seconds"].first()
-rest = frame[frame["epoch"] > 1].groupby("task")["seconds"].median()
 display(Markdown(
-    "Best dev scores of the pretrained heads: " + "; ".join(
+    "Best validation scores of the pretrained heads: " + "; ".join(
         f"{task} {row.metric} {row.best_score:.3f} at epoch {row.best_epoch} of {row.epochs_run}"
         for task, row in best.iterrows()) + ". "
-    f"The first epoch, which encodes (or loads) the frozen features, took "
-    f"{', '.join(f'{task} {s:.1f} s' for task, s in first.items())}; later epochs a median of "
-    f"{', '.join(f'{task} {s:.2f} s' for task, s in rest.items())}."))
+    f"Encoding (or loading) the frozen features took {frame['seconds'].max():.1f} s, before the first epoch; "
+    "every epoch after that costs only the heads."))
 plotting.plot_learning_curves(frame.rename(columns={"task": "experiment"}).assign(seed=seed),
                               figure_path, metric="score", x="epoch",
                               labels={task: row.metric for task, row in best.iterrows()},
-                              title="Individual head pretraining: dev metric per epoch (encoder frozen)")
+                              title="Individual head pretraining: validation metric per epoch (encoder frozen)")

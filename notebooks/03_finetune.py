@@ -97,4 +97,5 @@ if len(history):
     ax.set(title=f"{experiment}: dev {metric} during training, one line per seed",
            xlabel="training examples seen", ylabel=f"dev {metric}")
 else:
-    display(Markdown("The random predictor does not train: it has no learning curve."))
+    display(Markdown("This experiment does not fine-tune (the random predictor, the heads alone): "
+                     "it has no learning curve."))

@@ -25,12 +25,15 @@
 # PALs, everything else frozen. Each PAL starts with **no influence**: V_D = 0, so the model
 # computes exactly what the AdvancedModel computed, while V_E, the queries, keys and values
 # are random so that the gradient of V_D is not zero. (The report set both V_E and V_D to
-# zero; then g(V_E h) = 0 and every PAL gradient is zero forever.) The starting point is
-# scored first and competes for the best checkpoint, so the PALs have to earn their place.
+# zero; then g(V_E h) = 0 and every PAL gradient is zero forever.) The starting point is no
+# candidate for the best checkpoint: the weights kept always include trained PALs.
+#
+# `pal_after_adjusted` trains nothing: it scores PAL-after's weights again through the SST
+# adjustment matrix fitted on them.
 
 # %% tags=["parameters"]
 profile = None              # smoke, cpu or paper; None: params.yaml's `profile`
-experiment = "pal_after"    # pal_after or pal_after_adjusted (+ the SST adjustment matrix)
+experiment = "pal_after"    # an experiment of params.yaml's pipeline.pal_experiments
 seeds = None                # None: params.yaml's pipeline.seeds; or one seed (3) or several ("1,2")
 workers = 0                 # runs at once; 0: one per free core on a CPU, one on a GPU
 params = "params.yaml"
@@ -55,7 +58,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto wi
 
 import pandas as pd
 import seaborn as sns
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
 from mtlib.config import load_config, resolve_seeds
 from mtlib.training.runs import export_runs, run_history, run_summary, seeds_table
@@ -96,22 +99,24 @@ seeds_table(metrics).round(4)
 
 # %% tags=["hide-input"]
 Markdown(
-    "Dev mean before the PALs and after: " + "; ".join(
+    "Dev mean of the starting run and of this one: " + "; ".join(
         f"seed {seed} {starts[seed]['dev_score']:.3f} -> {s['dev_score']:.3f} "
         f"({s['dev_score'] - starts[seed]['dev_score']:+.3f}), best evaluation at update {s['best_update']} "
         f"of {s['updates']}" for seed, s in zip(seeds, summaries))
-    + " (update 0: the PALs never beat the starting point). Only "
-    f"{summaries[0]['params_trainable']:,} of {summaries[0]['params_total']:,} parameters "
-    f"({summaries[0]['params_trainable'] / summaries[0]['params_total']:.2%}) were trained, in "
-    f"{sum(s['train_seconds'] for s in summaries):.0f} s in all.")
+    + f". {summaries[0]['params_trainable']:,} of {summaries[0]['params_total']:,} parameters "
+    f"({summaries[0]['params_trainable'] / summaries[0]['params_total']:.2%}) are trainable; "
+    f"{sum(s['train_seconds'] for s in summaries):.0f} s of training in all.")
 
 # %% [markdown]
-# ## Learning curves (update 0 is the AdvancedModel)
+# ## Learning curves
 
 # %% tags=["hide-input"]
 history = pd.concat([run_history(job.out_dir) for job in jobs], ignore_index=True)
 metric = summaries[0]["curve_metric"]
-ax = sns.lineplot(data=history.assign(seed=history["seed"].astype(str)), x="examples", y=metric, hue="seed",
-                  marker="o")
-ax.set(title=f"{experiment}: dev {metric} during training, one line per seed",
-       xlabel="training examples seen", ylabel=f"dev {metric}");
+if len(history):
+    ax = sns.lineplot(data=history.assign(seed=history["seed"].astype(str)), x="examples", y=metric,
+                      hue="seed", marker="o")
+    ax.set(title=f"{experiment}: dev {metric} during training, one line per seed",
+           xlabel="training examples seen", ylabel=f"dev {metric}")
+else:
+    display(Markdown("This experiment does not train: it has no learning curve."))

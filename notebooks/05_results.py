@@ -16,8 +16,8 @@
 # # 05 Results
 #
 # Every run under `results/runs/`, summarised per experiment over its seeds (mean ± std and
-# a 95% t-interval), beside the report's single-run number from its Table 2, with the paired
-# difference to the BaseModel over the seeds both share.
+# a 95% t-interval), beside the report's single-run number from its Table 2, with each row's
+# paired difference to the row it builds on (its parent in params.yaml's `pipeline.rows`).
 
 # %% tags=["parameters"]
 params = "params.yaml"
@@ -25,7 +25,6 @@ runs_dir = "results/runs"
 table_csv = "results/table.csv"
 table_md = "results/table.md"
 figures_dir = "figures"
-baseline = "base_model"          # the paired differences are taken against this experiment
 compromise = "hidden_compromise" # Gradient Compromise ...
 annealed = "hidden"              # ... against the annealed sampler it builds on
 
@@ -50,9 +49,8 @@ from mtlib.study.report import REPORT_TABLE2, collect_histories, collect_runs, s
 
 pipeline = read_params(params)["pipeline"]
 runs = collect_runs(runs_dir)
-labels = {experiment: row["label"] for experiment, row in pipeline["rows"].items() if row["label"]}
-summary = summarise(runs, labels, baseline=baseline)
-write_table(summary, table_csv, table_md, baseline=baseline)
+summary = summarise(runs, pipeline["rows"])
+write_table(summary, table_csv, table_md)
 
 # %% tags=["hide-input"]
 Markdown(Path(table_md).read_text())

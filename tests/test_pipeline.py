@@ -28,9 +28,13 @@ PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 def test_pipeline_runs_cross_experiments_and_seeds():
     params = {"experiments": {"a": {}, "b": {}, "p": {}},
-              "pipeline": {"seeds": [1, 3], "experiments": ["b", "a"], "pal_experiments": ["p"]}}
+              "pipeline": {"seeds": [1, 3], "experiments": ["b", "a"], "pal_experiments": {"p": "a"}}}
     assert pipeline.pipeline_runs(params) == [("b", 1), ("b", 3), ("a", 1), ("a", 3), ("p", 1), ("p", 3)]
     assert pipeline.pipeline_runs(params, pal=True) == [("p", 1), ("p", 3)]
+    params["pipeline"]["pal_experiments"]["p"] = "start_typo"
+    with pytest.raises(KeyError, match="start_typo"):
+        pipeline.pipeline_runs(params)
+    params["pipeline"]["pal_experiments"]["p"] = "a"
     params["pipeline"]["experiments"].append("typo")
     with pytest.raises(KeyError, match="typo"):
         pipeline.pipeline_runs(params)
@@ -284,8 +288,13 @@ def _stage_notebook(stage) -> str:
     return re.search(r"notebooks/\S+\.py", stage["cmd"]).group(0)
 
 
+def _stages():
+    """dvc.yaml's stages, each as its definition (a foreach stage's `do`)."""
+    return {name: stage.get("do", stage) for name, stage in DVC["stages"].items()}
+
+
 def _notebook_stages():
-    return {name: stage for name, stage in DVC["stages"].items() if "papermill" in stage["cmd"]}
+    return {name: stage for name, stage in _stages().items() if "papermill" in stage["cmd"]}
 
 
 def test_every_notebook_has_one_stage_and_numbers_are_in_order():
@@ -299,7 +308,7 @@ def test_every_notebook_has_one_stage_and_numbers_are_in_order():
 
 @pytest.mark.parametrize("name", list(_notebook_stages()))
 def test_stage_deps_are_the_notebook_and_its_import_closure(name):
-    stage = DVC["stages"][name]
+    stage = _stages()[name]
     notebook = _stage_notebook(stage)
     mtlib_deps = sorted(d for d in stage["deps"] if d.startswith("mtlib/"))
     assert notebook in stage["deps"]
@@ -308,11 +317,11 @@ def test_stage_deps_are_the_notebook_and_its_import_closure(name):
 
 def test_training_stages_import_nothing_from_the_study_layer():
     for name in ("finetune", "pal_after"):
-        assert not [d for d in DVC["stages"][name]["deps"] if d.startswith("mtlib/study")], name
+        assert not [d for d in _stages()[name]["deps"] if d.startswith("mtlib/study")], name
 
 
 def test_report_stage_deps_are_pipeline_and_its_imports():
-    stage = DVC["stages"]["report"]
+    stage = _stages()["report"]
     assert sorted(d for d in stage["deps"] if d.startswith("mtlib/")) == pipeline.layer_deps(
         pipeline.module_closure(["mtlib.study.pipeline"], ROOT))
     assert "reports/executed" in stage["deps"]
@@ -321,16 +330,14 @@ def test_report_stage_deps_are_pipeline_and_its_imports():
 def test_matrix_lists_are_params_pipeline_section():
     section = PARAMS["pipeline"]
     assert DVC["stages"]["finetune"]["matrix"] == {"experiment": "${pipeline.experiments}"}
-    assert DVC["stages"]["pal_after"]["matrix"] == {"experiment": "${pipeline.pal_experiments}"}
+    assert DVC["stages"]["pal_after"]["foreach"] == "${pipeline.pal_experiments}"
     for name in ("finetune", "pal_after"):
-        assert "pipeline.seeds" in DVC["stages"][name]["params"]  # one stage trains every seed
-    assert section["pal_experiments"] == ["pal_after", "pal_after_adjusted"]
-    # every experiment runs exactly once: the PAL-after ones in their own stage (they need advanced_model)
-    assert sorted(section["experiments"] + section["pal_experiments"]) == sorted(PARAMS["experiments"])
-    assert "advanced_model" in section["experiments"]
-    assert "results/runs/advanced_model" in DVC["stages"]["pal_after"]["deps"]
-    for name in section["pal_experiments"]:
-        assert PARAMS["experiments"][name]["train"]["init_from"] == "results/runs/advanced_model/seed{seed}"
+        assert "pipeline.seeds" in _stages()[name]["params"]  # one stage trains every seed
+    # every experiment runs exactly once: those that start from another's runs in their own stage
+    assert sorted(section["experiments"] + list(section["pal_experiments"])) == sorted(PARAMS["experiments"])
+    assert "results/runs/${item}" in _stages()["pal_after"]["deps"]  # the runs it starts from
+    for name, start in section["pal_experiments"].items():
+        assert PARAMS["experiments"][name]["train"]["init_from"] == f"results/runs/{start}/seed{{seed}}"
     assert section["seeds"] and all(isinstance(s, int) for s in section["seeds"])
 
 
@@ -367,14 +374,14 @@ def test_parameters_are_primitives_and_stages_pass_only_identity():
 
 
 def test_run_stage_outputs_match_the_notebook_defaults():
-    for name in ("finetune", "pal_after"):
-        stage = DVC["stages"][name]
+    for name, item in (("finetune", "${item.experiment}"), ("pal_after", "${key}")):
+        stage = _stages()[name]
         defaults = _parameters(ROOT / _stage_notebook(stage))
         outs = pipeline.declared_outputs(ROOT / "dvc.yaml")[name]
-        assert f"{defaults['runs_dir']}/${{item.experiment}}" in outs
-        assert f"{defaults['metrics_dir']}/${{item.experiment}}.json" in outs
-        assert f"{defaults['curves_dir']}/${{item.experiment}}.csv" in outs
-        assert f"experiments.${{item.experiment}}" in stage["params"]
+        assert f"{defaults['runs_dir']}/{item}" in outs
+        assert f"{defaults['metrics_dir']}/{item}.json" in outs
+        assert f"{defaults['curves_dir']}/{item}.csv" in outs
+        assert f"experiments.{item}" in stage["params"]
         assert defaults["seeds"] is None  # params.yaml's pipeline.seeds
 
 
@@ -386,7 +393,7 @@ def test_published_outputs_are_git_files_and_training_outputs_dvc_cached():
     """What the repository publishes (table, figures, report) is `cache: false`; every output
     of a stage that trains is in DVC's cache, which a remote's run-cache needs to share it."""
     published = ("figures/", "reports/html", "reports/index.html", "results/table.")
-    for name, stage in DVC["stages"].items():
+    for name, stage in _stages().items():
         for entry in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
             path = entry if isinstance(entry, str) else next(iter(entry))
             assert _cache(entry) is not path.startswith(published), (name, path)
@@ -420,7 +427,7 @@ def test_finetune_notebook_runs_end_to_end_on_generated_data(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     run = runs / "base_model" / "seed2"
     assert json.loads((run / "metrics.json").read_text())["seed"] == 2
-    assert sorted(p.name for p in (runs / "base_model").iterdir()) == ["seed2"]  # -p seeds 2: that seed only
+    assert sorted(p.name for p in (runs / "base_model").glob("seed*")) == ["seed2"]  # -p seeds 2: that seed only
     assert set(json.loads((metrics / "base_model.json").read_text())["seed2"]["dev"]) >= {"sst/acc", "mean"}
     assert set(pd.read_csv(curves / "base_model.csv")["seed"]) == {2}
     executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)

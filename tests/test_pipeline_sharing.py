@@ -30,7 +30,7 @@ def origin_project(folder, remote):
     project = scratch_pipeline(folder)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["profile"] = "smoke"
-    params["pipeline"].update(seeds=[1], experiments=EXPERIMENTS, pal_experiments=[])
+    params["pipeline"].update(seeds=[1], experiments=EXPERIMENTS, pal_experiments={})
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_tool(["git", "init", "-q"], project)
     run_tool(["dvc", "init", "-q"], project)

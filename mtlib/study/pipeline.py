@@ -57,15 +57,17 @@ PUBLISHED = ("figures/", "reports/index.html", "reports/html/", "results/table."
 def pipeline_runs(params: Mapping | str | Path = "params.yaml", pal: bool | None = None) -> list[tuple[str, int]]:
     """``(experiment, seed)`` for every run the pipeline makes: ``pipeline.experiments`` x
     ``pipeline.seeds``, then ``pipeline.pal_experiments`` x seeds (``pal=False``: only the
-    former, ``pal=True``: only the latter)."""
+    former, ``pal=True``: only the latter). ``pal_experiments`` maps each experiment to the
+    one whose runs it starts from; every name must be an experiment of params.yaml."""
     if not isinstance(params, Mapping):
         params = yaml.safe_load(Path(params).read_text())
     section = params.get("pipeline") or {}
-    listed = set(section.get("experiments", [])) | set(section.get("pal_experiments", []))
+    starts = dict(section.get("pal_experiments") or {})
+    listed = set(section.get("experiments", [])) | set(starts) | set(starts.values())
     unknown = sorted(listed - set(params.get("experiments", {})))
     if unknown:
         raise KeyError(f"pipeline lists experiment(s) {unknown} that params.yaml's experiments lack")
-    lists = {False: section.get("experiments", []), True: section.get("pal_experiments", [])}
+    lists = {False: section.get("experiments", []), True: list(starts)}
     chosen = [False, True] if pal is None else [pal]
     return [(e, int(s)) for which in chosen for e in lists[which] for s in section.get("seeds", [])]
 
@@ -272,10 +274,11 @@ def _out_paths(entries) -> list[str]:
 
 def declared_outputs(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[str]]:
     """``{stage: [path, ...]}``: each stage's outs, metrics and plots as written in dvc.yaml
-    (templated paths such as ``${item.experiment}`` are left as they are)."""
+    (templated paths such as ``${item.experiment}`` or ``${key}`` are left as they are)."""
     stages = yaml.safe_load(Path(dvc_yaml).read_text()).get("stages", {})
-    return {name: _out_paths(stage.get("outs")) + _out_paths(stage.get("metrics")) + _out_paths(stage.get("plots"))
-            for name, stage in stages.items()}
+    bodies = {name: stage.get("do", stage) for name, stage in stages.items()}  # a foreach stage's body is `do`
+    return {name: _out_paths(body.get("outs")) + _out_paths(body.get("metrics")) + _out_paths(body.get("plots"))
+            for name, body in bodies.items()}
 
 
 def _nonempty(root: Path, name: str) -> list[str]:
