@@ -89,6 +89,10 @@ def test_build_report_renders_every_notebook_and_links_them_in_order(tmp_path):
         assert "Markdown(f'prose of {computed}')" not in text          # ... prose only its output
         assert "seed = " not in text                                  # the parameters cells are left out
         assert not re.search(r"(In|Out)\s*\[", text)                  # no prompts
+        head = page_html[:page_html.index("</head>")]
+        (sheet,) = re.findall(r'<link rel="stylesheet" href="([^"]+)">', head)  # styles in one shared file
+        assert "<style" not in head and ".jp-Cell" in (tmp_path / "out" / page["href"]).parent.joinpath(sheet).read_text()
+    assert len(list((tmp_path / "out" / "html").glob("style-*.css"))) == 1
     index = (tmp_path / "out" / "index.html").read_text()
     positions = [index.index(f'href="{p["href"]}"') for p in pages]
     assert positions == sorted(positions)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import html
 import os
 import re
@@ -46,6 +47,7 @@ FILE_LAYERS = ("mtlib/study",)
 # tagged with one of REMOVED_CELL_TAGS are left out (papermill's parameters, which every
 # page's "what was run" header states).
 HIDE_INPUT_TAG = "hide-input"
+HEAD_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.S)
 REMOVED_CELL_TAGS = ("parameters", "injected-parameters")
 # What the repository publishes: committed files there must be cache: false outputs of dvc.yaml.
 PUBLISHED = ("figures/", "reports/index.html", "reports/html/", "results/table.")
@@ -165,10 +167,11 @@ def _reading_order(relative: Path, notebook, order: Sequence[str]) -> tuple:
     return relative.parts[0], rank.get(experiment, len(rank)), experiment, relative
 
 
-def render_html(notebook, path: str | Path, title: str = "notebook") -> Path:
-    """One executed notebook (a NotebookNode) as a self-contained HTML page (images inline)
-    that reads as a report: cells tagged ``hide-input`` show their outputs only, the
-    parameters cells are left out, and no cell carries an In/Out prompt."""
+def render_html(notebook, path: str | Path, title: str = "notebook", styles_dir: str | Path | None = None) -> Path:
+    """One executed notebook (a NotebookNode) as an HTML page (images inline) that reads as a
+    report: cells tagged ``hide-input`` show their outputs only, the parameters cells are
+    left out, and no cell carries an In/Out prompt. With ``styles_dir`` the page's style
+    sheets go to a file there that every page shares (:func:`shared_styles`)."""
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import TagRemovePreprocessor
 
@@ -176,8 +179,27 @@ def render_html(notebook, path: str | Path, title: str = "notebook") -> Path:
     exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={HIDE_INPUT_TAG},
                                                          remove_cell_tags=set(REMOVED_CELL_TAGS)), enabled=True)
     body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": title}})
+    if styles_dir is not None:
+        body = shared_styles(body, Path(path), Path(styles_dir))
     write_text(path, body)
     return Path(path)
+
+
+def shared_styles(page: str, path: Path, styles_dir: Path) -> str:
+    """``page`` (to be written at ``path``) with the style sheets of its head moved to
+    ``styles_dir/style-<hash>.css`` and linked: the same quarter of a megabyte of
+    JupyterLab's CSS on every page would otherwise make most of the published report."""
+    head_end = page.index("</head>")
+    styles = HEAD_STYLE.findall(page[:head_end])  # their contents
+    if not styles:
+        return page
+    css = "\n".join(styles)
+    sheet = styles_dir / f"style-{hashlib.sha256(css.encode()).hexdigest()[:12]}.css"
+    if not sheet.exists():
+        write_text(sheet, css)
+    href = Path(os.path.relpath(sheet.resolve(), path.resolve().parent)).as_posix()
+    head = HEAD_STYLE.sub("", page[:head_end])
+    return f'{head}<link rel="stylesheet" href="{html.escape(href)}">\n{page[head_end:]}'
 
 
 def _dates(notebooks: Iterable) -> str:
@@ -215,8 +237,9 @@ def index_page(pages: Sequence[Mapping[str, str]], title: str, note: str = "") -
 def build_report(executed_dir: str | Path, html_dir: str | Path, index_path: str | Path,
                  order: Sequence[str] = (), title: str = "Multitask BERT: the study, notebook by notebook") -> list[dict]:
     """Render every ``*.ipynb`` under ``executed_dir`` to ``html_dir`` (same relative paths,
-    .html) and write ``index_path`` linking them: by top-level name (the notebook number),
-    then in ``order`` of experiments (the rest alphabetically). Returns the pages in that order."""
+    .html; their shared style sheet beside them) and write ``index_path`` linking them: by
+    top-level name (the notebook number), then in ``order`` of experiments (the rest
+    alphabetically). Returns the pages in that order."""
     import nbformat
 
     executed_dir, html_dir, index_path = Path(executed_dir), Path(html_dir), Path(index_path)
@@ -228,7 +251,7 @@ def build_report(executed_dir: str | Path, html_dir: str | Path, index_path: str
     pages = []
     for relative in sorted(relatives, key=lambda r: _reading_order(r, notebooks[r], order)):
         notebook = notebooks[relative]
-        target = render_html(notebook, html_dir / relative.with_suffix(".html"), notebook_title(notebook))
+        target = render_html(notebook, html_dir / relative.with_suffix(".html"), notebook_title(notebook), html_dir)
         pages.append({"section": relative.parts[0].split(".")[0], "heading": notebook_heading(notebook),
                       "title": notebook_title(notebook),
                       "href": Path(os.path.relpath(target.resolve(), index_path.resolve().parent)).as_posix()})
