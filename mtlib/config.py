@@ -276,6 +276,24 @@ def load_config(
     return config_from_dict({"profile": profile, "experiment": experiment, **tree}, where=str(path))
 
 
+def resolve_seeds(seeds=None, path: str | Path = "params.yaml") -> list[int]:
+    """The seeds a notebook trains: ``seeds`` as papermill passes it (an int, a list, or a
+    string such as ``"1,2"``), or params.yaml's ``pipeline.seeds`` when it is None."""
+    if seeds is None:
+        seeds = (read_params(path).get("pipeline") or {}).get("seeds")
+        if not seeds:
+            raise ConfigError(f"{path}: pipeline.seeds is missing or empty")
+    if isinstance(seeds, str):
+        seeds = [part for part in seeds.replace(",", " ").split() if part]
+    values = seeds if isinstance(seeds, (list, tuple)) else [seeds]
+    if not all(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.isdigit() for v in values):
+        raise ConfigError(f"seeds: {seeds!r} is not a list of integers")
+    resolved = [int(value) for value in values]
+    if not resolved or len(set(resolved)) != len(resolved):
+        raise ConfigError(f"seeds: {seeds!r} must name at least one seed, each once")
+    return resolved
+
+
 def config_from_dict(tree: dict, where: str = "config") -> Config:
     config = _build(Config, tree, where)
     validate(config, where)

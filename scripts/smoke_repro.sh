@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `dvc repro` of the smoke profile in a temporary clone of HEAD, then a check that the
-# results table and every figure dvc.yaml declares exist and are non-empty.
+# `dvc repro` of the smoke profile in a temporary clone of HEAD, then the checks a published
+# report must pass: the results table and every figure dvc.yaml declares exist and are
+# non-empty, no published file names a path of this machine, a second `dvc repro` reruns
+# nothing, and the outputs, once committed, agree with dvc.lock.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 data=${MTLIB_DATA:-$root/../shared/data/cs224n}
@@ -22,3 +24,7 @@ if grep -q "Running stage" "$tmp/second.log"; then
   echo "smoke_repro: a second dvc repro reran stages" >&2
   exit 1
 fi
+git add -A
+git -c user.name=smoke -c user.email=smoke@localhost commit --quiet -m "smoke run"
+python -m mtlib.study.pipeline check-lock
+echo "published outputs: $(du -shc results/table.csv results/table.md figures reports/index.html reports/html | tail -1)"

@@ -1,12 +1,20 @@
 """Small generated data in the course layout, and configs for the tiny random BERT."""
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from mtlib.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WORDS = ("good bad great awful film movie plot actor story boring fun dull brilliant slow "
          "what how why is the a of to can i do you best way learn make dog cat man runs").split()
 
@@ -115,3 +123,49 @@ def write_predicted_run(root: Path, experiment: str, seed: int, data_dir: Path, 
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "config.yaml").write_text(yaml.safe_dump({"data": {"dir": str(data_dir)}}))
     return folder
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert len(data) > 1000 and data.startswith(PNG_MAGIC)
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+def history(examples, values):
+    """A run's history.csv as a frame: one row per evaluation at ``examples``, metrics from ``values``."""
+    values = np.asarray(values, dtype=float)
+    return pd.DataFrame({"update": np.arange(1, len(values) + 1), "epoch": np.arange(1, len(values) + 1),
+                         "examples": examples, "train_seconds": np.arange(len(values)) * 2.0,
+                         "sst/acc": values, "para/acc": values + 0.2, "sts/pearson": values + 0.1,
+                         "mean": values + 0.1})
+
+
+def scratch_pipeline(folder: Path) -> Path:
+    """The repository's pipeline (dvc.yaml, params.yaml, the notebook sources and mtlib)
+    copied into ``folder``: a project that DVC can run or inspect away from this checkout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, folder / name)
+    for name in ("notebooks", "mtlib"):
+        shutil.copytree(ROOT / name, folder / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.ipynb", ".ipynb_checkpoints"))
+    return folder
+
+
+def tool_env(**extra: str) -> dict:
+    """The environment for dvc, git and the stages' commands: this Python's scripts first on
+    PATH (jupytext, papermill, dvc), no analytics, a git identity for commits."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com", **extra}
+
+
+def run_tool(args: list[str], cwd: Path, env: dict | None = None) -> str:
+    """Run a command (``dvc`` runs as ``python -m dvc`` of this environment); its output, or
+    an AssertionError that shows it."""
+    if args[0] == "dvc":
+        args = [sys.executable, "-m", "dvc", *args[1:]]
+    result = subprocess.run(args, cwd=cwd, env=env or tool_env(), capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(map(str, args))} failed ({result.returncode}):\n{output[-4000:]}"
+    return output

@@ -117,30 +117,6 @@ def test_pretrain_frame_and_best_epochs():
 # ---------------------------------------------------------------------------------------
 # Runs
 
-def test_run_summary_for_multitask_single_task_and_random_runs():
-    multi = {"dev": {"sst/acc": 0.5, "para/acc": 0.8, "sts/pearson": 0.7, "mean": 2 / 3}, "updates": 30,
-             "best_update": 20, "train_seconds": 12.0, "train_examples_per_second": 40.0,
-             "params": {"total": 100, "trainable": 60}}
-    summary = analysis.run_summary(multi)
-    assert summary["dev_score"] == pytest.approx(2 / 3) and summary["curve_metric"] == "mean"
-    assert summary["params_trainable"] == 60 and summary["examples_per_second"] == 40.0
-    single = analysis.run_summary({"dev": {"sts/pearson": 0.6}})
-    assert single["dev_score"] == pytest.approx(0.6) and single["curve_metric"] == "sts/pearson"
-    random = analysis.run_summary({"dev": {"sst/acc": 0.2}, "updates": 0, "train_seconds": 0.0})
-    assert math.isnan(random["examples_per_second"]) and random["params_total"] == 0
-    table = analysis.metrics_table({"dev": {"sst/acc": 0.5}, "test": {"sst/acc": 0.4}, "updates": 3})
-    assert table.index.tolist() == ["dev", "test"] and table.loc["test", "sst/acc"] == 0.4
-
-
-def test_run_history_reads_identity_from_the_folder(tmp_path):
-    run = tmp_path / "hidden" / "seed2"
-    run.mkdir(parents=True)
-    assert analysis.run_history(run).empty
-    pd.DataFrame({"examples": [10, 20], "mean": [0.3, 0.4]}).to_csv(run / "history.csv", index=False)
-    history = analysis.run_history(run)
-    assert history["experiment"].unique().tolist() == ["hidden"] and history["seed"].unique().tolist() == [2]
-
-
 def test_best_experiment_averages_seeds_and_skips_runs_without_the_metric():
     runs = pd.DataFrame({"experiment": ["a", "a", "b", "b", "single", "random"],
                          "seed": [1, 2, 1, 2, 1, 1],

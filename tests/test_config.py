@@ -1,6 +1,6 @@
 import pytest
 
-from mtlib.config import ConfigError, load_config, parse_override
+from mtlib.config import ConfigError, load_config, parse_override, resolve_seeds
 from tests.helpers import ROOT
 
 PARAMS = ROOT / "params.yaml"
@@ -79,3 +79,16 @@ def test_parse_override():
     assert parse_override("x=null") == {"x": None}
     with pytest.raises(ConfigError):
         parse_override("novalue")
+
+
+def test_resolve_seeds_reads_what_papermill_passes(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS.read_text().replace("  seeds: [1, 2]\n", "  seeds: [4, 5, 6]\n"))
+    assert resolve_seeds(None, params) == [4, 5, 6]          # the pipeline's seeds
+    assert resolve_seeds(3, params) == [3]                   # -p seeds 3
+    assert resolve_seeds("1,2", params) == [1, 2]            # -p seeds "1,2"
+    assert resolve_seeds("7 8", params) == [7, 8]
+    assert resolve_seeds([2, 1], params) == [2, 1]           # -y "seeds: [2, 1]", order kept
+    for bad in ("1,x", [1, 1], [], True, 1.5):
+        with pytest.raises(ConfigError, match="seeds"):
+            resolve_seeds(bad, params)

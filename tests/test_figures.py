@@ -1,4 +1,5 @@
-"""mtlib.study.figures: each plot writes a PNG from small synthetic data and draws what it should."""
+"""mtlib.study.figures (the results and error figures): each plot writes a PNG from small
+synthetic data and draws what it should."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,22 +8,7 @@ import pytest
 
 from mtlib.study import figures
 from mtlib.study.report import REPORT_TABLE2, summarise
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def assert_png(path):
-    data = path.read_bytes()
-    assert len(data) > 1000 and data.startswith(PNG_MAGIC)
-    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []  # no temp file left
-
-
-def history(examples, values):
-    values = np.asarray(values, dtype=float)
-    return pd.DataFrame({"update": np.arange(1, len(values) + 1), "epoch": np.arange(1, len(values) + 1),
-                         "examples": examples, "train_seconds": np.arange(len(values)) * 2.0,
-                         "sst/acc": values, "para/acc": values + 0.2, "sts/pearson": values + 0.1,
-                         "mean": values + 0.1})
+from tests.helpers import assert_png, history
 
 
 @pytest.fixture(scope="module")
@@ -39,75 +25,6 @@ def summary():
     table_rows = {"base_model": {"label": "BaseModel: BERT + sentence concat", "parent": None},
                   "mlp": {"label": "+ 1 hidden layer", "parent": "base_model"}}
     return summarise(pd.DataFrame(rows), table_rows)
-
-
-def test_class_distributions(tmp_path):
-    rng = np.random.default_rng(0)
-    labels = {"sst": rng.integers(0, 5, 200), "para": rng.integers(0, 2, 300), "sts": rng.uniform(0, 5, 100)}
-    labels["sst"][:5] = 3  # class 3 for sure; class counts must still cover all five
-    fig = figures.plot_class_distributions(labels, tmp_path / "classes.png")
-    assert_png(tmp_path / "classes.png")
-    sst, para, sts = fig.axes
-    assert [p.get_height() for p in sst.patches] == list(np.bincount(labels["sst"], minlength=5))
-    assert len(para.patches) == 2 and sum(p.get_height() for p in para.patches) == 300
-    assert len(sts.patches) == 20 and sum(p.get_height() for p in sts.patches) == 100
-    with pytest.raises(KeyError, match="sentiment"):
-        figures.plot_class_distributions({"sentiment": [1]}, tmp_path / "x.png")
-
-
-def test_token_lengths_mark_the_percentile(tmp_path):
-    lengths = {"sst": np.arange(1, 101), "para": np.arange(10, 60)}
-    fig = figures.plot_token_lengths(lengths, tmp_path / "lengths.png")
-    assert_png(tmp_path / "lengths.png")
-    assert len(fig.axes) == 2
-    for ax, values in zip(fig.axes, lengths.values()):
-        (line,) = ax.lines
-        assert line.get_xdata()[0] == pytest.approx(np.percentile(values, 98))
-
-
-def test_augmentation_counts_before_and_after(tmp_path):
-    before = {"sst": np.array([0] * 10 + [1] * 40 + [2] * 20 + [3] * 40 + [4] * 15), "para": {0: 60, 1: 40}}
-    after = {"sst": {c: 40 for c in range(5)}, "para": {0: 60, 1: 60}}
-    fig = figures.plot_augmentation_counts(before, after, tmp_path / "augment.png")
-    assert_png(tmp_path / "augment.png")
-    sst, para = fig.axes
-    assert len(sst.patches) == 10 and len(para.patches) == 4
-    assert [p.get_height() for p in sst.patches[:5]] == [10, 40, 20, 40, 15]
-    assert [p.get_height() for p in para.patches[2:]] == [60, 60]
-
-
-def test_sampler_probabilities(tmp_path):
-    probabilities = {
-        "round_robin": {e: {"sst": 1 / 3, "para": 1 / 3, "sts": 1 / 3} for e in (1, 2, 3)},
-        "annealed": {1: {"sst": 0.1, "para": 0.8, "sts": 0.1}, 3: {"sst": 0.3, "para": 0.4, "sts": 0.3},
-                     2: {"sst": 0.2, "para": 0.6, "sts": 0.2}},
-    }
-    fig = figures.plot_sampler_probabilities(probabilities, tmp_path / "samplers.png")
-    assert_png(tmp_path / "samplers.png")
-    assert len(fig.axes) == 2 and [len(ax.lines) for ax in fig.axes] == [3, 3]
-    para = fig.axes[1].lines[1]
-    assert list(para.get_xdata()) == [1, 2, 3] and list(para.get_ydata()) == [0.8, 0.6, 0.4]
-
-
-def test_learning_curve_means_seeds_and_interpolates():
-    histories = {"a": [history([10, 20, 30], [0.2, 0.4, 0.6]), history([10, 20, 30], [0.4, 0.6, 0.8])],
-                 "b": [history([10, 30], [0.1, 0.5]), history([20], [0.9])]}
-    curve = figures.learning_curve(histories, metric="sst/acc")
-    a = curve[curve["experiment"] == "a"]
-    assert np.allclose(a["mean"], [0.3, 0.5, 0.7]) and np.allclose(a["std"], np.sqrt(0.02))
-    b = curve[curve["experiment"] == "b"].set_index("examples")
-    assert b.loc[20.0, "n"] == 2 and b.loc[20.0, "mean"] == pytest.approx((0.3 + 0.9) / 2)
-    assert b.loc[30.0, "n"] == 1 and b.loc[30.0, "mean"] == pytest.approx(0.5) and np.isnan(b.loc[30.0, "std"])
-
-
-def test_learning_curves_one_line_per_experiment(tmp_path):
-    long = pd.concat([history([32, 64, 96], [0.3, 0.4, 0.5]).assign(experiment=e, seed=s)
-                      for e in ("base_model", "pcgrad", "gradvac") for s in (1, 2)])
-    fig = figures.plot_learning_curves(long, tmp_path / "curves.png", labels={"pcgrad": "PCGrad"})
-    assert_png(tmp_path / "curves.png")
-    (ax,) = fig.axes
-    assert len(ax.lines) == 3 and len(ax.collections) == 3  # a line and a band each
-    assert any("PCGrad" in t.get_text() for t in ax.get_legend().get_texts())
 
 
 def test_compromise_against_annealed(tmp_path):

@@ -9,6 +9,7 @@ import torch
 from mtlib.cli import main
 from mtlib.model.multitask import MultitaskModel
 from mtlib.training.loop import learning_rate, train
+from mtlib.training.provenance import describe_machine
 from tests.helpers import ROOT, crash_on_evaluation, smoke_config, write_task_files
 
 
@@ -76,6 +77,7 @@ def test_run_folder_contents(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["dev"]) == {"sst/acc", "para/acc", "sts/pearson", "mean"}
     assert metrics["params"]["task_specific"].keys() == {"sst", "para", "sts"}
+    assert metrics["precision"] == "none" and metrics["machine"] == describe_machine("cpu", 1)  # where it ran
     sst = pd.read_csv(run / "predictions" / "sst-dev.csv")
     assert list(sst.columns) == ["id", "sentiment"] and sst["sentiment"].between(0, 4).all()
     sts = pd.read_csv(run / "predictions" / "sts-test.csv")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
 import urllib.request
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,10 @@ import pandas as pd
 from mtlib.tasks import TASKS, Task
 
 SPLITS = ("train", "dev", "test-student")
+# Notices about the data that a user cannot act on (quora-dev's rows without a label) are
+# logged, not raised as warnings: a warning prints the absolute path of the module that
+# raised it, and these notices end up in the executed notebooks the report is made from.
+LOG = logging.getLogger(__name__)
 DATA_ENV = "MTLIB_DATA"
 # The course's public repository; override with MTLIB_DATA_URL (a folder URL ending in /).
 DEFAULT_DATA_URL = "https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data/"
@@ -152,7 +156,7 @@ def read_task_file(path: str | Path, task: str, labelled: bool | None = None) ->
 
     ``labelled=None`` means "labelled if the label column is present". Label values are
     converted to float (STS) or int (SST, Quora). Quora rows with an empty label are
-    dropped with a warning that names them (quora-dev has two).
+    dropped with a logged warning that names them (quora-dev has two).
     """
     return next(iter_task_file(path, task, labelled))
 
@@ -181,7 +185,9 @@ def iter_task_file(path: str | Path, task: str, labelled: bool | None = None, ch
                 yield _frame(records, wanted, spec)
                 records, chunks = [], chunks + 1
     if dropped and warn:
-        warnings.warn(f"{path}: dropped {len(dropped)} row(s) with an empty {spec.label_column!r}: {', '.join(dropped)}")
+        # The file's name, not its path: a data folder's location says nothing about the data.
+        LOG.warning(f"{path.name}: dropped {len(dropped)} row(s) with an empty {spec.label_column!r}: "
+                    f"{', '.join(dropped)}")
     if records or not chunks:
         yield _frame(records, wanted, spec)
 

@@ -178,21 +178,6 @@ def best_pretrain_epochs(frame: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------
 # Runs
 
-def metrics_table(metrics: Mapping) -> pd.DataFrame:
-    """A run's metrics.json as a split x metric table (dev, and test where scored)."""
-    return pd.DataFrame({split: metrics[split] for split in ("dev", "test") if isinstance(metrics.get(split), dict)}).T
-
-
-def run_history(run_dir) -> pd.DataFrame:
-    """A run's history.csv with ``experiment`` and ``seed`` columns (empty when it has none,
-    e.g. the random predictor, which does not train)."""
-    run_dir = Path(run_dir)
-    path = run_dir / "history.csv"
-    frame = pd.read_csv(path) if path.exists() else pd.DataFrame()
-    seed = re.fullmatch(r"seed(\d+)", run_dir.name)
-    return frame.assign(experiment=run_dir.parent.name, seed=int(seed.group(1)) if seed else 0)
-
-
 def best_experiment(runs: pd.DataFrame, metric: str = "mean", exclude: Sequence[str] = ()) -> str:
     """The experiment with the best ``metric`` averaged over its seeds (mtlib.study.report.collect_runs'
     frame); runs without the metric (single-task runs have no dev mean) are skipped."""
@@ -211,22 +196,6 @@ def rank_agreement(summary: pd.DataFrame, metric: str = "mean") -> tuple[float, 
     if len(both) < 3:
         return math.nan, len(both)
     return float(spearmanr(both.iloc[:, 0], both.iloc[:, 1]).statistic), len(both)
-
-
-def run_summary(metrics: Mapping) -> dict:
-    """The headline numbers of a run's metrics.json, the same keys for every kind of run:
-    ``dev_score`` (the dev mean, or the mean of the trained tasks' metrics for a single-task
-    run), ``curve_metric`` (the history.csv column that score is), updates, best_update,
-    train_seconds, examples_per_second (NaN without training), params_total, params_trainable."""
-    dev = dict(metrics.get("dev", {}))
-    params = metrics.get("params", {})
-    curve_metric = "mean" if "mean" in dev else next(iter(dev), "mean")
-    return {"dev_score": float(dev["mean"]) if "mean" in dev else float(np.mean(list(dev.values()) or [math.nan])),
-            "curve_metric": curve_metric, "updates": int(metrics.get("updates", 0)),
-            "best_update": int(metrics.get("best_update", 0)),
-            "train_seconds": float(metrics.get("train_seconds", math.nan)),
-            "examples_per_second": float(metrics.get("train_examples_per_second", math.nan)),
-            "params_total": int(params.get("total", 0)), "params_trainable": int(params.get("trainable", 0))}
 
 
 def curve_groups(rows: Mapping[str, Mapping], ran: Sequence[str]) -> dict[str, list[str]]:

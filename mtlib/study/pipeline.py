@@ -1,37 +1,56 @@
 """The study as a DVC pipeline of notebooks: what its stages and its checks share.
 
-dvc.yaml runs the numbered notebooks under notebooks/ with papermill. This module holds
+dvc.yaml runs the numbered notebooks, whose sources are percent-format scripts under
+notebooks/ (jupytext turns each into a notebook that papermill executes). This module holds
 the pieces around them:
 
 - :func:`pipeline_runs`: the (experiment, seed) runs params.yaml's ``pipeline:`` asks for;
-- :func:`build_report`: every executed notebook rendered to HTML, and an index page
-  linking them in reading order;
-- :func:`check_notebook`: a committed source notebook is clean and thin (no outputs, a
-  ``parameters`` cell first, kernel ``python3``, no ``def``/``class``);
+- :func:`notebook_modules` and :func:`layer_deps`: the mtlib files a notebook depends on,
+  as dvc.yaml declares them;
+- :func:`build_report`: every executed notebook rendered to an HTML page that reads as a
+  report (prose and plotting cells without their code), and an index page linking them in
+  reading order;
+- :func:`check_notebook`: a notebook source is thin (a ``parameters`` cell first, kernel
+  ``python3``, no ``def``/``class``);
 - :func:`check_outputs`: after ``dvc repro``, the results table and every figure dvc.yaml
-  declares exist and are not empty.
+  declares exist and are not empty, and no published file names a path of the machine;
+- :func:`check_lock`: the outputs committed to git are the ones dvc.lock records.
 
-Command line: ``python -m mtlib.study.pipeline {runs,deps,report,check-notebooks,check-outputs} ...``.
+Command line: ``python -m mtlib.study.pipeline
+{runs,deps,report,check-notebooks,check-outputs,check-lock} ...``.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import html
-import json
 import os
 import re
+import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
-from mtlib.io import write_csv, write_json, write_text
+from mtlib.data.files import DataError, find_data_dir
+from mtlib.io import write_text
 
 TABLE_FILES = ("results/table.csv", "results/table.md")
 DEF_OR_CLASS = re.compile(r"^\s*(async\s+def|def|class)\s")
+# Layers whose modules a stage depends on one by one: the study layer is the top, imported
+# by the notebooks only, so editing one of its figures reruns just the stages that draw it.
+# Lower layers are used wholesale (training reaches all of data and model) and count as folders.
+FILE_LAYERS = ("mtlib/study",)
+# Cells tagged so render without their code in the report (prose and plotting cells); cells
+# tagged with one of REMOVED_CELL_TAGS are left out (papermill's parameters, which every
+# page's "what was run" header states).
+HIDE_INPUT_TAG = "hide-input"
+HEAD_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.S)
+REMOVED_CELL_TAGS = ("parameters", "injected-parameters")
+# What the repository publishes: committed files there must be cache: false outputs of dvc.yaml.
+PUBLISHED = ("figures/", "reports/index.html", "reports/html/", "results/table.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -40,15 +59,17 @@ DEF_OR_CLASS = re.compile(r"^\s*(async\s+def|def|class)\s")
 def pipeline_runs(params: Mapping | str | Path = "params.yaml", pal: bool | None = None) -> list[tuple[str, int]]:
     """``(experiment, seed)`` for every run the pipeline makes: ``pipeline.experiments`` x
     ``pipeline.seeds``, then ``pipeline.pal_experiments`` x seeds (``pal=False``: only the
-    former, ``pal=True``: only the latter)."""
+    former, ``pal=True``: only the latter). ``pal_experiments`` maps each experiment to the
+    one whose runs it starts from; every name must be an experiment of params.yaml."""
     if not isinstance(params, Mapping):
         params = yaml.safe_load(Path(params).read_text())
     section = params.get("pipeline") or {}
-    listed = set(section.get("experiments", [])) | set(section.get("pal_experiments", []))
+    starts = dict(section.get("pal_experiments") or {})
+    listed = set(section.get("experiments", [])) | set(starts) | set(starts.values())
     unknown = sorted(listed - set(params.get("experiments", {})))
     if unknown:
         raise KeyError(f"pipeline lists experiment(s) {unknown} that params.yaml's experiments lack")
-    lists = {False: section.get("experiments", []), True: section.get("pal_experiments", [])}
+    lists = {False: section.get("experiments", []), True: list(starts)}
     chosen = [False, True] if pal is None else [pal]
     return [(e, int(s)) for which in chosen for e in lists[which] for s in section.get("seeds", [])]
 
@@ -81,25 +102,38 @@ def module_closure(modules, root: str | Path = ".") -> list[str]:
     return sorted(module.replace(".", "/") + ".py" for module in seen)
 
 
-def notebook_modules(path: str | Path, root: str | Path = ".") -> list[str]:
-    """:func:`module_closure` of what a notebook's code cells import: its mtlib deps in dvc.yaml."""
+def read_notebook(path: str | Path):
+    """A notebook (NotebookNode) from its source: a percent-format ``.py`` through jupytext,
+    anything else as an ``.ipynb``."""
+    path = Path(path)
+    if path.suffix == ".py":
+        import jupytext
+
+        return jupytext.read(path)
     import nbformat
 
-    notebook = nbformat.read(Path(path), as_version=4)
+    return nbformat.read(path, as_version=4)
+
+
+def notebook_modules(path: str | Path, root: str | Path = ".") -> list[str]:
+    """:func:`module_closure` of what a notebook's code cells import: its mtlib deps in dvc.yaml."""
+    notebook = read_notebook(path)
     source = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
     python = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))  # magics
     return module_closure(_mtlib_imports(python), root)
 
 
-def layer_deps(files) -> list[str]:
-    """The dvc.yaml deps that cover ``files`` (``mtlib/...py``): a module in a layer
-    subpackage counts as its whole layer folder (``mtlib/training``), a top-level module as
-    itself. Layers import only downwards (tests/test_architecture.py), so a stage depends on
-    the layers its notebook reaches and on nothing above them."""
+def layer_deps(files: Iterable[str]) -> list[str]:
+    """The dvc.yaml deps that cover ``files`` (``mtlib/...py``): a module of a lower layer
+    subpackage counts as its whole layer folder (``mtlib/training``), a module of
+    :data:`FILE_LAYERS` (the study layer) and a top-level module as itself. Layers import
+    only downwards (tests/test_architecture.py), so a stage depends on the layers its
+    notebook reaches and on nothing above them."""
     deps = set()
     for name in files:
         parts = Path(name).parts
-        deps.add("/".join(parts[:2]) if len(parts) > 2 else name)
+        folder = "/".join(parts[:2])
+        deps.add(folder if len(parts) > 2 and folder not in FILE_LAYERS else name)
     return sorted(deps)
 
 
@@ -121,32 +155,64 @@ def _parameters(notebook) -> dict:
 
 
 def notebook_title(notebook) -> str:
-    """:func:`notebook_heading`, plus the experiment and seed papermill ran it with."""
-    parameters = _parameters(notebook)
-    identity = ", ".join(f"{key} {parameters[key]}" for key in ("experiment", "seed") if key in parameters)
+    """:func:`notebook_heading`, plus the experiment papermill ran it with."""
+    experiment = _parameters(notebook).get("experiment")
     heading = notebook_heading(notebook)
-    return f"{heading} ({identity})" if identity else heading
+    return f"{heading} (experiment {experiment})" if experiment else heading
 
 
 def _reading_order(relative: Path, notebook, order: Sequence[str]) -> tuple:
-    parameters = _parameters(notebook)
     rank = {name: i for i, name in enumerate(order)}
-    experiment = str(parameters.get("experiment", ""))
-    return relative.parts[0], rank.get(experiment, len(rank)), experiment, int(parameters.get("seed") or 0), relative
+    experiment = str(_parameters(notebook).get("experiment", ""))
+    return relative.parts[0], rank.get(experiment, len(rank)), experiment, relative
 
 
-def render_html(notebook, path: str | Path) -> Path:
-    """One executed notebook (a NotebookNode) as a self-contained HTML page (images inline)."""
+def render_html(notebook, path: str | Path, title: str = "notebook", styles_dir: str | Path | None = None) -> Path:
+    """One executed notebook (a NotebookNode) as an HTML page (images inline) that reads as a
+    report: cells tagged ``hide-input`` show their outputs only, the parameters cells are
+    left out, and no cell carries an In/Out prompt. With ``styles_dir`` the page's style
+    sheets go to a file there that every page shares (:func:`shared_styles`)."""
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
+    exporter = HTMLExporter(template_name="lab", exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={HIDE_INPUT_TAG},
+                                                         remove_cell_tags=set(REMOVED_CELL_TAGS)), enabled=True)
+    body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": title}})
+    if styles_dir is not None:
+        body = shared_styles(body, Path(path), Path(styles_dir))
     write_text(path, body)
     return Path(path)
 
 
-def index_page(pages: Sequence[Mapping[str, str]], title: str) -> str:
+def shared_styles(page: str, path: Path, styles_dir: Path) -> str:
+    """``page`` (to be written at ``path``) with the style sheets of its head moved to
+    ``styles_dir/style-<hash>.css`` and linked: the same quarter of a megabyte of
+    JupyterLab's CSS on every page would otherwise make most of the published report."""
+    head_end = page.index("</head>")
+    styles = HEAD_STYLE.findall(page[:head_end])  # their contents
+    if not styles:
+        return page
+    css = "\n".join(styles)
+    sheet = styles_dir / f"style-{hashlib.sha256(css.encode()).hexdigest()[:12]}.css"
+    if not sheet.exists():
+        write_text(sheet, css)
+    href = Path(os.path.relpath(sheet.resolve(), path.resolve().parent)).as_posix()
+    head = HEAD_STYLE.sub("", page[:head_end])
+    return f'{head}<link rel="stylesheet" href="{html.escape(href)}">\n{page[head_end:]}'
+
+
+def _dates(notebooks: Iterable) -> str:
+    """The day(s) papermill executed ``notebooks`` on, from their metadata (UTC)."""
+    days = sorted({str(time)[:10] for nb in notebooks for key in ("start_time", "end_time")
+                   if (time := nb.metadata.get("papermill", {}).get(key))})
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}" if days else "unknown dates"
+
+
+def index_page(pages: Sequence[Mapping[str, str]], title: str, note: str = "") -> str:
     """An HTML page linking ``pages`` (dicts with 'section', 'heading', 'title', 'href') in
-    order: a section of one page is one link, a larger one its heading over a list of links."""
+    order: a section of one page is one link, a larger one its heading over a list of links
+    (one per experiment). ``note`` is a line of text under the title."""
     sections: dict[str, list] = {}
     for page in pages:
         sections.setdefault(page["section"], []).append(page)
@@ -160,19 +226,20 @@ def index_page(pages: Sequence[Mapping[str, str]], title: str) -> str:
             items.append(f"<li>{link(members[0])}</li>")
         else:
             inner = "\n".join(f"<li>{link(p)}</li>" for p in members)
-            items.append(f"<li>{html.escape(members[0]['heading'])} ({len(members)} runs)<ul>\n{inner}\n</ul></li>")
+            items.append(f"<li>{html.escape(members[0]['heading'])} ({len(members)} experiments)<ul>\n{inner}\n</ul></li>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title>\n"
             "<style>body{font-family:sans-serif;max-width:52em;margin:2em auto;line-height:1.5}</style>\n"
-            f"</head>\n<body>\n<h1>{html.escape(title)}</h1>\n<ol>\n" + "\n".join(items) + "\n</ol>\n</body>\n</html>\n")
+            f"</head>\n<body>\n<h1>{html.escape(title)}</h1>\n" + (f"<p>{html.escape(note)}</p>\n" if note else "")
+            + "<ol>\n" + "\n".join(items) + "\n</ol>\n</body>\n</html>\n")
 
 
 def build_report(executed_dir: str | Path, html_dir: str | Path, index_path: str | Path,
                  order: Sequence[str] = (), title: str = "Multitask BERT: the study, notebook by notebook") -> list[dict]:
     """Render every ``*.ipynb`` under ``executed_dir`` to ``html_dir`` (same relative paths,
-    .html) and write ``index_path`` linking them: by top-level name (the notebook number),
-    then in ``order`` of experiments (the rest alphabetically), then by seed. Returns the
-    pages in that order."""
+    .html; their shared style sheet beside them) and write ``index_path`` linking them: by
+    top-level name (the notebook number), then in ``order`` of experiments (the rest
+    alphabetically). Returns the pages in that order."""
     import nbformat
 
     executed_dir, html_dir, index_path = Path(executed_dir), Path(html_dir), Path(index_path)
@@ -183,11 +250,13 @@ def build_report(executed_dir: str | Path, html_dir: str | Path, index_path: str
     notebooks = {r: nbformat.read(executed_dir / r, as_version=4) for r in relatives}
     pages = []
     for relative in sorted(relatives, key=lambda r: _reading_order(r, notebooks[r], order)):
-        target = render_html(notebooks[relative], html_dir / relative.with_suffix(".html"))
-        pages.append({"section": relative.parts[0].split(".")[0], "heading": notebook_heading(notebooks[relative]),
-                      "title": notebook_title(notebooks[relative]),
+        notebook = notebooks[relative]
+        target = render_html(notebook, html_dir / relative.with_suffix(".html"), notebook_title(notebook), html_dir)
+        pages.append({"section": relative.parts[0].split(".")[0], "heading": notebook_heading(notebook),
+                      "title": notebook_title(notebook),
                       "href": Path(os.path.relpath(target.resolve(), index_path.resolve().parent)).as_posix()})
-    write_text(index_path, index_page(pages, title))
+    note = f"Notebooks executed by papermill on {_dates(notebooks.values())} (UTC); each page opens with what it ran."
+    write_text(index_path, index_page(pages, title, note))
     return pages
 
 
@@ -195,13 +264,11 @@ def build_report(executed_dir: str | Path, html_dir: str | Path, index_path: str
 # Checks
 
 def check_notebook(path: str | Path) -> list[str]:
-    """Problems of a committed source notebook (empty list: none): outputs or execution
-    counts left in, the first code cell not tagged ``parameters``, a kernel other than
-    ``python3``, or a ``def``/``class`` line (logic belongs in mtlib)."""
-    import nbformat
-
+    """Problems of a notebook source (empty list: none): the first code cell not tagged
+    ``parameters``, a kernel other than ``python3``, a ``def``/``class`` line (logic belongs
+    in mtlib), or (in an ``.ipynb``) outputs, execution counts or papermill's injected cell."""
     path = Path(path)
-    notebook = nbformat.read(path, as_version=4)
+    notebook = read_notebook(path)
     problems = []
     kernel = notebook.metadata.get("kernelspec", {}).get("name")
     if kernel != "python3":
@@ -230,33 +297,124 @@ def _out_paths(entries) -> list[str]:
 
 def declared_outputs(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[str]]:
     """``{stage: [path, ...]}``: each stage's outs, metrics and plots as written in dvc.yaml
-    (templated paths such as ``${item.seed}`` are left as they are)."""
+    (templated paths such as ``${item.experiment}`` or ``${key}`` are left as they are)."""
     stages = yaml.safe_load(Path(dvc_yaml).read_text()).get("stages", {})
-    return {name: _out_paths(stage.get("outs")) + _out_paths(stage.get("metrics")) + _out_paths(stage.get("plots"))
-            for name, stage in stages.items()}
+    bodies = {name: stage.get("do", stage) for name, stage in stages.items()}  # a foreach stage's body is `do`
+    return {name: _out_paths(body.get("outs")) + _out_paths(body.get("metrics")) + _out_paths(body.get("plots"))
+            for name, body in bodies.items()}
+
+
+def _nonempty(root: Path, name: str) -> list[str]:
+    path = root / name
+    if not path.exists():
+        return [f"{name}: missing"]
+    if path.is_dir():
+        files = [f for f in path.rglob("*") if f.is_file()]
+        return ([f"{name}: folder holds no files"] if not files else []) + \
+            [f"{f.relative_to(root)}: empty file" for f in files if f.stat().st_size == 0]
+    return [f"{name}: empty file"] if path.stat().st_size == 0 else []
+
+
+def machine_paths(root: str | Path = ".") -> list[str]:
+    """Absolute paths of this machine that published files must not contain: the
+    repository's, the course data folder's (where it is found) and the Python environment's."""
+    paths = [Path(root).resolve(), Path(sys.prefix).resolve()]
+    try:
+        paths.append(find_data_dir(root=Path(root).resolve()).resolve())
+    except DataError:
+        pass
+    return sorted({str(p) for p in paths if p.parent != p})  # never '/' itself
+
+
+def _published_files(root: Path) -> list[Path]:
+    """The files a published report is made of: executed notebooks, HTML pages, the
+    results table and the figures."""
+    found = [p for folder in ("reports", "figures") if (root / folder).is_dir()
+             for p in (root / folder).rglob("*") if p.is_file()]
+    return sorted(found + [root / name for name in TABLE_FILES if (root / name).is_file()])
+
+
+def find_machine_paths(root: str | Path = ".", forbidden: Sequence[str] | None = None) -> list[str]:
+    """Problems (empty list: none) where a published file (see :func:`_published_files`)
+    names an absolute path of this machine (:func:`machine_paths`), in its name or, for the
+    text files (notebooks, HTML, tables), in its content."""
+    root = Path(root)
+    forbidden = list(forbidden if forbidden is not None else machine_paths(root))
+    problems = []
+    for path in _published_files(root):
+        name = str(path.relative_to(root))
+        text = path.read_text(errors="replace") if path.suffix in (".ipynb", ".html", ".csv", ".md") else ""
+        for machine_path in forbidden:
+            escaped = machine_path.replace("\\", "\\\\")  # as JSON writes it in a notebook
+            if machine_path in name or machine_path in text or escaped in text:
+                problems.append(f"{name}: names the machine's path {machine_path}")
+    return problems
 
 
 def check_outputs(root: str | Path = ".", dvc_yaml: str | Path = "dvc.yaml",
-                  required: Sequence[str] = TABLE_FILES, prefixes: Sequence[str] = ("figures/",)) -> list[str]:
+                  required: Sequence[str] = TABLE_FILES, prefixes: Sequence[str] = ("figures/",),
+                  forbidden: Sequence[str] | None = None) -> list[str]:
     """Problems with the pipeline's products under ``root`` (empty list: none): each of
     ``required`` and each output of dvc.yaml under one of ``prefixes`` must exist and not be
-    empty; a folder must hold at least one file, and none of its files may be empty."""
+    empty (a folder must hold files, none of them empty), and no published file may name an
+    absolute path of the machine (:func:`find_machine_paths`; ``forbidden`` replaces
+    :func:`machine_paths`)."""
     root = Path(root)
     declared = [p for paths in declared_outputs(root / dvc_yaml).values() for p in paths
                 if "${" not in p and any(p.startswith(prefix) for prefix in prefixes)]
-    problems = []
-    for name in dict.fromkeys([*required, *declared]):
-        path = root / name
-        if not path.exists():
-            problems.append(f"{name}: missing")
-        elif path.is_dir():
-            files = [f for f in path.rglob("*") if f.is_file()]
-            if not files:
-                problems.append(f"{name}: folder holds no files")
-            problems += [f"{f.relative_to(root)}: empty file" for f in files if f.stat().st_size == 0]
-        elif path.stat().st_size == 0:
-            problems.append(f"{name}: empty file")
-    return problems
+    problems = [problem for name in dict.fromkeys([*required, *declared]) for problem in _nonempty(root, name)]
+    return problems + find_machine_paths(root, forbidden)
+
+
+# ---------------------------------------------------------------------------------------
+# Published outputs against dvc.lock
+
+def _tracked(root: Path) -> set[str] | None:
+    """The files git tracks under ``root`` (paths relative to it), None outside a git repository."""
+    result = subprocess.run(["git", "ls-files", "-z", "--", "."], cwd=root, capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    return {name for name in result.stdout.split("\0") if name}
+
+
+def check_lock(root: str | Path = ".") -> list[str]:
+    """Problems (empty list: none) where the published outputs disagree with dvc.lock.
+
+    Published outputs are the ``cache: false`` outs of dvc.yaml (the table, the figures, the
+    report) that git tracks. Each must have the hash dvc.lock records for it (DVC computes
+    and compares it); a stage of which one output is published must have them all
+    published; and every tracked file under :data:`PUBLISHED` must be such an output (no
+    stale figure left behind). Outputs that git does not track are unpublished, not in
+    disagreement: a clone before the first committed run passes, and so does a working
+    copy whose fresh, uncommitted run has updated dvc.lock."""
+    from dvc.repo import Repo
+
+    root = Path(root).resolve()
+    tracked = _tracked(root)
+    problems, covered = [], []
+    with Repo(str(root)) as repo:
+        for stage in repo.index.stages:
+            outs = [(Path(out.fs_path).relative_to(root).as_posix(), out) for out in stage.outs if not out.use_cache]
+            published = [(name, out) for name, out in outs
+                         if tracked is None and out.exists or tracked is not None and _covers(name, tracked)]
+            covered += [name for name, _ in outs]
+            if published and len(published) < len(outs):
+                missing = sorted(set(n for n, _ in outs) - set(n for n, _ in published))
+                problems.append(f"stage {stage.addressing}: {missing} not committed beside its other outputs")
+            for name, out in published:
+                if not out.hash_info:
+                    problems.append(f"{name}: committed, but dvc.lock records no hash for it (run `dvc commit`)")
+                elif out.status():
+                    problems.append(f"{name}: {out.status()[str(out)]}, not what dvc.lock records")
+    stale = sorted(name for name in tracked or () if name.startswith(PUBLISHED)
+                   and Path(name).name != ".gitignore" and not _covers(name, covered))
+    return problems + [f"{name}: committed under a published folder, but no stage of dvc.yaml writes it"
+                       for name in stale]
+
+
+def _covers(name: str, paths: Iterable[str]) -> bool:
+    """True when ``name`` is one of ``paths``, a folder holding one of them, or inside one of them."""
+    return any(p == name or p.startswith(name + "/") or name.startswith(p + "/") for p in paths)
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,14 +432,26 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--params", help="order fine-tuning notebooks as params.yaml's pipeline lists experiments")
     deps = commands.add_parser("deps", help="the mtlib files a notebook depends on (for dvc.yaml)")
     deps.add_argument("notebook")
-    notebooks = commands.add_parser("check-notebooks", help="source notebooks are clean and thin")
-    notebooks.add_argument("paths", nargs="*", help="default: notebooks/*.ipynb")
-    outputs = commands.add_parser("check-outputs", help="the table and every declared figure exist, non-empty")
+    notebooks = commands.add_parser("check-notebooks", help="notebook sources are thin")
+    notebooks.add_argument("paths", nargs="*", help="default: notebooks/*.py")
+    outputs = commands.add_parser("check-outputs", help="the table and every declared figure exist, non-empty, "
+                                                        "and no published file names a path of this machine")
     outputs.add_argument("--root", default=".")
     outputs.add_argument("--dvc-yaml", default="dvc.yaml")
     outputs.add_argument("--require", action="append", default=[], metavar="PATH",
                          help="another file or folder that must exist and not be empty")
+    lock = commands.add_parser("check-lock", help="the committed (published) outputs are what dvc.lock records")
+    lock.add_argument("--root", default=".")
     return parser
+
+
+def _problems(args) -> list[str]:
+    if args.command == "check-notebooks":
+        paths = args.paths or sorted(str(p) for p in Path("notebooks").glob("*.py"))
+        return [p for path in paths for p in check_notebook(path)]
+    if args.command == "check-lock":
+        return check_lock(args.root)
+    return check_outputs(args.root, args.dvc_yaml, [*TABLE_FILES, *args.require])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,13 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         order = [e for e, _ in pipeline_runs(args.params)] if args.params else []
         pages = build_report(args.executed, args.html, args.index, order=list(dict.fromkeys(order)))
-        print(f"{args.index}: {len(pages)} notebooks")
+        print(f"{args.index}: {len(pages)} pages")
         return 0
-    if args.command == "check-notebooks":
-        paths = args.paths or sorted(str(p) for p in Path("notebooks").glob("*.ipynb"))
-        problems = [p for path in paths for p in check_notebook(path)]
-    else:
-        problems = check_outputs(args.root, args.dvc_yaml, [*TABLE_FILES, *args.require])
+    problems = _problems(args)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not problems:

@@ -43,6 +43,7 @@ from mtlib.io import write_csv, write_text
 from mtlib.study.stats import (REPLICATES, Interval, Replicates, interval, minimal_detectable_effect, pooled_sd,
                                replicate_scores, t_half_width)
 from mtlib.tasks import TASK_NAMES, TASKS, metric_key
+from mtlib.training.provenance import MINILM_CAVEAT, is_minilm
 
 # Column name in our frames -> key in metrics.json's "dev".
 METRICS = {**{task: metric_key(task) for task in TASK_NAMES}, "mean": "mean"}
@@ -76,14 +77,6 @@ REPORT_TABLE2: dict[str, tuple[float, float, float, float]] = {
 # The same report's best model on the test set (same source).
 REPORT_BEST_TEST = ("AdvancedModel + PAL after fine-tuning (best)", (0.533, 0.883, 0.885, 0.767))
 
-MINILM_CAVEAT = (
-    "Caveat: these runs use all-MiniLM-L6-v2, not bert-base-uncased. MiniLM was trained "
-    "contrastively on about a billion sentence pairs, among them Quora duplicate questions "
-    "and NLI pairs, so it has in effect already seen the paraphrase task and, to a lesser "
-    "degree, the similarity task. Its para (and to a lesser degree sts) scores are "
-    "optimistic and must not be compared with the report's bert-base numbers."
-)
-
 RUN_COLUMNS = ["experiment", "seed", *METRICS, "best_update", "updates", "stopped_early",
                "train_seconds", "train_examples_per_second", "train_tokens_per_second",
                "eval_examples_per_second", "params_total", "params_trainable", "params_shared",
@@ -113,12 +106,6 @@ SCORE_TOLERANCE = {True: 1e-9, False: 0.01}  # keyed by Task.integer_labels
 
 class MetricsError(ValueError):
     """A metrics.json that cannot be read as a run's metrics; the message names the file."""
-
-
-def is_minilm(backbone: str) -> bool:
-    """True for the packaged all-MiniLM-L6-v2 (alias ``minilm`` or its hub id), not ``tiny-random``."""
-    name = str(backbone).lower()
-    return name == "minilm" or "all-minilm" in name or "all_minilm" in name
 
 
 # ---------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from mtlib.training.evaluate import evaluate, prediction_frame, score
 from mtlib.training.precision import grad_scaler, resolve_amp, resolve_device
 from mtlib.training.pretrain import (encoder_fingerprint, evaluate_heads, feature_sources, needs_tokens,
                                      pretrain_heads, pretraining_sample)
+from mtlib.training.provenance import describe_machine
 from mtlib.training import runs
 from mtlib.training.runs import RunFolder, RunState, write_history
 from mtlib.training.samplers import TaskSampler
@@ -239,7 +240,7 @@ def random_predictor(run: Run, resume: bool, data_dir, counts: dict, progress: b
 def _identity(run: Run) -> dict:
     cfg = run.cfg
     return {"backbone": cfg.backbone.name, "profile": cfg.profile, "experiment": cfg.experiment,
-            "seed": cfg.train.seed}
+            "seed": cfg.train.seed, "machine": describe_machine(run.device)}
 
 
 def finish_run(run: Run, state: RunState, data_dir, counts: dict) -> dict:

@@ -1,0 +1,107 @@
+"""What was run, and where: the facts every page of the report opens with.
+
+A page states its profile, experiment(s), seeds, backbone, the precision the arithmetic
+ran in, and the machine; it carries the all-MiniLM-L6-v2 caveat whenever that backbone is
+involved. The notebooks that compute (01-04) describe their configuration on the machine
+running them (:func:`config_header`). Every run records its machine in metrics.json
+(``machine``, beside ``precision``), so the notebooks that read runs back (05, 06) describe
+the runs themselves (:func:`runs_header`), wherever each was made.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from mtlib.config import load_config, resolve_seeds
+from mtlib.training.precision import resolve_amp, resolve_device
+
+MINILM_CAVEAT = (
+    "Caveat: these runs use all-MiniLM-L6-v2, not bert-base-uncased. MiniLM was trained "
+    "contrastively on about a billion sentence pairs, among them Quora duplicate questions "
+    "and NLI pairs, so it has in effect already seen the paraphrase task and, to a lesser "
+    "degree, the similarity task. Its para (and to a lesser degree sts) scores are "
+    "optimistic and must not be compared with the report's bert-base numbers."
+)
+PRECISIONS = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast with a GradScaler"}
+MANY = 4  # more experiments than this are counted, not listed
+
+
+def is_minilm(backbone: str) -> bool:
+    """True for the packaged all-MiniLM-L6-v2 (alias ``minilm`` or its hub id), not ``tiny-random``."""
+    name = str(backbone).lower()
+    return name == "minilm" or "all-minilm" in name or "all_minilm" in name
+
+
+def cpu_model() -> str:
+    """The CPU's model name as Linux reports it (platform.processor() elsewhere)."""
+    path = Path("/proc/cpuinfo")
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def describe_machine(device: torch.device | str = "cpu", threads: int | None = None) -> str:
+    """The machine in one line: the GPU where ``device`` is one, the CPU with its logical
+    cores, and the torch threads a run uses (``threads``, default: this process's)."""
+    device = torch.device(device)
+    threads = threads or torch.get_num_threads()
+    cpu = f"{cpu_model()} ({os.cpu_count()} logical CPUs), {threads} torch thread{'s' * (threads != 1)}"
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} GPU; host: {cpu}"
+    return cpu
+
+
+def _listed(values: Iterable, none: str = "–") -> str:
+    unique = list(dict.fromkeys(str(v) for v in values if v is not None))
+    return ", ".join(unique) if unique else none
+
+
+def header(facts: Mapping[str, str], backbones: Iterable[str]) -> str:
+    """``facts`` as a Markdown table of what was run, and the MiniLM caveat below it when
+    one of ``backbones`` is all-MiniLM-L6-v2."""
+    lines = ["**What was run**", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {str(value).replace('|', '/')} |" for name, value in facts.items()]
+    if any(is_minilm(b) for b in backbones):
+        lines += ["", f"> {MINILM_CAVEAT}"]
+    return "\n".join(lines) + "\n"
+
+
+def _experiments(names: Sequence[str]) -> str:
+    names = list(dict.fromkeys(names))
+    return _listed(names) if len(names) <= MANY else f"{len(names)} experiments"
+
+
+def config_header(params: str | Path, experiment: str, profile: str | None = None, seeds=None,
+                  computes: bool = True) -> str:
+    """The header of a notebook that computes here: ``experiment`` on ``profile`` (None:
+    params.yaml's) for ``seeds`` (as :func:`mtlib.config.resolve_seeds` reads them), with
+    the precision its config resolves to on this machine (``computes=False``: none is used)."""
+    seeds = resolve_seeds(seeds, params)
+    cfg = load_config(params, experiment, profile, seeds[0])
+    device = resolve_device(cfg.train.device)
+    precision = PRECISIONS[resolve_amp(cfg.train.amp, device)] if computes else "– (no model is run)"
+    return header({"profile": cfg.profile, "experiment": experiment, "seeds": _listed(seeds),
+                   "backbone": cfg.backbone.name, "precision": precision,
+                   "machine": describe_machine(device, cfg.train.num_threads)}, [cfg.backbone.name])
+
+
+def runs_header(metrics_files: Sequence[str | Path]) -> str:
+    """The header of a notebook that reads runs back: the profile, experiments, seeds,
+    backbone, precision and machine that the runs' metrics.json files record."""
+    runs = [json.loads(Path(path).read_text()) for path in metrics_files]
+    if not runs:
+        raise FileNotFoundError("no runs to describe (no metrics.json given)")
+    backbones = [run.get("backbone") for run in runs]
+    return header({"profile": _listed(run.get("profile") for run in runs),
+                   "experiment": _experiments([run.get("experiment", "?") for run in runs]),
+                   "seeds": _listed(sorted({run.get("seed") for run in runs} - {None})),
+                   "backbone": _listed(backbones),
+                   "precision": _listed(PRECISIONS.get(run.get("precision"), run.get("precision")) for run in runs),
+                   "machine": _listed((run.get("machine") for run in runs), none="not recorded")}, backbones)

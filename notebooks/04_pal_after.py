@@ -1,0 +1,122 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 Projected attention layers added after fine-tuning
+#
+# Projected attention layers (PALs, Stickland and Murray 2019) give each task a small
+# attention of its own inside every BERT layer: layer l's attention sub-layer becomes
+# LN(h + SA(h) + PAL_t(h)) with PAL_t(h) = V_D g(V_E h), where V_E projects the hidden state
+# down to a d-dimensional space shared by all layers of task t, g is a multi-head attention
+# in that space, and V_D projects back up.
+#
+# The report's best model adds PALs to the *fine-tuned* AdvancedModel and trains only the
+# PALs, everything else frozen. Each PAL starts with **no influence**: V_D = 0, so the model
+# computes exactly what the AdvancedModel computed, while V_E, the queries, keys and values
+# are random so that the gradient of V_D is not zero. (The report set both V_E and V_D to
+# zero; then g(V_E h) = 0 and every PAL gradient is zero forever.) The starting point is no
+# candidate for the best checkpoint: the weights kept always include trained PALs.
+#
+# `pal_after_adjusted` trains nothing: it scores PAL-after's weights again through the SST
+# adjustment matrix fitted on them.
+
+# %% tags=["parameters"]
+profile = None              # smoke, cpu or paper; None: params.yaml's `profile`
+experiment = "pal_after"    # an experiment of params.yaml's pipeline.pal_experiments
+seeds = None                # None: params.yaml's pipeline.seeds; or one seed (3) or several ("1,2")
+workers = 0                 # runs at once; 0: one per free core on a CPU, one on a GPU
+params = "params.yaml"
+runs_dir = "results/runs"
+metrics_dir = "results/metrics"
+curves_dir = "results/curves"
+
+# %% tags=["hide-input"]
+from IPython.display import Markdown
+
+from mtlib.training.provenance import config_header
+
+Markdown(config_header(params, experiment, profile, seeds))
+
+# %%
+# %matplotlib inline
+import json
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
+
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
+
+from mtlib.config import load_config, resolve_seeds
+from mtlib.training.runs import export_runs, run_history, run_summary, seeds_table
+from mtlib.training.sweep import Job, train_many
+
+seeds = resolve_seeds(seeds, params)
+jobs = [Job(load_config(params, experiment, profile, seed), Path(runs_dir) / experiment / f"seed{seed}",
+            overwrite=True) for seed in seeds]
+cfg = jobs[0].cfg
+m, t, d = cfg.model, cfg.train, cfg.data
+
+# %% tags=["hide-input"]
+Markdown(
+    f"Experiment **{experiment}**, seeds {', '.join(map(str, seeds))}, profile **{cfg.profile}** "
+    f"(backbone `{cfg.backbone.name}`): "
+    f"{m.pair_mode} concatenation, heads {dict((task, m.head_for(task).kind) for task in t.tasks)}, "
+    f"PALs {m.pals}; sampler {t.sampler}, update {t.update}, combiner {t.combiner}, SMART {t.smart}, "
+    f"head pretraining {t.pretrain_heads}; length filter {d.length_filter:.0%}, EDA balancing {d.augment}; "
+    f"{t.epochs} epochs of {t.batches_per_epoch} micro-batches at learning rate {t.lr:g}.")
+
+# %%
+init_dirs = {seed: Path(job.cfg.train.init_from.format(seed=seed)) for seed, job in zip(seeds, jobs)}
+starts = {seed: run_summary(json.loads((folder / "metrics.json").read_text())) for seed, folder in init_dirs.items()}
+
+# %% tags=["hide-input"]
+Markdown(
+    "Starting points: " + "; ".join(f"`{folder.as_posix()}` (dev mean {starts[seed]['dev_score']:.3f})"
+                                    for seed, folder in init_dirs.items())
+    + f". PAL dimension d = {m.pal_args['num_heads']} heads x {m.pal_args['head_dim']} = "
+    f"{m.pal_args['num_heads'] * m.pal_args['head_dim']}; SST adjustment matrix: {t.sst_adjustment}.")
+
+# %%
+metrics = train_many(jobs, workers)
+export_runs({seed: job.out_dir for seed, job in zip(seeds, jobs)},
+            f"{metrics_dir}/{experiment}.json", f"{curves_dir}/{experiment}.csv")
+summaries = [run_summary(run) for run in metrics]
+seeds_table(metrics).round(4)
+
+# %% tags=["hide-input"]
+Markdown(
+    "Dev mean of the starting run and of this one: " + "; ".join(
+        f"seed {seed} {starts[seed]['dev_score']:.3f} -> {s['dev_score']:.3f} "
+        f"({s['dev_score'] - starts[seed]['dev_score']:+.3f}), best evaluation at update {s['best_update']} "
+        f"of {s['updates']}" for seed, s in zip(seeds, summaries))
+    + f". {summaries[0]['params_trainable']:,} of {summaries[0]['params_total']:,} parameters "
+    f"({summaries[0]['params_trainable'] / summaries[0]['params_total']:.2%}) are trainable; "
+    f"{sum(s['train_seconds'] for s in summaries):.0f} s of training in all.")
+
+# %% [markdown]
+# ## Learning curves
+
+# %% tags=["hide-input"]
+history = pd.concat([run_history(job.out_dir) for job in jobs], ignore_index=True)
+metric = summaries[0]["curve_metric"]
+if len(history):
+    ax = sns.lineplot(data=history.assign(seed=history["seed"].astype(str)), x="examples", y=metric,
+                      hue="seed", marker="o")
+    ax.set(title=f"{experiment}: dev {metric} during training, one line per seed",
+           xlabel="training examples seen", ylabel=f"dev {metric}")
+else:
+    display(Markdown("This experiment does not train: it has no learning curve."))

@@ -1,0 +1,66 @@
+"""mtlib.training.provenance: the "what was run" header every page of the report opens with."""
+import json
+import os
+
+import pytest
+import torch
+
+from mtlib.training import provenance
+from mtlib.training.provenance import MINILM_CAVEAT, config_header, describe_machine, runs_header
+from tests.helpers import ROOT
+
+PARAMS = ROOT / "params.yaml"
+
+
+def rows(header: str) -> dict:
+    """The header's table as {fact: value}."""
+    return {cells[1].strip(): cells[2].strip() for line in header.splitlines() if line.startswith("| ")
+            for cells in [line.split("|")] if cells[1].strip()}
+
+
+def test_is_minilm_knows_the_alias_and_the_hub_id():
+    assert provenance.is_minilm("minilm") and provenance.is_minilm("sentence-transformers/all-MiniLM-L6-v2")
+    assert not provenance.is_minilm("tiny-random") and not provenance.is_minilm("bert-base-uncased")
+
+
+def test_describe_machine_names_the_cpu_threads_and_a_gpu(monkeypatch):
+    monkeypatch.setattr(provenance, "cpu_model", lambda: "Some CPU 9000")
+    assert describe_machine("cpu", 1) == f"Some CPU 9000 ({os.cpu_count()} logical CPUs), 1 torch thread"
+    assert describe_machine("cpu", 4).endswith("4 torch threads")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"Fake GPU {device.index}")
+    assert describe_machine("cuda:1", 2).startswith("Fake GPU 1 GPU; host: Some CPU 9000")
+
+
+def test_config_header_states_the_run_and_the_caveat_only_for_minilm():
+    smoke = config_header(PARAMS, "base_model", "smoke", "1,2")
+    facts = rows(smoke)
+    assert facts == {"profile": "smoke", "experiment": "base_model", "seeds": "1, 2", "backbone": "tiny-random",
+                     "precision": "fp32", "machine": describe_machine("cpu", 1)}  # smoke: amp none, one thread
+    assert MINILM_CAVEAT not in smoke
+    cpu = config_header(PARAMS, "augmented", "cpu", 1, computes=False)
+    assert rows(cpu)["backbone"] == "minilm" and rows(cpu)["seeds"] == "1"
+    assert rows(cpu)["precision"].startswith("–") and MINILM_CAVEAT in cpu
+    assert rows(config_header(PARAMS, "base_model", "smoke"))["seeds"] == "1, 2"  # params.yaml's pipeline.seeds
+
+
+def _metrics(folder, experiment, seed, **extra):
+    path = folder / experiment / f"seed{seed}" / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"experiment": experiment, "seed": seed, "profile": "cpu", "backbone": "minilm",
+                                "dev": {}, **extra}))
+    return path
+
+
+def test_runs_header_describes_the_runs_it_is_given(tmp_path):
+    files = [_metrics(tmp_path, "base_model", 1, precision="bf16", machine="CPU A"),
+             _metrics(tmp_path, "base_model", 2, precision="bf16", machine="CPU B"),
+             _metrics(tmp_path, "random_predictor", 1, machine="CPU A")]  # the random predictor computes nothing
+    header = runs_header(files)
+    assert rows(header) == {"profile": "cpu", "experiment": "base_model, random_predictor", "seeds": "1, 2",
+                            "backbone": "minilm", "precision": "bf16 autocast", "machine": "CPU A, CPU B"}
+    assert MINILM_CAVEAT in header
+    many = [_metrics(tmp_path, f"e{i}", 1) for i in range(provenance.MANY + 1)]
+    assert rows(runs_header(many))["experiment"] == f"{provenance.MANY + 1} experiments"
+    assert rows(runs_header(many))["machine"] == "not recorded"
+    with pytest.raises(FileNotFoundError):
+        runs_header([])
