@@ -294,6 +294,14 @@ def resolve_seeds(seeds=None, path: str | Path = "params.yaml") -> list[int]:
     return resolved
 
 
+def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """``cfg`` with ``--set``-style overrides applied, validated like a loaded config."""
+    tree = cfg.to_dict()
+    for text in overrides:
+        tree = merge(tree, parse_override(text))
+    return config_from_dict(tree, where=f"{cfg.experiment} with {list(overrides)}")
+
+
 def config_from_dict(tree: dict, where: str = "config") -> Config:
     config = _build(Config, tree, where)
     validate(config, where)
