@@ -102,11 +102,12 @@ def test_sampler_probabilities_cover_every_sampler_and_epoch():
 
 def test_pretrain_frame_and_best_epochs():
     history = {"sst": [{"epoch": 1, "loss": 1.5, "sst/acc": 0.3, "seconds": 4.0},
-                       {"epoch": 2, "loss": 1.2, "sst/acc": 0.4, "seconds": 0.5},
+                       {"epoch": 2, "loss": 1.2, "sst/acc": 0.4, "seconds": 0.5, "kept": True},
                        {"epoch": 3, "loss": 1.1, "sst/acc": 0.4, "seconds": 0.5}],
                "sts": [{"epoch": 1, "loss": 2.0, "sts/pearson": 0.1, "seconds": 3.0}]}
     frame = analysis.pretrain_frame(history)
-    assert frame.columns.tolist() == ["task", "epoch", "loss", "metric", "score", "seconds"]
+    assert frame.columns.tolist() == ["task", "epoch", "loss", "metric", "score", "kept", "seconds"]
+    assert frame["kept"].tolist() == [False, True, False, False]
     assert frame["metric"].tolist() == ["sst/acc"] * 3 + ["sts/pearson"]
     best = analysis.best_pretrain_epochs(frame)
     assert best.loc["sst", "best_epoch"] == 2  # the first of equal scores, as pretrain_heads keeps it

@@ -154,14 +154,16 @@ def sampler_table(probabilities: Mapping[str, Mapping[int, Mapping[str, float]]]
 
 def pretrain_frame(history: Mapping[str, Sequence[Mapping]]) -> pd.DataFrame:
     """mtlib.training.pretrain.pretrain_heads' history as one long frame:
-    task, epoch, loss, metric (its name, e.g. sst/acc), score (its value), seconds."""
+    task, epoch, loss, metric (its name, e.g. sst/acc), score (its value), kept (the epoch the
+    head was kept at), seconds."""
     rows = []
     for task, epochs in history.items():
         metric = f"{task}/{TASKS[task].metric}"
         for row in epochs:
             rows.append({"task": task, "epoch": int(row["epoch"]), "loss": float(row["loss"]), "metric": metric,
-                         "score": float(row[metric]), "seconds": float(row["seconds"])})
-    return pd.DataFrame(rows, columns=["task", "epoch", "loss", "metric", "score", "seconds"])
+                         "score": float(row[metric]), "kept": bool(row.get("kept", False)),
+                         "seconds": float(row["seconds"])})
+    return pd.DataFrame(rows, columns=["task", "epoch", "loss", "metric", "score", "kept", "seconds"])
 
 
 def best_pretrain_epochs(frame: pd.DataFrame) -> pd.DataFrame:
