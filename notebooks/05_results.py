@@ -15,18 +15,23 @@
 # %% [markdown]
 # # 05 Results
 #
-# Every run under `results/runs/`, summarised per experiment over its seeds (mean ± std and
-# a 95% t-interval), beside the report's single-run number from its Table 2, with each row's
-# paired difference to the row it builds on (its parent in params.yaml's `pipeline.rows`).
+# Every run under `results/runs/`, summarised per experiment over its seeds, beside the
+# report's single-run number from its Table 2. Each row is compared with the row it builds
+# on (its parent in params.yaml's `pipeline.rows`), paired by seed. Every interval is a 95%
+# interval that counts both sources of noise: the seeds (how a run falls) and the dev sample
+# (which examples were drawn), the latter by resampling the dev examples that all runs share.
+# Dev was scored once per run, at the checkpoint the validation split (held out of the
+# training data) selected.
 
 # %% tags=["parameters"]
 params = "params.yaml"
 runs_dir = "results/runs"
 table_csv = "results/table.csv"
 table_md = "results/table.md"
+scorecard_md = "results/scorecard.md"
 figures_dir = "figures"
-compromise = "hidden_compromise" # Gradient Compromise ...
-annealed = "hidden"              # ... against the annealed sampler it builds on
+compromise = "hidden_compromise"  # Gradient Compromise ...
+annealed = "hidden"               # ... against the annealed sampler it builds on
 
 # %% tags=["hide-input"]
 from pathlib import Path
@@ -39,36 +44,66 @@ Markdown(runs_header(sorted(Path(runs_dir).glob("*/seed*/metrics.json"))))
 
 # %%
 # %matplotlib inline
-from pathlib import Path
-
 from IPython.display import Markdown, display
 
-from mtlib.study import analysis, figures, plotting
 from mtlib.config import read_params
-from mtlib.study.report import REPORT_TABLE2, collect_histories, collect_runs, summarise, write_table
+from mtlib.io import write_text
+from mtlib.study import analysis, figures, plotting, report, scorecard
 
-pipeline = read_params(params)["pipeline"]
-runs = collect_runs(runs_dir)
-summary = summarise(runs, pipeline["rows"])
-write_table(summary, table_csv, table_md)
+rows = read_params(params)["pipeline"]["rows"]
+runs = report.collect_runs(runs_dir)
+replicates = report.bootstrap_runs(runs)  # every run's dev predictions on 2,000 resamples of the dev examples
+summary = report.summarise(runs, rows, replicates)
+report.write_table(summary, table_csv, table_md)
 
 # %% tags=["hide-input"]
 Markdown(Path(table_md).read_text())
 
 # %%
-best = summary.loc[summary["mean_mean"].idxmax()]
-report_best = max(REPORT_TABLE2, key=lambda label: REPORT_TABLE2[label][3])
-rho, n_both = analysis.rank_agreement(summary)
-beaten = summary.dropna(subset=["mean_report"])
+indexed = summary.set_index("experiment")
+baseline = "head_only" if "head_only" in indexed.index else None
+fine_tuned = indexed.loc[sorted(set(runs.loc[runs["updates"] > 0, "experiment"]) & set(indexed.index),
+                                key=list(indexed.index).index)]
+best = indexed["mean_mean"].idxmax()
 
 # %% tags=["hide-input"]
+above = [] if baseline is None else [e for e in fine_tuned.index if indexed.loc[e, "mean_mean"] > indexed.loc[baseline, "mean_mean"]]
 Markdown(
-    f"{len(runs)} runs of {summary['experiment'].nunique()} experiments. The best dev mean is "
-    f"**{best['experiment']}** ({best['label'] or 'no report row'}): {best['mean_mean']:.3f} ± "
-    f"{best['mean_std']:.3f} over {best['n_seeds']} seed(s); the report's best row is *{report_best}* "
-    f"({REPORT_TABLE2[report_best][3]:.3f}). Over the {n_both} experiments with a report number, the Spearman "
-    f"rank correlation between our means and the report's is {rho:.2f}; {int((beaten['mean_mean'] > beaten['mean_report']).sum())} "
-    f"of them score above the report's number (see the caveat above the table on the backbone).")
+    f"{len(runs)} runs of {len(indexed)} experiments. The best dev mean is **{best}**: "
+    f"{indexed.loc[best, 'mean_mean']:.3f} [{indexed.loc[best, 'mean_lo']:.3f}, {indexed.loc[best, 'mean_hi']:.3f}]. "
+    + ("" if baseline is None else
+       f"Heads on the frozen encoder alone score {indexed.loc[baseline, 'mean_mean']:.3f} "
+       f"[{indexed.loc[baseline, 'mean_lo']:.3f}, {indexed.loc[baseline, 'mean_hi']:.3f}]; "
+       f"{len(above)} of the {len(fine_tuned)} fine-tuned rows score above that on the mean"
+       + (f" (below it: {', '.join(e for e in fine_tuned.index if e not in above)})." if len(above) < len(fine_tuned)
+          else ".")))
+
+# %% [markdown]
+# ## What the intervals are made of, and what this study can detect
+#
+# For each row: the half-width of its interval from the seeds alone and from the dev sample
+# alone. Then the smallest true difference between two rows that this profile detects with
+# 80% power at the 5% level, from the seed spread measured across all parent pairs and the
+# dev sample's own variance.
+
+# %% tags=["hide-input"]
+display(report.interval_sources(summary).round(4))
+Markdown(report.effects_markdown(report.detectable_effects(summary)))
+
+# %% [markdown]
+# ## The report's claims, judged
+#
+# One line per claim of the report, with the comparisons it rests on, our paired difference
+# and its 95% interval, and a verdict: confirmed, contradicted, or not resolvable at this
+# profile (rows the profile does not run say so).
+
+# %%
+histories = report.collect_histories(runs_dir)
+card = scorecard.judge(runs, replicates, histories, rows)
+write_text(scorecard_md, scorecard.scorecard_markdown(card))
+
+# %% tags=["hide-input"]
+Markdown(Path(scorecard_md).read_text())
 
 # %% [markdown]
 # ## This study beside the report
@@ -87,27 +122,29 @@ figures.plot_score_vs_parameters(summary, f"{figures_dir}/05_score_vs_parameters
 # %% [markdown]
 # ## Learning curves
 #
-# Dev mean against training examples seen, mean ± std over seeds, one figure per family of
-# experiments, each drawn against the setting it builds on. The random predictor does not
-# train and single-task runs have no dev mean: they are in the table only.
+# Validation mean against training examples seen, mean ± std over seeds, one figure per
+# family of experiments, each drawn beside the rows it builds on. The random predictor and
+# the frozen-encoder heads do not fine-tune, and single-task runs have no mean: they are in
+# the table only.
 
 # %%
-histories = collect_histories(runs_dir)
-groups = analysis.curve_groups(pipeline["rows"], sorted(set(histories["experiment"])))
+groups = analysis.curve_groups(rows, sorted(set(histories["experiment"])))
 
 # %% tags=["hide-input"]
 for group, names in groups.items():
     display(plotting.plot_learning_curves(analysis.select_experiments(histories, names),
                                           f"{figures_dir}/05_learning_curves/{group}.png",
-                                          title=f"Dev mean during training: {group}"))
+                                          title=f"Validation mean during training: {group}"))
 
 # %% [markdown]
 # ## Gradient Compromise against the annealed sampler
 #
 # The report's Figure 5 claims Gradient Compromise learns much faster in the first epochs.
 # Examples seen is the fair x-axis: one Gradient Compromise update consumes a whole group of
-# batches.
+# batches. The scorecard's learning-speed line compares the two curves over the early window.
 
 # %% tags=["hide-input"]
-figures.plot_compromise_vs_annealed(histories, f"{figures_dir}/05_compromise_vs_annealed.png",
-                                    compromise=compromise, annealed=annealed)
+(figures.plot_compromise_vs_annealed(histories, f"{figures_dir}/05_compromise_vs_annealed.png",
+                                     compromise=compromise, annealed=annealed)
+ if {compromise, annealed} <= set(histories["experiment"]) else
+ Markdown(f"`{compromise}` or `{annealed}` did not run on this profile."))

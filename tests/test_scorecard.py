@@ -32,11 +32,13 @@ def test_the_scorecard_covers_every_claim_of_the_issue():
 
 def test_the_report_own_numbers_agree_with_each_claim_as_written():
     # a claim whose comparisons the report's Table 2 does not support would be mis-transcribed
+    # (rows the report does not have, such as round robin, have no number to check)
     for claim in (c for c in CLAIMS if c.statistic != EARLY):
-        for comparison in claim.comparisons:
-            delta, ours, theirs = report_difference(comparison, ROWS)
-            assert not math.isnan(delta), (claim.name, comparison)
-            assert verdict(claim.direction, delta, delta) == CONFIRMED, (claim.name, comparison, ours, theirs)
+        numbers = [(comparison, report_difference(comparison, ROWS)) for comparison in claim.comparisons]
+        assert any(not math.isnan(delta) for _, (delta, _, _) in numbers), claim.name
+        for comparison, (delta, ours, theirs) in numbers:
+            if not math.isnan(delta):
+                assert verdict(claim.direction, delta, delta) == CONFIRMED, (claim.name, comparison, ours, theirs)
 
 
 @pytest.mark.parametrize("direction, lo, hi, expected", [
@@ -54,9 +56,11 @@ def test_verdict_rules(direction, lo, hi, expected):
 def test_a_claim_needs_every_comparison():
     assert combine([CONFIRMED, CONFIRMED]) == CONFIRMED
     assert combine([CONFIRMED, NOT_RESOLVABLE]) == NOT_RESOLVABLE
-    assert combine([CONFIRMED, CONTRADICTED, NOT_RUN]) == CONTRADICTED
-    assert combine([CONFIRMED, NOT_RUN]) == NOT_RUN and combine([NOT_RESOLVABLE, NOT_RUN]) == NOT_RUN
-    assert combine([]) == NOT_RUN
+    assert combine([CONFIRMED, CONTRADICTED]) == CONTRADICTED
+    assert combine([CONFIRMED, CONTRADICTED, NOT_RUN]) == f"{CONTRADICTED} (on the 2 of 3 comparisons run)"
+    assert combine([CONFIRMED, NOT_RUN]) == f"{CONFIRMED} (on the 1 of 2 comparisons run)"
+    assert combine([NOT_RESOLVABLE, NOT_RUN, NOT_RUN]) == f"{NOT_RESOLVABLE} (on the 1 of 3 comparisons run)"
+    assert combine([NOT_RUN, NOT_RUN]) == NOT_RUN and combine([]) == NOT_RUN
     with pytest.raises(KeyError, match="unknown direction 'up'"):
         verdict("up", 0.1, 0.2)
 
