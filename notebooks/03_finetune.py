@@ -17,9 +17,12 @@
 #
 # One row of the study: an experiment of params.yaml (its overrides of the profile), trained
 # once per seed. `dvc repro` runs this notebook once per experiment listed under `pipeline:`
-# in params.yaml, for every seed of `pipeline.seeds`; each run folder
-# `results/runs/<experiment>/seed<k>/` keeps the resolved config, the dev history,
-# metrics.json and the predictions.
+# in params.yaml, for every seed of `pipeline.seeds`, the seeds side by side in processes of
+# their own. Every run follows the report's protocol: heads first trained on the frozen
+# encoder, then everything fine-tuned; the validation split held out of the training data
+# picks the checkpoint, and dev is scored once, with it. Each run folder
+# `results/runs/<experiment>/seed<k>/` keeps the resolved config (with the precision chosen
+# on the machine that ran it), the validation history, metrics.json and the predictions.
 
 # %% tags=["parameters"]
 profile = None               # smoke, cpu or paper; None: params.yaml's `profile`
@@ -77,8 +80,8 @@ seeds_table(metrics).round(4)
 
 # %% tags=["hide-input"]
 Markdown(
-    f"Dev score ({summaries[0]['curve_metric']}) from each run's best evaluation: "
-    + "; ".join(f"seed {seed} {s['dev_score']:.3f} at update {s['best_update']} of {s['updates']}"
+    f"Dev score ({summaries[0]['curve_metric']}), scored once with the weights the validation split selected: "
+    + "; ".join(f"seed {seed} {s['dev_score']:.3f} (selected at update {s['best_update']} of {s['updates']})"
                 for seed, s in zip(seeds, summaries))
     + f" (mean {sum(s['dev_score'] for s in summaries) / len(summaries):.3f}). "
     f"{summaries[0]['params_trainable']:,} trainable parameters of {summaries[0]['params_total']:,}; "
@@ -94,8 +97,8 @@ metric = summaries[0]["curve_metric"]
 if len(history):
     ax = sns.lineplot(data=history.assign(seed=history["seed"].astype(str)), x="examples", y=metric,
                       hue="seed", marker="o")
-    ax.set(title=f"{experiment}: dev {metric} during training, one line per seed",
-           xlabel="training examples seen", ylabel=f"dev {metric}")
+    ax.set(title=f"{experiment}: validation {metric} during training, one line per seed",
+           xlabel="training examples seen", ylabel=f"validation {metric}")
 else:
     display(Markdown("This experiment does not fine-tune (the random predictor, the heads alone): "
                      "it has no learning curve."))
