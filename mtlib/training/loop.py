@@ -37,7 +37,7 @@ from mtlib.training import methods
 from mtlib.training.adjust import fit_adjustment, save_adjustment, sst_probabilities
 from mtlib.training.checkpoint import checkpoint_exists, load_checkpoint, load_model_weights, save_checkpoint
 from mtlib.training.evaluate import evaluate, prediction_frame, score
-from mtlib.training.precision import grad_scaler, resolve_amp, resolve_device
+from mtlib.training.precision import amp_reason, grad_scaler, resolve_amp, resolve_device
 from mtlib.training.pretrain import (encoder_fingerprint, evaluate_heads, feature_sources, needs_tokens,
                                      pretrain_heads)
 from mtlib.training import runs
@@ -98,6 +98,7 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
         torch.set_num_threads(t.num_threads)
     device = resolve_device(t.device)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, amp=resolve_amp(t.amp, device)))  # as run
+    print(f"{cfg.experiment} seed {t.seed}: {amp_reason(t.amp, cfg.train.amp, device)}", flush=True)
     t = cfg.train
     runs.check_folder(Path(out_dir), cfg, resume, overwrite)  # again under the lock; here it fails fast
     seeds.seed_everything(t.seed)
