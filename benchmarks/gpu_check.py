@@ -53,9 +53,9 @@ under bf16 (rows x length): a time that barely grows with the batch means the st
 by launching kernels, not by arithmetic, and says what larger batches would buy.
 
 Usage
-  python scripts/gpu_check.py --json gpu_check.json                 # on the GPU machine (about 2 min on an H200)
-  python scripts/gpu_check.py --device cpu --tiny                   # the same code path (bf16 only), tiny model, seconds
-  python scripts/gpu_check.py --variants fp16,fp16_pcgrad --steps 100 --peak-tflops 989
+  python -m benchmarks.gpu_check --json gpu_check.json                 # on the GPU machine (about 2 min on an H200)
+  python -m benchmarks.gpu_check --device cpu --tiny                   # the same code path (bf16 only), tiny model, seconds
+  python -m benchmarks.gpu_check --variants fp16,fp16_pcgrad --steps 100 --peak-tflops 989
 """
 from __future__ import annotations
 
@@ -73,8 +73,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 TASK_ORDER = ("sst", "para", "sts")
 # Token counts (special tokens included, bert-base-uncased vocabulary) of the CS224N training
@@ -137,14 +135,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # --------------------------------------------------------------------------- imports from mtlib
 from mtlib.config import load_config
-from mtlib.tasks import TASK_NAMES  # noqa: E402
-from mtlib.data.encode import Batch  # noqa: E402
-from mtlib.training.precision import autocast  # noqa: E402
-from mtlib.model.heads import build_head  # noqa: E402
-from mtlib.model.multitask import MultitaskModel  # noqa: E402
-from mtlib.training.samplers import TaskSampler  # noqa: E402
-from mtlib.tasks import TASKS  # noqa: E402
-from mtlib.training.stepper import Stepper  # noqa: E402
+from mtlib.tasks import TASK_NAMES
+from mtlib.data.encode import Batch
+from mtlib.training.precision import autocast
+from mtlib.model.heads import build_head
+from mtlib.model.multitask import MultitaskModel
+from mtlib.training.samplers import TaskSampler
+from mtlib.tasks import TASKS
+from mtlib.training.stepper import Stepper
 
 
 # --------------------------------------------------------------------------- model and batches
