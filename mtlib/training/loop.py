@@ -43,7 +43,7 @@ from mtlib.training.pretrain import (encoder_fingerprint, evaluate_heads, featur
 from mtlib.training import runs
 from mtlib.training.runs import RunFolder, RunState, write_history
 from mtlib.training.samplers import TaskSampler
-from mtlib.training.stepper import Stepper
+from mtlib.training.stepper import Stepper, adamw
 from mtlib.training.updates import updates_per_epoch
 
 
@@ -153,8 +153,7 @@ def _build(run: Run, pretrain: bool, progress: bool) -> None:
     run.model = model.to(run.device)
     if pretrain:
         _pretrain_heads(run, progress)
-    run.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr,
-                                      weight_decay=t.weight_decay)
+    run.optimizer = adamw(model, t)
     run.scaler = grad_scaler(run.amp, run.device)
     run.streams = {task: BatchStream(run.data["train"][task], t.batch_size[task], t.seed, run.pad_id,
                                      cfg.data.bucketing) for task in t.tasks}
