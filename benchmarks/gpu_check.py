@@ -1,84 +1,80 @@
 #!/usr/bin/env python
-"""GPU check: the paper profile's training step on a bert-base-shaped model, bf16 vs fp16, sum vs PCGrad.
+"""GPU check: how long the paper profile's whole study takes on one GPU, three ways, measured in one run.
 
-Self-contained for a GPU machine that has torch and transformers but NO model weights,
-NO data files and NO network: the encoder is ``BertModel(BertConfig())`` with random
-weights (bert-base's shape: 12 layers, hidden 768, 12 heads, vocabulary 30,522; no pooler),
-wrapped in ``mtlib.model.multitask.MultitaskModel`` with one linear head per task
-(``mtlib.model.heads.build_head``), and the batches are synthetic: random token ids with lengths
-drawn from the real training data's length distribution (see ``LENGTH_QUANTILES``), cut
-into batches the way ``mtlib.data.encode.BatchStream`` buckets them (chunks of 50 batches
-sorted by length, batch order shuffled), sst 32 / para 16 / sts 32 rows.
+The paper profile (bert-base, the report's batch sizes sst 32 / para 16 / sts 32, 4
+micro-batches per update) was measured on an H200 at 1.2% MFU with the GPU busy ~11% of
+the time: the step is bound by launching ~5,000 small kernels per update, not by arithmetic.
+This check measures, on synthetic batches shaped like the real data, the aggregate training
+throughput of
 
-Variants (``--variants``; the rest of the step comes from ``params.yaml``'s ``--profile``,
-paper by default: AdamW at ``train.lr``, clipping at ``train.max_grad_norm``, the random
-task sampler):
+  (a) the study's step as it is (``mtlib.training.stepper.Stepper``, AdamW as mtlib builds
+      it, the precision ``train.amp: auto`` resolves to), for each kind of update the
+      study's experiments use: ``base`` (4 sampled micro-batches, summed: most rows),
+      ``surgery`` (one batch per task, per-task gradients combined by PCGrad; GradVac and
+      Gradient Compromise do the same work) and ``smart`` (GradVac + SMART);
+  (b) the same base step with the encoder's layers compiled by
+      ``torch.compile(mode="reduce-overhead")`` (inductor + CUDA graphs, one graph per batch
+      shape), lengths padded to a multiple of ``--multiple`` so that there are few shapes;
+      in a subprocess with a time limit, as compiling can fail or take long;
+  (c) N = 2, 4, 8 processes sharing the GPU (``--processes``), each running the base step
+      on its own model and batches (started with multiprocessing's spawn), all timed over
+      the same window: what running several runs at once (mtlib.training.sweep, or DVC
+      queue workers on one GPU) gives;
 
-  bf16            base_model: update ``sampled``, ``accumulation`` (4) micro-batches, summed; bf16 autocast
-  fp16            the same under fp16 autocast + GradScaler (the paper profile's own amp)
-  fp16_each_sum   hidden_pcgrad's update (``each_task``: one batch of every task) with combiner sum
-  fp16_pcgrad     hidden_pcgrad: per-task gradient matrix, PCGrad, fp16 + GradScaler
-  bf16_each_sum   / bf16_pcgrad: the same two under bf16 (no scaler)
+plus the forward-only throughput of evaluation, and prints the estimate of the full study
+(every experiment of params.yaml's pipeline, ``--seeds`` seeds) under (a), (b) and the
+best (c), with its arithmetic.
 
-The ``*_each_sum`` rows are PCGrad's like-for-like baseline (same batches per update).
-Every variant starts from the same initial weights, reseeds torch, and replays the same
-synthetic batch streams from their start.
+The model is ``BertModel(BertConfig())`` with random weights (bert-base's shape; the GPU
+machine has no weights, data or network) in ``mtlib.model.multitask.MultitaskModel`` with the
+experiment's heads; batches have lengths drawn from the real training data's length
+quantiles (``LENGTH_QUANTILES``), bucketed as ``BatchStream`` does. Before timing, every
+synthetic batch shape goes once through forward and backward (first-seen shapes cost
+cuBLAS heuristics and allocator growth: 0.5-10 s each on an H200).
 
-The training step is ``mtlib.training.loop.Stepper.step`` itself (the GPU image has pandas, tqdm and
-PyYAML; nlpaug and NLTK are imported only when augmenting), subclassed only to record each
-task loss. fp16 needs CUDA (``mtlib.training.evaluate.autocast``), so on a CPU the fp16 variants are
-left out.
-
-Before any timing, every synthetic batch goes once through forward and backward under each
-autocast dtype in use, so that the first variants do not pay for first-seen shapes (cuBLAS
-heuristics, allocator growth): on an H200 those made the first updates 0.5-10 s.
-
-Measures, per variant (``--warmup`` untimed updates, then ``--steps`` timed ones, each
-timed with ``torch.cuda.synchronize()`` on both sides):
-  examples/s and useful (non-pad) tokens/s (totals over the timed updates), the median
-  update time, model FLOP utilisation MFU = 6 * N * useful tokens / seconds / peak, with N
-  the model's non-embedding parameters (encoder layers + heads; a lookup costs no matmul)
-  and the attention-score FLOPs left out (~1% at these lengths); peak = ``--peak-tflops`` or
-  a lookup by ``torch.cuda.get_device_name()`` (H100 SXM / H200: 989 dense bf16 = fp16
-  TFLOPS; H100 PCIe 756; H100 NVL 835; A100 312); peak memory
-  (``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` per variant, and its
-  increase over the memory allocated before the first update); whether every loss was
-  finite; and how many updates the GradScaler skipped (its scale fell) in warm-up and in
-  the timed updates.
-
-Diagnostics (``--no-diagnose`` skips them): (a) the share of one update's wall time the GPU
-spends in kernels and the number of kernels, from torch.profiler over a few steady updates of
-the first variant; (b) forward + backward time of the same model on batches of growing size
-under bf16 (rows x length): a time that barely grows with the batch means the step is bound
-by launching kernels, not by arithmetic, and says what larger batches would buy.
+Everything here also runs on a CPU with ``--tiny`` (a 2-layer, 64-wide BERT), which is how
+tests/test_gpu_check.py exercises it in CI; there ``--compile-backend eager`` traces the
+same compiled path without inductor's code generation.
 
 Usage
-  python -m benchmarks.gpu_check --json gpu_check.json                 # on the GPU machine (about 2 min on an H200)
-  python -m benchmarks.gpu_check --device cpu --tiny                   # the same code path (bf16 only), tiny model, seconds
-  python -m benchmarks.gpu_check --variants fp16,fp16_pcgrad --steps 100 --peak-tflops 989
+  python -m benchmarks.gpu_check --json gpu_check.json            # on the GPU machine: under 8 minutes on an H200
+  python -m benchmarks.gpu_check --device cpu --tiny --processes 2 --window 2 --compile-backend eager
+  python -m benchmarks.gpu_check --no-compile --processes 2,4 --window 20
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import multiprocessing
+import os
 import platform
-import resource
+import queue
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from mtlib.config import load_config, read_params
+from mtlib.data.encode import Batch
+from mtlib.model.heads import build_head
+from mtlib.model.multitask import MultitaskModel, num_parts
+from mtlib.tasks import TASK_NAMES, TASKS
+from mtlib.training.precision import autocast, grad_scaler, resolve_amp
+from mtlib.training.samplers import TaskSampler
+from mtlib.training.stepper import Stepper, adamw
+from mtlib.training.updates import batches_per_update
 
+ROOT = Path(__file__).resolve().parents[1]
 TASK_ORDER = ("sst", "para", "sts")
 # Token counts (special tokens included, bert-base-uncased vocabulary) of the CS224N training
 # sets as the study tokenises them (pairs in sentence mode), at these percentiles. Measured
-# from /work/shared/data/cs224n: sst 8,544 rows (mean 25.0), quora 42,149 (mean 29.3),
-# sts 6,040 (mean 28.4). Bucketed batches of them are ~96% real tokens.
+# from the course data: sst 8,544 rows (mean 25.0), quora 42,149 (mean 29.3), sts 6,040
+# (mean 28.4). Bucketed batches of them are ~96% real tokens.
 LENGTH_PERCENTILES = (0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90, 95,
                       97.5, 99, 99.5, 100)
 LENGTH_QUANTILES = {
@@ -86,18 +82,15 @@ LENGTH_QUANTILES = {
     "para": (6, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 31, 33, 35, 37, 40, 44, 49, 54, 59, 62, 123),
     "sts": (9, 15, 16, 17, 18, 19, 19, 20, 21, 22, 23, 24, 26, 27, 30, 33, 38, 43, 50, 60, 67, 73, 77, 125),
 }
-TRAIN_SIZES = {"sst": 8544, "para": 42149, "sts": 6040}  # only samplers other than 'random' read them
+TRAIN_SIZES = {"sst": 8544, "para": 42149, "sts": 6040}  # the full training sets (the paper profile's)
+DEV_SIZES = {"sst": 1101, "para": 40429, "sts": 863}     # the full dev sets, scored after every epoch
 FIRST_SEGMENT_FRACTION = 0.52                            # pairs: share of tokens before the middle [SEP]
 CLS_ID, SEP_ID, PAD_ID, FIRST_WORD_ID = 101, 102, 0, 1996
 BUCKET_FACTOR = 50                                       # mtlib.data.encode.epoch_batches' default
-
-VARIANTS = {  # name: (experiment, overrides)
-    "bf16": ("base_model", ["train.amp=bf16"]),
-    "fp16": ("base_model", ["train.amp=fp16"]),
-    "fp16_each_sum": ("hidden_pcgrad", ["train.amp=fp16", "train.combiner=sum"]),
-    "fp16_pcgrad": ("hidden_pcgrad", ["train.amp=fp16"]),
-    "bf16_each_sum": ("hidden_pcgrad", ["train.amp=bf16", "train.combiner=sum"]),
-    "bf16_pcgrad": ("hidden_pcgrad", ["train.amp=bf16"]),
+CLASSES = {  # kind of update: (experiment whose step is timed, what it stands for)
+    "base": ("base_model", "sampled micro-batches, summed (every experiment not below)"),
+    "surgery": ("hidden_pcgrad", "one batch per task, per-task gradients combined (PCGrad, GradVac, compromise)"),
+    "smart": ("hidden_gradvac_smart", "GradVac + SMART"),
 }
 # Dense (no sparsity) tensor-core peaks, TFLOPS; bf16 and fp16 are the same on these parts.
 PEAK_TFLOPS = (("h200", None, 989.0), ("h100", "pcie", 756.0), ("h100", "nvl", 835.0), ("h100", None, 989.0),
@@ -108,41 +101,45 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
-    p.add_argument("--tiny", action="store_true",
-                   help="2-layer, 64-wide BERT and few steps: exercises the code path (CPU) in seconds")
-    p.add_argument("--steps", type=int, default=None, help="timed updates per variant (default 40; --tiny 3)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed updates before them (default 15; --tiny 1)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
-    p.add_argument("--peak-tflops", type=float, default=None,
-                   help="accelerator peak (dense bf16/fp16 TFLOPS) for MFU; default: looked up from the GPU name")
-    p.add_argument("--pool", type=int, default=BUCKET_FACTOR, help="synthetic batches per task, cycled (default 50)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--tiny", action="store_true", help="2-layer, 64-wide BERT, few steps: the code path in seconds")
+    p.add_argument("--classes", default=",".join(CLASSES), help=f"kinds of update timed in (a): {','.join(CLASSES)}")
+    p.add_argument("--steps", type=int, default=None, help="timed updates per kind (default 30; --tiny 3)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed updates before them (default 5; --tiny 1)")
+    p.add_argument("--pool", type=int, default=None, help="synthetic batches per task, cycled (default 16; --tiny 4)")
+    p.add_argument("--processes", default="2,4,8", help="(c): process counts sharing the device ('' skips)")
+    p.add_argument("--window", type=float, default=None, help="(c): seconds each count is timed (default 20; --tiny 1)")
+    p.add_argument("--no-compile", action="store_true", help="skip (b)")
+    p.add_argument("--compile-backend", default="inductor", help="(b): torch.compile backend (eager: trace only)")
+    p.add_argument("--compile-timeout", type=float, default=240.0, help="(b): seconds before it is given up")
+    p.add_argument("--multiple", type=int, default=16, help="(b): lengths padded to a multiple of this")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per experiment in the study estimate")
+    p.add_argument("--amp", default="auto", help="train.amp for every step (default: the paper profile's auto)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16/fp16 TFLOPS for MFU")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of this process")
     p.add_argument("--params", default=str(ROOT / "params.yaml"))
     p.add_argument("--profile", default="paper")
-    p.add_argument("--seed", type=int, default=None, help="default: the config's train.seed")
-    p.add_argument("--no-diagnose", action="store_true", help="skip the profiler and batch-size diagnostics")
     p.add_argument("--json", default=None, metavar="PATH", help="also write all results to PATH")
     args = p.parse_args(argv)
-    args.steps = args.steps if args.steps is not None else (3 if args.tiny else 40)
-    args.warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 15)
-    if args.steps < 1 or args.warmup < 0 or args.pool < 1:
-        p.error("--steps >= 1, --warmup >= 0, --pool >= 1")
-    bad = [v for v in args.variants.split(",") if v not in VARIANTS]
-    if bad:
-        p.error(f"--variants: unknown {bad}; choose from {','.join(VARIANTS)}")
+    defaults = {"steps": (3, 30), "warmup": (1, 5), "pool": (4, 16), "window": (1.0, 20.0)}
+    for name, (tiny, full) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, tiny if args.tiny else full)
+    args.classes = [c for c in args.classes.split(",") if c]
+    args.processes = [int(n) for n in args.processes.split(",") if n]
+    bad = [c for c in args.classes if c not in CLASSES]
+    if bad or "base" not in args.classes:
+        p.error(f"--classes: needs base, and only {','.join(CLASSES)}")
+    if args.steps < 1 or args.warmup < 0 or args.pool < 1 or args.window <= 0 or any(n < 1 for n in args.processes):
+        p.error("--steps >= 1, --warmup >= 0, --pool >= 1, --window > 0, --processes >= 1")
     return args
 
 
-# --------------------------------------------------------------------------- imports from mtlib
-from mtlib.config import load_config
-from mtlib.tasks import TASK_NAMES
-from mtlib.data.encode import Batch
-from mtlib.training.precision import autocast
-from mtlib.model.heads import build_head
-from mtlib.model.multitask import MultitaskModel
-from mtlib.training.samplers import TaskSampler
-from mtlib.tasks import TASKS
-from mtlib.training.stepper import Stepper
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but no CUDA device is available")
+    return torch.device(name)
 
 
 # --------------------------------------------------------------------------- model and batches
@@ -154,15 +151,21 @@ def bert_config(tiny: bool):
     return BertConfig()  # bert-base: 12 x 768, 12 heads, 3072 intermediate, vocabulary 30,522
 
 
-def build_model(cfg, tiny: bool, seed: int):
-    """Random bert-base-shaped encoder (no pooler) + one linear head per task, seeded."""
+def class_config(args, kind: str):
+    """The paper profile's config of the experiment standing for ``kind``, amp resolved."""
+    cfg = load_config(args.params, CLASSES[kind][0], args.profile, overrides=[f"train.amp={args.amp}"])
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, amp=resolve_amp(args.amp, args.device)))
+
+
+def build_model(cfg, tiny: bool, seed: int) -> MultitaskModel:
+    """Random bert-base-shaped encoder (no pooler) + the config's heads, seeded."""
     from transformers import BertModel
 
     torch.manual_seed(seed)
     encoder = BertModel(bert_config(tiny), add_pooling_layer=False)
-    head_cfg = dataclasses.replace(cfg.model.head, kind="linear", hidden_layers=0)
     torch.manual_seed(seed)
-    heads = {task: build_head(head_cfg, encoder.config.hidden_size, 1, TASKS[task].num_outputs) for task in TASK_NAMES}
+    heads = {task: build_head(cfg.model.head_for(task), encoder.config.hidden_size,
+                              num_parts(task, cfg.model.pair_mode), TASKS[task].num_outputs) for task in TASK_NAMES}
     return MultitaskModel(encoder, heads)
 
 
@@ -173,9 +176,11 @@ def draw_lengths(task: str, n: int, rng: np.random.Generator, max_length: int) -
     return np.clip(lengths, 5 if TASKS[task].is_pair else 3, max_length)
 
 
-def make_batch(task: str, lengths: np.ndarray, rng: np.random.Generator, vocab: int, start: int):
-    """[CLS] words [SEP] (pairs: [CLS] w [SEP] w [SEP], segment ids 0 then 1), padded at the end."""
-    rows, width = len(lengths), int(lengths.max())
+def make_batch(task: str, lengths: np.ndarray, rng: np.random.Generator, vocab: int, start: int,
+               multiple: int = 1) -> Batch:
+    """[CLS] words [SEP] (pairs: [CLS] w [SEP] w [SEP], segment ids 0 then 1), padded at the end
+    to the longest row rounded up to ``multiple``."""
+    rows, width = len(lengths), -(-int(lengths.max()) // multiple) * multiple
     ids = torch.full((rows, width), PAD_ID, dtype=torch.long)
     types_ = torch.zeros((rows, width), dtype=torch.long)
     mask = torch.zeros((rows, width), dtype=torch.long)
@@ -198,7 +203,8 @@ def make_batch(task: str, lengths: np.ndarray, rng: np.random.Generator, vocab: 
     return Batch(task, [f"{task}-{i}" for i in index], inputs, labels, index)
 
 
-def make_pool(task: str, batch_size: int, batches: int, seed: int, vocab: int, max_length: int) -> list:
+def make_pool(task: str, batch_size: int, batches: int, seed: int, vocab: int, max_length: int,
+              multiple: int = 1) -> list[Batch]:
     """``batches`` batches bucketed as BatchStream does: chunks of 50 batches sorted by length."""
     rng = np.random.default_rng([seed, TASK_ORDER.index(task)])
     pool, start = [], 0
@@ -206,9 +212,15 @@ def make_pool(task: str, batch_size: int, batches: int, seed: int, vocab: int, m
         chunk = np.sort(draw_lengths(task, batch_size * BUCKET_FACTOR, rng, max_length))
         cut = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
         for k in rng.permutation(len(cut))[: batches - len(pool)]:
-            pool.append(make_batch(task, cut[k], rng, vocab, start))
+            pool.append(make_batch(task, cut[k], rng, vocab, start, multiple))
             start += len(cut[k])
     return pool
+
+
+def make_pools(cfg, size: int, vocab: int, multiple: int = 1) -> dict[str, list[Batch]]:
+    t = cfg.train
+    return {task: make_pool(task, t.batch_size[task], size, t.seed, vocab, cfg.backbone.max_length, multiple)
+            for task in TASK_ORDER}
 
 
 class CyclingStream:
@@ -223,11 +235,6 @@ class CyclingStream:
         return batch
 
 
-def make_streams(pools: dict) -> dict:
-    return {task: CyclingStream(pool) for task, pool in pools.items()}
-
-
-# --------------------------------------------------------------------------- the update step
 class RecordingStepper(Stepper):
     """mtlib.training.stepper.Stepper, recording every task loss (detached, left on the device)."""
 
@@ -241,30 +248,17 @@ class RecordingStepper(Stepper):
         return value
 
 
-# --------------------------------------------------------------------------- helpers
-def variant_config(args, name: str, *extra: str):
-    experiment, overrides = VARIANTS[name]
-    if args.seed is not None:
-        extra = (*extra, f"train.seed={args.seed}")
-    return load_config(args.params, experiment, args.profile, overrides=[*overrides, *extra])
-
-
-def new_optimizer(model, t):
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay)
-
-
-def new_stepper(cfg, model, initial: dict, pools_for, device: torch.device):
-    """``(stepper, optimizer, scaler)`` for ``cfg`` from the initial weights, dropout on, as
-    mtlib.training.loop.train builds them, with streams over the synthetic pools."""
+def new_stepper(cfg, model, initial: dict | None, pools: dict, device: torch.device) -> RecordingStepper:
+    """The Stepper as mtlib.training.loop builds it (fused AdamW, GradScaler only for fp16),
+    from the initial weights (None: the model's own), with streams over the synthetic pools."""
     t = cfg.train
-    model.load_state_dict(initial)
+    if initial is not None:
+        model.load_state_dict(initial)
     model.train()
-    optimizer = new_optimizer(model, t)
-    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
     sizes = {task: TRAIN_SIZES[task] for task in t.tasks}
-    stepper = RecordingStepper(t, model, optimizer, scaler, make_streams(pools_for(cfg)),
-                               TaskSampler(t.sampler, sizes, t.epochs, t.seed), sizes, device, t.amp)
-    return stepper, optimizer, scaler
+    return RecordingStepper(t, model, adamw(model, t), grad_scaler(t.amp, device),
+                            {task: CyclingStream(pools[task]) for task in t.tasks},
+                            TaskSampler(t.sampler, sizes, t.epochs, t.seed), sizes, device, t.amp)
 
 
 def sync(device: torch.device) -> None:
@@ -272,6 +266,355 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def warm_shapes(model, pools: dict, amp: str, device: torch.device) -> float:
+    """Every pool batch once through forward + backward (no update); returns the seconds."""
+    model.train()
+    sync(device)
+    start = time.perf_counter()
+    for pool in pools.values():
+        for batch in pool:
+            with autocast(amp, device):
+                loss = TASKS[batch.task].loss(model(batch.to(device)), batch.labels.to(device))
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+    sync(device)
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- (a) the step as it is
+def time_updates(stepper: Stepper, device: torch.device, warmup: int, steps: int) -> list[dict]:
+    """``warmup`` + ``steps`` updates, each timed with the device synchronised on both sides."""
+    records = []
+    for update in range(warmup + steps):
+        sync(device)
+        start = time.perf_counter()
+        examples, tokens = stepper.step(update, 1)
+        sync(device)
+        records.append({"seconds": time.perf_counter() - start, "examples": examples, "real_tokens": tokens,
+                        "measured": update >= warmup})
+    return records
+
+
+def summarise(records: list[dict], micro_batches: int, n_flop: int, peak: float | None) -> dict:
+    measured = [r for r in records if r["measured"]]
+    seconds = sum(r["seconds"] for r in measured)
+    tokens = sum(r["real_tokens"] for r in measured)
+    tflops = 6 * n_flop * tokens / seconds / 1e12
+    return {"measured_updates": len(measured), "seconds": seconds, "micro_batches_per_update": micro_batches,
+            "median_update_seconds": statistics.median(r["seconds"] for r in measured),
+            "seconds_per_micro_batch": seconds / (len(measured) * micro_batches),
+            "examples_per_second": sum(r["examples"] for r in measured) / seconds,
+            "useful_tokens_per_second": tokens / seconds, "model_tflops": tflops,
+            "mfu": None if not peak else tflops / peak}
+
+
+def non_embedding_parameters(model) -> int:
+    """N in 6 N tokens: every weight but the embedding lookups (they cost no matmul)."""
+    return sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in model.encoder.embeddings.parameters())
+
+
+def measure_class(args, kind: str, device: torch.device, peak: float | None, profile_kernels: bool) -> dict:
+    """(a) for one kind of update: warm the shapes, then time the Stepper."""
+    cfg = class_config(args, kind)
+    t = cfg.train
+    model = build_model(cfg, args.tiny, t.seed).to(device)
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    pools = make_pools(cfg, args.pool, model.encoder.config.vocab_size)
+    warm = warm_shapes(model, pools, t.amp, device)
+    stepper = new_stepper(cfg, model, initial, pools, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(t.seed)
+    records = time_updates(stepper, device, args.warmup, args.steps)
+    result = summarise(records, batches_per_update(t), non_embedding_parameters(model), peak)
+    losses = torch.stack(stepper.losses).float().cpu()
+    result.update(kind=kind, experiment=cfg.experiment, update=t.update, combiner=t.combiner, smart=t.smart,
+                  amp=t.amp, shape_warmup_seconds=warm, losses_finite=bool(torch.isfinite(losses).all()),
+                  peak_memory_mib=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None)
+    if profile_kernels and device.type == "cuda":
+        result["kernels"] = kernel_time(stepper, device)
+    if kind == "base":
+        result["eval"] = eval_rate(model, cfg, device, 256 if args.tiny else 2048)
+    return result
+
+
+def kernel_time(stepper: Stepper, device: torch.device, updates: int = 3) -> dict:
+    """torch.profiler over ``updates`` steady updates: GPU kernel time / wall time, kernels per update."""
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            sync(device)
+            start = time.perf_counter()
+            for update in range(updates):
+                stepper.step(10_000 + update, 1)
+            sync(device)
+            wall = time.perf_counter() - start
+    except Exception as err:  # a diagnostic: report, do not fail the check
+        return {"error": repr(err)}
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.time_range.elapsed_us() for e in kernels) / 1e6
+    return {"updates": updates, "wall_seconds": wall, "kernel_seconds": busy, "gpu_busy_fraction": busy / wall,
+            "kernels_per_update": len(kernels) / updates}
+
+
+def eval_rate(model, cfg, device: torch.device, per_task: int) -> dict:
+    """Forward-only examples/s as mtlib.training.evaluate scores dev: length-sorted batches of
+    eval_batch_size, inference mode, one autocast context; per task and weighted by dev size."""
+    vocab, size = model.encoder.config.vocab_size, cfg.train.eval_batch_size
+    rng = np.random.default_rng(0)
+    model.eval()
+    rates = {}
+    with torch.inference_mode(), autocast(cfg.train.amp, device):
+        for task in TASK_ORDER:
+            lengths = np.sort(draw_lengths(task, per_task, rng, cfg.backbone.max_length))
+            batches = [make_batch(task, lengths[i:i + size], rng, vocab, i).to(device)
+                       for i in range(0, per_task, size)]
+            for batch in batches:  # first-seen shapes
+                model(batch)
+            sync(device)
+            start = time.perf_counter()
+            for batch in batches:
+                model(batch)
+            sync(device)
+            rates[task] = per_task / (time.perf_counter() - start)
+    model.train()
+    total = sum(DEV_SIZES.values())
+    return {"examples_per_second": {**rates, "dev_weighted": total / sum(DEV_SIZES[t] / rates[t] for t in rates)},
+            "examples_per_task": per_task, "batch_size": size}
+
+
+# --------------------------------------------------------------------------- (b) compiled, bucketed shapes
+def compile_layers(model: MultitaskModel, backend: str) -> None:
+    """Compile the encoder's layer stack (not the embeddings or the mask preparation, whose
+    data-dependent checks would break the graph): with inductor, mode reduce-overhead (CUDA
+    graphs, one per batch shape); any other backend just traces."""
+    layers = model.encoder.encoder
+    if backend == "inductor":
+        model.encoder.encoder = torch.compile(layers, mode="reduce-overhead", dynamic=False)
+    else:
+        model.encoder.encoder = torch.compile(layers, backend=backend, dynamic=False)
+
+
+def compiled_step(args) -> dict:
+    """(b): the base step on batches padded to a multiple of ``args.multiple``, first as it is,
+    then with the layers compiled; the same batches and initial weights for both."""
+    device = args.device
+    cfg = class_config(args, "base")
+    t = cfg.train
+    model = build_model(cfg, args.tiny, t.seed).to(device)
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    pools = make_pools(cfg, args.pool, model.encoder.config.vocab_size, args.multiple)
+    shapes = sorted({tuple(b.inputs[0]["input_ids"].shape) for pool in pools.values() for b in pool})
+    n_flop = non_embedding_parameters(model)
+    out = {"multiple": args.multiple, "shapes": len(shapes), "backend": args.compile_backend}
+    for name in ("padded, as it is", "padded, compiled"):
+        model.load_state_dict(initial)
+        if name.endswith("compiled"):
+            compile_layers(model, args.compile_backend)
+        warm = warm_shapes(model, pools, t.amp, device)  # for the compiled model: the compile and graph capture
+        stepper = new_stepper(cfg, model, None, pools, device)
+        torch.manual_seed(t.seed)
+        result = summarise(time_updates(stepper, device, args.warmup, args.steps), batches_per_update(t), n_flop,
+                           None)
+        result.update(shape_warmup_seconds=warm, losses=[float(x) for x in torch.stack(stepper.losses).float().cpu()])
+        if device.type == "cuda":
+            result["kernels"] = kernel_time(stepper, device)
+        out[name] = result
+    out["speedup"] = (out["padded, as it is"]["median_update_seconds"]
+                      / out["padded, compiled"]["median_update_seconds"])
+    # Same weights, batches and seed: equal losses up to rounding, unless the compiled code
+    # draws its dropout masks another way (inductor does; a tracing backend does not).
+    out["max_loss_difference"] = float(np.max(np.abs(np.subtract(out["padded, as it is"]["losses"],
+                                                                 out["padded, compiled"]["losses"]))))
+    return out
+
+
+def _compiled_entry(args, results) -> None:
+    try:
+        torch.set_num_threads(args.threads or torch.get_num_threads())
+        results.put(("ok", compiled_step(args)))
+    except Exception:
+        results.put(("error", traceback.format_exc()))
+
+
+def compiled_in_subprocess(args) -> dict:
+    """(b) in a spawned process, given up after ``args.compile_timeout`` seconds."""
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    proc = ctx.Process(target=_compiled_entry, args=(args, results))
+    start = time.perf_counter()
+    proc.start()
+    try:
+        status, value = results.get(timeout=args.compile_timeout)
+    except queue.Empty:
+        status, value = "timeout", f"gave up after {args.compile_timeout:.0f}s"
+    proc.join(timeout=10)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join()
+    out = value if status == "ok" else {"error": value}
+    out["wall_seconds"] = time.perf_counter() - start
+    return out
+
+
+# --------------------------------------------------------------------------- (c) processes sharing the device
+def _share_worker(rank: int, args, commands, results) -> None:
+    """One process of (c): set up the base step, report ready, then run each window it is given."""
+    try:
+        torch.set_num_threads(1)  # a GPU process only launches kernels; on a CPU, one core each
+        start = time.perf_counter()
+        device = args.device
+        cfg = class_config(args, "base")
+        t = cfg.train
+        model = build_model(cfg, args.tiny, t.seed).to(device)
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        pools = make_pools(dataclasses.replace(cfg, train=dataclasses.replace(t, seed=t.seed + rank)), args.pool,
+                           model.encoder.config.vocab_size)
+        warm_shapes(model, pools, t.amp, device)
+        stepper = new_stepper(cfg, model, initial, pools, device)
+        update = 0
+        for _ in range(max(1, args.warmup)):
+            stepper.step(update, 1)
+            update += 1
+        sync(device)
+        results.put(("ready", rank, time.perf_counter() - start))
+        micro = batches_per_update(t)
+        while (command := commands.get())[0] == "run":
+            window = command[1]
+            examples = tokens = updates = 0
+            sync(device)
+            begin = time.perf_counter()
+            while time.perf_counter() - begin < window:
+                e, k = stepper.step(update, 1)
+                examples, tokens, updates, update = examples + e, tokens + k, updates + 1, update + 1
+            sync(device)
+            stepper.losses.clear()
+            results.put(("done", rank, {"examples": examples, "tokens": tokens, "micro_batches": updates * micro,
+                                        "seconds": time.perf_counter() - begin}))
+    except Exception:
+        results.put(("error", rank, traceback.format_exc()))
+
+
+def _collect(results, n: int, kind: str, timeout: float) -> list:
+    got = []
+    while len(got) < n:
+        message = results.get(timeout=timeout)
+        if message[0] == "error":
+            raise RuntimeError(f"process {message[1]} of (c) failed:\n{message[2]}")
+        if message[0] != kind:
+            raise RuntimeError(f"unexpected message {message[0]!r} from process {message[1]}")
+        got.append(message[1:])
+    return got
+
+
+def share_device(args, counts: list[int], setup_timeout: float = 600.0) -> dict:
+    """(c): start max(counts) spawned processes; time 1, then each count, of them at once over
+    the same window; aggregate throughput = the sum of each process's rate."""
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    n_max = max([1, *counts])
+    commands = [ctx.Queue() for _ in range(n_max)]
+    procs = [ctx.Process(target=_share_worker, args=(rank, args, commands[rank], results)) for rank in range(n_max)]
+    start = time.perf_counter()
+    for proc in procs:
+        proc.start()
+    out = {"window_seconds": args.window, "counts": {}}
+    try:
+        out["setup_seconds"] = max(s for _, s in _collect(results, n_max, "ready", setup_timeout))
+        out["setup_wall_seconds"] = time.perf_counter() - start
+        for n in [1, *[c for c in counts if c != 1]]:
+            for rank in range(n):
+                commands[rank].put(("run", args.window))
+            done = [d for _, d in _collect(results, n, "done", args.window * 10 + 120)]
+            out["counts"][n] = {
+                "examples_per_second": sum(d["examples"] / d["seconds"] for d in done),
+                "useful_tokens_per_second": sum(d["tokens"] / d["seconds"] for d in done),
+                "seconds_per_micro_batch": 1 / sum(d["micro_batches"] / d["seconds"] for d in done),
+                "per_process": done}
+        base = out["counts"][1]["examples_per_second"]
+        for n, r in out["counts"].items():
+            r["speedup"] = r["examples_per_second"] / base
+    finally:
+        for q in commands:
+            q.put(("stop",))
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+    return out
+
+
+# --------------------------------------------------------------------------- the study estimate
+def experiment_kind(cfg) -> str | None:
+    """Which timed kind of update an experiment's step costs like (None: it does not train)."""
+    from mtlib.training.combiners import get_combiner
+
+    t = cfg.train
+    if t.method != "finetune":
+        return None
+    if t.smart:
+        return "smart"
+    return "surgery" if get_combiner(t.combiner, **t.combiner_args).needs_task_gradients else "base"
+
+
+def study_runs(args) -> list[dict]:
+    """Every experiment of params.yaml's pipeline on the profile: its kind, micro-batches per
+    run, and the examples it encodes besides training (dev after every epoch and once more at
+    the end; the training sets once when heads are pretrained on cached features)."""
+    pipeline = read_params(args.params)["pipeline"]
+    runs = []
+    for name in [*pipeline["experiments"], *pipeline.get("pal_experiments", [])]:
+        cfg = load_config(args.params, name, args.profile, overrides=[f"train.amp={args.amp}"])
+        t = cfg.train
+        dev = sum(cfg.data.dev_size[task] or DEV_SIZES[task] for task in t.tasks)
+        pretrain = t.pretrain_heads not in (False, None, "none")
+        runs.append({"experiment": name, "kind": experiment_kind(cfg), "micro_batches": t.epochs * t.batches_per_epoch,
+                     "forward_examples": (t.epochs + 1) * dev
+                     + (sum(cfg.data.train_size[task] or TRAIN_SIZES[task] for task in t.tasks) if pretrain else 0)})
+    return runs
+
+
+def estimate(runs: list[dict], seconds_per_micro_batch: dict[str, float], eval_per_second: float, seeds: int,
+             speedup: float = 1.0) -> dict:
+    """Study hours = seeds x sum over experiments of (micro-batches x seconds per micro-batch of
+    its kind + forward examples / evaluation rate), divided by ``speedup`` (processes at once)."""
+    rows = []
+    for run in runs:
+        if run["kind"] is None:  # the random predictor: no model runs
+            rows.append({**run, "micro_batches": 0, "forward_examples": 0, "train_seconds": 0.0,
+                         "forward_seconds": 0.0, "run_seconds": 0.0})
+            continue
+        train = run["micro_batches"] * seconds_per_micro_batch[run["kind"]]
+        forward = run["forward_examples"] / eval_per_second
+        rows.append({**run, "train_seconds": train, "forward_seconds": forward, "run_seconds": train + forward})
+    serial = seeds * sum(r["run_seconds"] for r in rows)
+    return {"rows": rows, "seeds": seeds, "serial_seconds": serial, "speedup": speedup,
+            "hours": serial / speedup / 3600}
+
+
+def print_estimate(runs: list[dict], costs: dict[str, dict[str, float]], eval_per_second: float, args,
+                   speedups: dict[str, float]) -> dict:
+    """The study time under each measured way, with the arithmetic of the first."""
+    out = {}
+    for label, per_micro in costs.items():
+        out[label] = estimate(runs, per_micro, eval_per_second, args.seeds, speedups.get(label, 1.0))
+    first_label = next(iter(costs))
+    first = out[first_label]
+    print(f"\nstudy estimate, {args.profile} profile, {len(runs)} experiments x {args.seeds} seeds; per run: micro-batches "
+          f"x s/micro-batch of its kind + forward examples / {eval_per_second:,.0f} ex/s (eval rate):")
+    print(f"  {'experiment':28}{'kind':>8}{'micro-b.':>9}{'s/mb':>8}{'train s':>9}{'fwd ex':>9}{'fwd s':>7}{'run s':>8}")
+    for r in first["rows"]:
+        mb = "-" if r["kind"] is None else f"{costs[first_label][r['kind']]:.4f}"
+        print(f"  {r['experiment']:28}{r['kind'] or '-':>8}{r['micro_batches']:>9,}{mb:>8}{r['train_seconds']:>9.0f}"
+              f"{r['forward_examples']:>9,}{r['forward_seconds']:>7.0f}{r['run_seconds']:>8.0f}")
+    print(f"  sum over experiments x {args.seeds} seeds = {first['serial_seconds']:,.0f} s one run after another")
+    for label, e in out.items():
+        print(f"  {label}: {e['serial_seconds']:,.0f} s / speedup {e['speedup']:.2f} = {e['hours']:.2f} h")
+    return out
+
+
+# --------------------------------------------------------------------------- main
 def peak_tflops(device: torch.device, override: float | None) -> tuple[float | None, str]:
     if override is not None:
         return override, "--peak-tflops"
@@ -284,297 +627,140 @@ def peak_tflops(device: torch.device, override: float | None) -> tuple[float | N
     return None, f"unknown for {torch.cuda.get_device_name(device)!r}; pass --peak-tflops"
 
 
-def rss_peak_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+def describe_device(device: torch.device) -> dict:
+    import transformers
 
+    from benchmarks.machine import cpu_model
 
-def fmt(x, digits=1):
-    return "-" if x is None else f"{x:,.{digits}f}"
-
-
-# --------------------------------------------------------------------------- one variant
-def run_variant(args, name: str, model, initial: dict, pools_for, device: torch.device, n_flop: int,
-                peak: float | None) -> dict:
-    cfg = variant_config(args, name)
-    t = cfg.train
-    stepper, optimizer, scaler = new_stepper(cfg, model, initial, pools_for, device)
+    info = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "transformers": transformers.__version__, "python": platform.python_version(), "cpu": cpu_model(),
+            "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads()}
     if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        allocated_before = torch.cuda.memory_allocated(device)
-    torch.manual_seed(t.seed)
-    records = []
-    for update in range(args.warmup + args.steps):
-        scale_before = scaler.get_scale() if scaler.is_enabled() else None
-        sync(device)
-        start = time.perf_counter()
-        examples, tokens = stepper.step(update, 1)
-        sync(device)
-        seconds = time.perf_counter() - start
-        skipped = scale_before is not None and scaler.get_scale() < scale_before  # the scaler halves on inf/nan
-        records.append({"seconds": seconds, "examples": examples, "real_tokens": tokens, "skipped": skipped,
-                        "measured": update >= args.warmup})
-    losses = torch.stack(stepper.losses).float().cpu()
-    finite_params = all(bool(torch.isfinite(p).all()) for p in model.parameters())
-    measured = [r for r in records if r["measured"]]
-    seconds = sum(r["seconds"] for r in measured)
-    examples = sum(r["examples"] for r in measured)
-    real = sum(r["real_tokens"] for r in measured)
-    padded = sum(b.padded_tokens() for pool in pools_for(cfg).values() for b in pool)  # pool-wide efficiency
-    pool_real = sum(b.real_tokens() for pool in pools_for(cfg).values() for b in pool)
-    achieved = 6 * n_flop * real / seconds / 1e12
-    memory = {"kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "ru_maxrss (whole process)"}
-    if device.type == "cuda":
-        memory.update(peak_mib=torch.cuda.max_memory_allocated(device) / 2**20,
-                      before_mib=allocated_before / 2**20,
-                      increase_mib=(torch.cuda.max_memory_allocated(device) - allocated_before) / 2**20)
+        info.update(name=torch.cuda.get_device_name(device), capability=list(torch.cuda.get_device_capability(device)))
     else:
-        memory.update(peak_mib=rss_peak_mib(), before_mib=None, increase_mib=None)
-    result = {
-        "variant": name, "experiment": cfg.experiment, "update": t.update, "accumulation": t.accumulation,
-        "combiner": t.combiner, "amp": t.amp, "grad_scaler": scaler.is_enabled(), "lr": t.lr,
-        "max_grad_norm": t.max_grad_norm, "sampler": t.sampler,
-        "batch_size": {task: t.batch_size[task] for task in t.tasks},
-        "warmup_updates": args.warmup, "measured_updates": len(measured),
-        "examples": examples, "real_tokens": real, "seconds": seconds,
-        "median_update_seconds": statistics.median(r["seconds"] for r in measured),
-        "examples_per_second": examples / seconds, "useful_tokens_per_second": real / seconds,
-        "padding_efficiency_of_pool": pool_real / padded,
-        "model_tflops": achieved, "mfu": None if not peak else achieved / peak,
-        "memory": memory,
-        "losses_finite": bool(torch.isfinite(losses).all()), "nonfinite_losses": int((~torch.isfinite(losses)).sum()),
-        "params_finite": finite_params,
-        "mean_loss": float(losses.mean()),
-        "skipped_warmup": sum(r["skipped"] for r in records if not r["measured"]),
-        "skipped_measured": sum(r["skipped"] for r in measured),
-        "final_scale": scaler.get_scale() if scaler.is_enabled() else None,
-        "updates": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in records],
-    }
-    del stepper, optimizer, scaler
-    model.zero_grad(set_to_none=True)
-    return result
+        info.update(name=info["cpu"], torch_cpu_capability=torch.backends.cpu.get_cpu_capability())
+    return info
 
 
-# --------------------------------------------------------------------------- warm-up and diagnostics
-def forward_backward(model, batch, amp: str, device: torch.device) -> None:
-    with autocast(amp, device):
-        loss = TASKS[batch.task].loss(model(batch), batch.labels)
-    loss.float().backward()
-
-
-def warm_shapes(model, cfgs, pools_for, device: torch.device) -> dict:
-    """Every pool batch once through forward + backward under each amp in use; no update."""
-    amps = sorted({cfg.train.amp for cfg in cfgs})
-    model.train()
-    sync(device)
-    start = time.perf_counter()
-    for amp in amps:
-        for cfg in cfgs:
-            if cfg.train.amp == amp:
-                for pool in pools_for(cfg).values():
-                    for batch in pool:
-                        forward_backward(model, batch.to(device), amp, device)
-                        model.zero_grad(set_to_none=True)
-                break
-    sync(device)
-    return {"amps": amps, "seconds": time.perf_counter() - start}
-
-
-def kernel_time(args, name: str, model, initial: dict, pools_for, device: torch.device, updates: int = 3) -> dict:
-    """torch.profiler over ``updates`` steady updates: GPU kernel time / wall time, kernels per update."""
-    from torch.profiler import ProfilerActivity, profile
-
-    stepper, _, _ = new_stepper(variant_config(args, name), model, initial, pools_for, device)
-    for update in range(3):  # optimizer state allocated, scaler settled
-        stepper.step(update, 1)
-    sync(device)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        start = time.perf_counter()
-        for update in range(3, 3 + updates):
-            stepper.step(update, 1)
-        sync(device)
-        wall = time.perf_counter() - start
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    busy = sum(e.time_range.elapsed_us() for e in kernels) / 1e6  # kernels, memcpy, memset; one stream
-    model.zero_grad(set_to_none=True)
-    return {"variant": name, "updates": updates, "wall_seconds": wall, "kernel_seconds": busy,
-            "gpu_busy_fraction": busy / wall, "kernels_per_update": len(kernels) / updates}
-
-
-def batch_scaling(model, device: torch.device, vocab: int, n_flop: int, peak: float | None,
-                  shapes=((32, 32), (32, 128), (128, 128), (512, 128)), repeats: int = 10) -> list[dict]:
-    """bf16 forward + backward of the sst head on random full-length batches of growing size."""
-    rng = np.random.default_rng(0)
-    rows_out = []
-    model.train()
-    for rows, length in shapes:
-        batch = make_batch("sst", np.full(rows, length), rng, vocab, 0).to(device)
-        times = []
-        for i in range(3 + repeats):
-            sync(device)
-            start = time.perf_counter()
-            forward_backward(model, batch, "bf16", device)
-            sync(device)
-            if i >= 3:
-                times.append(time.perf_counter() - start)
-            model.zero_grad(set_to_none=True)
-        median = statistics.median(times)
-        tflops = 6 * n_flop * rows * length / median / 1e12
-        rows_out.append({"rows": rows, "length": length, "tokens": rows * length, "median_seconds": median,
-                         "tokens_per_second": rows * length / median, "model_tflops": tflops,
-                         "mfu": None if not peak else tflops / peak})
-    return rows_out
-
-
-def diagnose(args, name: str, model, initial: dict, pools_for, device: torch.device, n_flop: int,
-             peak: float | None) -> dict:
-    out = {}
-    if device.type == "cuda":
-        try:
-            out["kernel_time"] = k = kernel_time(args, name, model, initial, pools_for, device)
-            print(f"profiler, {k['updates']} updates of {name}: GPU in kernels {k['kernel_seconds'] * 1e3:.1f} ms "
-                  f"of {k['wall_seconds'] * 1e3:.1f} ms wall ({k['gpu_busy_fraction']:.1%}); "
-                  f"{k['kernels_per_update']:.0f} kernels per update")
-        except Exception as err:  # a diagnostic: report, do not fail the check
-            out["kernel_time"] = {"error": repr(err)}
-            print(f"profiler: unavailable ({err!r})")
-    model.load_state_dict(initial)
-    vocab = model.encoder.config.vocab_size
-    out["batch_scaling"] = scaling = batch_scaling(model, device, vocab, n_flop, peak)
-    print("bf16 forward + backward, sst head, full-length random batches:")
-    print(f"  {'rows x len':>12}{'tokens':>8}{'ms':>9}{'tok/s':>12}{'TFLOP/s':>9}{'MFU':>7}")
-    for r in scaling:
+def print_classes(results: dict) -> None:
+    print(f"  {'kind':8}{'experiment':22}{'ms/update':>10}{'mb/upd':>7}{'s/micro-b.':>11}{'ex/s':>8}"
+          f"{'useful tok/s':>13}{'MFU':>7}{'warm-up s':>10}{'peak MiB':>9}{'finite':>7}")
+    for kind, r in results.items():
         mfu = "-" if r["mfu"] is None else f"{r['mfu']:.1%}"
-        print(f"  {str(r['rows']) + ' x ' + str(r['length']):>12}{r['tokens']:>8}{r['median_seconds'] * 1e3:>9.1f}"
-              f"{r['tokens_per_second']:>12,.0f}{r['model_tflops']:>9.1f}{mfu:>7}")
-    model.zero_grad(set_to_none=True)
+        mem = "-" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:,.0f}"
+        print(f"  {kind:8}{r['experiment']:22}{r['median_update_seconds'] * 1e3:>10.1f}{r['micro_batches_per_update']:>7}"
+              f"{r['seconds_per_micro_batch']:>11.4f}{r['examples_per_second']:>8.0f}{r['useful_tokens_per_second']:>13,.0f}"
+              f"{mfu:>7}{r['shape_warmup_seconds']:>10.1f}{mem:>9}{'yes' if r['losses_finite'] else 'NO':>7}")
+        if "kernels" in r and "error" not in r["kernels"]:
+            k = r["kernels"]
+            print(f"  {'':8}profiler: GPU in kernels {k['gpu_busy_fraction']:.1%} of the wall time, "
+                  f"{k['kernels_per_update']:.0f} kernels per update")
+
+
+def section_a(args, device: torch.device, peak: float | None) -> dict:
+    print("(a) the step as it is (Stepper, fused AdamW, amp as resolved), per kind of update:")
+    results = {}
+    for kind in args.classes:
+        results[kind] = measure_class(args, kind, device, peak, profile_kernels=kind == "base")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print_classes(results)
+    ev = results["base"]["eval"]["examples_per_second"]
+    print(f"  evaluation (forward only, batches of {results['base']['eval']['batch_size']}, length-sorted): "
+          + ", ".join(f"{t} {v:,.0f}" for t, v in ev.items()) + " examples/s")
+    return results
+
+
+def section_b(args) -> dict:
+    print(f"(b) base step, lengths padded to a multiple of {args.multiple}, encoder layers compiled "
+          f"({args.compile_backend}{', mode reduce-overhead' if args.compile_backend == 'inductor' else ''}):")
+    out = compiled_in_subprocess(args)
+    if "error" in out:
+        print(f"  not measured: {out['error'].strip().splitlines()[-1]}")
+        return out
+    for name in ("padded, as it is", "padded, compiled"):
+        r = out[name]
+        kernels = r.get("kernels", {})
+        extra = (f"; GPU busy {kernels['gpu_busy_fraction']:.1%}, {kernels['kernels_per_update']:.0f} kernels/update"
+                 if "gpu_busy_fraction" in kernels else "")
+        print(f"  {name:18}: {r['median_update_seconds'] * 1e3:8.1f} ms/update, {r['examples_per_second']:,.0f} ex/s, "
+              f"{r['useful_tokens_per_second']:,.0f} useful tok/s; shape warm-up {r['shape_warmup_seconds']:.1f}s"
+              f"{extra}")
+    print(f"  {out['shapes']} batch shapes; compiled / as it is: {out['speedup']:.2f}x; largest loss difference "
+          f"{out['max_loss_difference']:.2g} (inductor draws other dropout masks); wall {out['wall_seconds']:.0f}s")
     return out
 
 
-# --------------------------------------------------------------------------- main
+def section_c(args) -> dict:
+    print(f"(c) base step in N processes sharing the {'GPU' if args.device.type == 'cuda' else 'CPU'} "
+          f"(spawned; each its own model and batches), timed over the same {args.window:.0f}s window:")
+    try:
+        out = share_device(args, args.processes)
+    except Exception as err:
+        print(f"  not measured: {err!r}")
+        return {"error": repr(err)}
+    for n, r in out["counts"].items():
+        print(f"  N={n}: {r['examples_per_second']:,.0f} ex/s, {r['useful_tokens_per_second']:,.0f} useful tok/s "
+              f"aggregate ({r['speedup']:.2f}x N=1)")
+    print(f"  set-up (spawn, imports, model, shape warm-up): {out['setup_wall_seconds']:.0f}s")
+    return out
+
+
+def study_costs(a: dict, b: dict, c: dict) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Seconds per micro-batch of each kind under each way measured, and each way's speedup.
+    (b) and (c) are measured on the base step; other kinds are assumed to gain alike."""
+    measured = {kind: r["seconds_per_micro_batch"] for kind, r in a.items()}
+    for kind in CLASSES:  # a kind not timed costs what base costs (printed as an assumption)
+        measured.setdefault(kind, measured["base"])
+    costs, speedups = {"(a) as it is": measured}, {}
+    if "padded, compiled" in b:
+        ratio = b["padded, compiled"]["seconds_per_micro_batch"] / a["base"]["seconds_per_micro_batch"]
+        costs["(b) compiled"] = {kind: v * ratio for kind, v in measured.items()}
+    if c.get("counts"):
+        n, best = max(c["counts"].items(), key=lambda item: item[1]["speedup"])
+        costs[f"(c) {n} processes"] = measured
+        speedups[f"(c) {n} processes"] = best["speedup"]
+    return costs, speedups
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but no CUDA device is available")
-    if device.type == "cpu" and not args.tiny:
-        print("note: bert-base on a CPU is slow; --tiny is the CPU smoke test", file=sys.stderr)
-    import transformers
-
-    variants = args.variants.split(",")
-    if device.type != "cuda":
-        dropped = [v for v in variants if VARIANTS[v][1][0] == "train.amp=fp16"]
-        variants = [v for v in variants if v not in dropped]
-        if dropped:
-            print(f"note: {dropped} left out: fp16 autocast needs CUDA", file=sys.stderr)
-        if not variants:
-            raise SystemExit("no variant left to run on a CPU (fp16 needs CUDA)")
-    base_cfg = variant_config(args, variants[0])
-    seed, max_length = base_cfg.train.seed, base_cfg.backbone.max_length
-    vocab = bert_config(args.tiny).vocab_size
-    pools = {}
-
-    def pools_for(cfg):  # the same synthetic batches for every variant with the same batch sizes
-        key = tuple(cfg.train.batch_size[task] for task in TASK_ORDER)
-        if key not in pools:
-            pools[key] = {task: make_pool(task, cfg.train.batch_size[task], args.pool, seed, vocab, max_length)
-                          for task in TASK_ORDER}
-        return pools[key]
-
-    info = {
-        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "capability": list(torch.cuda.get_device_capability(device)) if device.type == "cuda" else None,
-        "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
-        "python": platform.python_version(), "threads": torch.get_num_threads(),
-    }
-    print(f"device: {info['device_name']} ({device}); torch {info['torch']} (CUDA {info['cuda']}), "
-          f"transformers {info['transformers']}, python {info['python']}")
-
-    model = build_model(base_cfg, args.tiny, seed).to(device)
-    initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    embedding_params = sum(p.numel() for p in model.encoder.embeddings.parameters())
-    total_params = sum(p.numel() for p in model.parameters())
-    n_flop = total_params - embedding_params
+    args.device = device = pick_device(args.device)
+    info = describe_device(device)
     peak, peak_source = peak_tflops(device, args.peak_tflops)
-    c = model.encoder.config
-    print(f"encoder: random BertModel, {c.num_hidden_layers} layers x {c.hidden_size}, {c.num_attention_heads} heads, "
-          f"vocab {c.vocab_size}, attention {getattr(c, '_attn_implementation', None)}; linear heads; "
-          f"{total_params:,} parameters ({embedding_params:,} in embeddings)")
-    print(f"FLOPs per update = 6 x N x useful tokens, N = {n_flop:,} non-embedding parameters (attention scores "
-          f"and padding not counted); peak {fmt(peak, 0)} TFLOPS ({peak_source})")
-    print(f"data: synthetic, lengths drawn from the real per-task length quantiles, bucketed like BatchStream; "
-          f"profile {args.profile}, seed {seed}; {args.warmup} warm-up + {args.steps} timed updates per variant")
-    warm = warm_shapes(model, [variant_config(args, v) for v in variants], pools_for, device)
-    print(f"shape warm-up: every synthetic batch once through forward + backward under {warm['amps']}: "
-          f"{warm['seconds']:.1f}s")
-    print()
-
-    results = {}
-    for name in variants:
-        results[name] = run_variant(args, name, model, initial, pools_for, device, n_flop, peak)
-        r = results[name]
-        print(f"  {name}: {r['median_update_seconds'] * 1e3:.1f} ms/update, {r['examples_per_second']:.0f} ex/s",
-              file=sys.stderr, flush=True)
-
-    mem_head = "peak MiB" if device.type == "cuda" else "RSS MiB"
-    head = (f"{'variant':14}{'update':>19}{'scaler':>7}{'ms/upd':>8}{'ex/s':>8}{'useful tok/s':>13}{'pad eff':>8}"
-            f"{'TFLOP/s':>8}{'MFU':>7}{mem_head:>10}{'+train':>8}{'skipped':>8}{'finite':>7}")
-    print(head)
-    print("-" * len(head))
-    for name, r in results.items():
-        update = f"{r['update']}x{r['accumulation']}/{r['combiner']}"
-        mem = r["memory"]
-        print(f"{name:14}{update:>19}{'yes' if r['grad_scaler'] else 'no':>7}{r['median_update_seconds'] * 1e3:>8.1f}"
-              f"{r['examples_per_second']:>8.0f}{r['useful_tokens_per_second']:>13,.0f}"
-              f"{r['padding_efficiency_of_pool']:>8.1%}{r['model_tflops']:>8.1f}"
-              f"{fmt(r['mfu'] and r['mfu'] * 100, 1) + ('%' if r['mfu'] else ''):>7}"
-              f"{fmt(mem['peak_mib'], 0):>10}{fmt(mem['increase_mib'], 0):>8}"
-              f"{str(r['skipped_warmup']) + '/' + str(r['skipped_measured']):>8}"
-              f"{'yes' if r['losses_finite'] and r['params_finite'] else 'NO':>7}")
-    print()
-    print("update = plan x micro-batches per task (sampled: draws) / combiner; ms/upd = median; ex/s, tok/s = totals "
-          "over the timed updates; TFLOP/s = 6 N useful tokens / s; MFU = that / peak.")
-    print(f"{mem_head}: " + ("torch.cuda.max_memory_allocated per variant; +train = its increase over the memory "
-                             "allocated before the first update (weights)" if device.type == "cuda" else
-                             "ru_maxrss of the whole process (cumulative over variants)")
-          + "; skipped = GradScaler-skipped updates (scale fell) in warm-up / timed; finite = every loss and weight.")
-    ratios = {}
-    for amp in ("fp16", "bf16"):
-        base, pc = results.get(f"{amp}_each_sum"), results.get(f"{amp}_pcgrad")
-        if base and pc:
-            ratios[f"{amp}_pcgrad_vs_each_sum"] = pc["median_update_seconds"] / base["median_update_seconds"]
-    if "fp16" in results and "bf16" in results:
-        ratios["fp16_vs_bf16_examples_per_second"] = results["fp16"]["examples_per_second"] / results["bf16"]["examples_per_second"]
-    if ratios:
-        print("ratios: " + "; ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
-    problems = [n for n, r in results.items() if not (r["losses_finite"] and r["params_finite"])]
-    skipping = [n for n, r in results.items() if r["skipped_measured"]]
-    if problems:
-        print(f"WARNING: non-finite losses or weights in {problems}")
-    if skipping:
-        print(f"note: the GradScaler skipped timed updates in {skipping} (it starts at scale 2^16 and halves on "
-              f"every overflow; more --warmup updates absorb that start)")
-    diagnostics = None
-    if not args.no_diagnose:
-        diagnostics = diagnose(args, variants[0], model, initial, pools_for, device, n_flop, peak)
-    wall = time.perf_counter() - started
-    print(f"total wall time {wall:.0f}s")
+    print(f"device: {info['name']} ({device}); torch {info['torch']} (CUDA {info['cuda']}), transformers "
+          f"{info['transformers']}, python {info['python']}; host CPU {info['cpu']}, {info['logical_cpus']} logical CPUs")
+    print(f"model: random {'tiny 2-layer' if args.tiny else 'bert-base-shaped'} BertModel + the experiment's heads; "
+          f"synthetic batches with the real length mix; profile {args.profile}, amp {args.amp} -> "
+          f"{resolve_amp(args.amp, device)}; {args.warmup} warm-up + {args.steps} timed updates; peak "
+          f"{'-' if peak is None else f'{peak:.0f}'} TFLOPS ({peak_source})")
+    out = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}}
+    out["a"] = section_a(args, device, peak)
+    print(f"[{time.perf_counter() - started:.0f}s]")
+    out["b"] = {} if args.no_compile else section_b(args)
+    print(f"[{time.perf_counter() - started:.0f}s]")
+    out["c"] = section_c(args) if args.processes else {}
+    print(f"[{time.perf_counter() - started:.0f}s]")
+    costs, speedups = study_costs(out["a"], out["b"], out["c"])
+    untimed = [k for k in CLASSES if k not in out["a"]]
+    if untimed:
+        print(f"note: {untimed} not timed; counted at the base step's cost")
+    runs = study_runs(args)
+    eval_per_second = out["a"]["base"]["eval"]["examples_per_second"]["dev_weighted"]
+    out["estimate"] = print_estimate(runs, costs, eval_per_second, args, speedups)
+    print("(b) and (c) are measured on the base step; the other kinds are assumed to gain the same ratio, and "
+          "forward passes (evaluation, feature caching) the same speedup as training.")
+    out["wall_seconds"] = time.perf_counter() - started
+    print(f"total wall time {out['wall_seconds']:.0f}s")
     if args.json:
-        out = {"machine": info, "args": vars(args), "flops": {"formula": "6 * N * useful_tokens", "N": n_flop,
-               "N_total": total_params, "peak_tflops": peak, "peak_source": peak_source},
-               "shape_warmup": warm, "variants": results,
-               "diagnostics": diagnostics, "ratios": ratios, "wall_seconds": wall}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
         print(f"wrote {args.json}")
-    return 1 if problems else 0
+    finite = all(r["losses_finite"] for r in out["a"].values())
+    return 0 if finite else 1
 
 
 if __name__ == "__main__":
