@@ -112,6 +112,17 @@ def autocast(amp: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch intra-op threads, then restore the caller's count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler:
     """A GradScaler, enabled only for fp16 (bf16 has fp32's exponent range)."""
     return torch.amp.GradScaler(device.type, enabled=amp == "fp16")
