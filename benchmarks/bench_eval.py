@@ -13,7 +13,7 @@ what its name says:
   inference   today under torch.inference_mode instead of no_grad;
   one_context today with ONE autocast context over all batches (autocast keeps the bf16
               copies of the weights while the context is open);
-  batch256    today with batches of 256 (batch512: 512);
+  batch256    today with batches of 256 (batch32, batch64, batch512: of 32, 64, 512);
   eager       today with transformers' eager attention instead of SDPA;
   pad8        today with each batch padded to a multiple of 8 tokens;
   improved    ``mtlib.training.evaluate.predict_split`` now.
@@ -59,6 +59,8 @@ VARIANTS = {  # name: (grad mode, one autocast context, batch size (None: config
     "today": ("no_grad", False, None, "sdpa", 1),
     "inference": ("inference", False, None, "sdpa", 1),
     "one_context": ("no_grad", True, None, "sdpa", 1),
+    "batch32": ("no_grad", False, 32, "sdpa", 1),
+    "batch64": ("no_grad", False, 64, "sdpa", 1),
     "batch256": ("no_grad", False, 256, "sdpa", 1),
     "batch512": ("no_grad", False, 512, "sdpa", 1),
     "eager": ("no_grad", False, None, "eager", 1),

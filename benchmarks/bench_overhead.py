@@ -25,6 +25,7 @@ Non-training share = 1 - (training updates) / (kernel start + imports + train())
 Usage
   python -m benchmarks.bench_overhead                                  # advanced_model, cpu profile, ~5 min
   python -m benchmarks.bench_overhead --experiment base_model --threads 1 --json out.json
+  python -m benchmarks.bench_overhead --cache-dir /tmp/cache --runs 1        # one run on a cache kept from before
 """
 from __future__ import annotations
 
@@ -75,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--params", default=str(ROOT / "params.yaml"))
     p.add_argument("--no-kernel", action="store_true", help="skip the papermill kernel-start measurement")
+    p.add_argument("--cache-dir", default=None, help="token and feature cache to use and keep (default: a new, "
+                   "empty one); runs that find it filled are 'warm'")
+    p.add_argument("--runs", type=int, default=2, help="timed train() runs, one after the other (default 2)")
     p.add_argument("--json", default=None, metavar="PATH")
     return p.parse_args(argv)
 
@@ -191,11 +195,13 @@ def main(argv=None) -> int:
     timers = Timers()
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = [f"data.cache_dir={Path(tmp) / 'cache'}", f"train.num_threads={threads}", *args.set]
+        cache = Path(args.cache_dir or Path(tmp) / "cache")
+        overrides = [f"data.cache_dir={cache}", f"train.num_threads={threads}", *args.set]
         cfg = load_config(args.params, args.experiment, args.profile, args.seed, overrides=overrides)
-        for name in ("cold cache", "warm cache"):
+        for k in range(args.runs):
+            name = f"{'warm' if any(cache.rglob('*.safetensors')) else 'cold'} cache" + (f" ({k + 1})" if k > 1 else "")
             print(f"running {args.experiment} ({name}) ...", file=sys.stderr, flush=True)
-            runs[name] = timed_run(cfg, Path(tmp) / name.replace(" ", "_"), timers)
+            runs[name] = timed_run(cfg, Path(tmp) / f"run{k}", timers)
     for r in runs.values():
         r["stage_seconds"] = sum(before.values()) + r["wall_seconds"]
         training = r["phases"].get("training updates", {"seconds": 0.0})["seconds"]
