@@ -107,10 +107,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed updates before them (default 5; --tiny 1)")
     p.add_argument("--pool", type=int, default=None, help="synthetic batches per task, cycled (default 16; --tiny 4)")
     p.add_argument("--processes", default="2,4,8", help="(c): process counts sharing the device ('' skips)")
-    p.add_argument("--window", type=float, default=None, help="(c): seconds each count is timed (default 20; --tiny 1)")
+    p.add_argument("--window", type=float, default=None, help="(c): seconds each count is timed (default 15; --tiny 1)")
     p.add_argument("--no-compile", action="store_true", help="skip (b)")
     p.add_argument("--compile-backend", default="inductor", help="(b): torch.compile backend (eager: trace only)")
-    p.add_argument("--compile-timeout", type=float, default=240.0, help="(b): seconds before it is given up")
+    p.add_argument("--compile-timeout", type=float, default=200.0, help="(b): seconds before it is given up")
     p.add_argument("--multiple", type=int, default=16, help="(b): lengths padded to a multiple of this")
     p.add_argument("--seeds", type=int, default=3, help="seeds per experiment in the study estimate")
     p.add_argument("--amp", default="auto", help="train.amp for every step (default: the paper profile's auto)")
@@ -120,7 +120,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", default="paper")
     p.add_argument("--json", default=None, metavar="PATH", help="also write all results to PATH")
     args = p.parse_args(argv)
-    defaults = {"steps": (3, 30), "warmup": (1, 5), "pool": (4, 16), "window": (1.0, 20.0)}
+    defaults = {"steps": (3, 30), "warmup": (1, 5), "pool": (4, 16), "window": (1.0, 15.0)}
     for name, (tiny, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, tiny if args.tiny else full)
@@ -388,12 +388,14 @@ def eval_rate(model, cfg, device: torch.device, per_task: int) -> dict:
 def compile_layers(model: MultitaskModel, backend: str) -> None:
     """Compile the encoder's layer stack (not the embeddings or the mask preparation, whose
     data-dependent checks would break the graph): with inductor, mode reduce-overhead (CUDA
-    graphs, one per batch shape); any other backend just traces."""
+    graphs, recorded once per batch shape); any other backend just traces. Shapes are left to
+    torch's automatic dynamic: the first new shape recompiles with symbolic sizes, after
+    which no shape compiles again (a graph per shape would take minutes of compiling)."""
     layers = model.encoder.encoder
     if backend == "inductor":
-        model.encoder.encoder = torch.compile(layers, mode="reduce-overhead", dynamic=False)
+        model.encoder.encoder = torch.compile(layers, mode="reduce-overhead")
     else:
-        model.encoder.encoder = torch.compile(layers, backend=backend, dynamic=False)
+        model.encoder.encoder = torch.compile(layers, backend=backend)
 
 
 def compiled_step(args) -> dict:

@@ -430,8 +430,9 @@ def pretrain_heads(model, train: dict[str, EncodedSplit], validation: dict[str, 
         trainers[task] = HeadTrainer(head, split, validation[task], sources, size, seed, lr, weight_decay,
                                      bucketing, eval_batch_size, device, amp)
     setup = time.perf_counter() - started
-    # A head's batches are far too small for a second thread: on a 2-core EPYC, 2 threads
-    # trained an MLP head 6-13x slower than 1 (thread hand-offs), so heads train on one thread.
+    # A head's batches are far too small for a second thread, which only waits for hand-offs:
+    # on a busy 2-core EPYC an AdvancedModel run with 2 threads spent 342 s pretraining its
+    # heads against 195 s of training (benchmarks/bench_overhead.py). Heads train on one.
     with torch_threads(1):
         history = train_heads(trainers, epochs, patience, selection, progress)
     for rows in history.values():
