@@ -549,7 +549,7 @@ def share_device(args, counts: list[int], setup_timeout: float = 600.0) -> dict:
 
 # --------------------------------------------------------------------------- the study estimate
 def experiment_kind(cfg) -> str | None:
-    """Which timed kind of update an experiment's step costs like (None: it does not train)."""
+    """Which timed kind of update an experiment's step costs like (None: it does not fine-tune)."""
     from mtlib.training.combiners import get_combiner
 
     t = cfg.train
@@ -562,18 +562,23 @@ def experiment_kind(cfg) -> str | None:
 
 def study_runs(args) -> list[dict]:
     """Every experiment of params.yaml's pipeline on the profile: its kind, micro-batches per
-    run, and the examples it encodes besides training (dev after every epoch and once more at
-    the end; the training sets once when heads are pretrained on cached features)."""
+    run, and the examples it encodes besides training (the validation split after every
+    epoch, dev once at the end; when heads are pretrained, the training and validation
+    splits once, for their cached features)."""
     pipeline = read_params(args.params)["pipeline"]
     runs = []
     for name in [*pipeline["experiments"], *pipeline.get("pal_experiments", [])]:
         cfg = load_config(args.params, name, args.profile, overrides=[f"train.amp={args.amp}"])
-        t = cfg.train
-        dev = sum(cfg.data.dev_size[task] or DEV_SIZES[task] for task in t.tasks)
-        pretrain = t.pretrain_heads not in (False, None, "none")
-        runs.append({"experiment": name, "kind": experiment_kind(cfg), "micro_batches": t.epochs * t.batches_per_epoch,
-                     "forward_examples": (t.epochs + 1) * dev
-                     + (sum(cfg.data.train_size[task] or TRAIN_SIZES[task] for task in t.tasks) if pretrain else 0)})
+        t, d = cfg.train, cfg.data
+        dev = sum(d.dev_size[task] or DEV_SIZES[task] for task in t.tasks)
+        validation = sum(d.validation_size[task] for task in t.tasks)
+        train = sum(min(d.train_size[task] or TRAIN_SIZES[task], TRAIN_SIZES[task] - d.validation_size[task])
+                    for task in t.tasks)
+        pretrain = t.pretrain_heads not in (False, None, "none") or t.method == "heads"
+        kind = experiment_kind(cfg)
+        forward = dev + (train + validation if pretrain else 0) + (t.epochs * validation if kind else 0)
+        runs.append({"experiment": name, "kind": kind, "micro_batches": t.epochs * t.batches_per_epoch if kind else 0,
+                     "forward_examples": 0 if t.method == "random" else forward})
     return runs
 
 
@@ -583,11 +588,7 @@ def estimate(runs: list[dict], seconds_per_micro_batch: dict[str, float], eval_p
     its kind + forward examples / evaluation rate), divided by ``speedup`` (processes at once)."""
     rows = []
     for run in runs:
-        if run["kind"] is None:  # the random predictor: no model runs
-            rows.append({**run, "micro_batches": 0, "forward_examples": 0, "train_seconds": 0.0,
-                         "forward_seconds": 0.0, "run_seconds": 0.0})
-            continue
-        train = run["micro_batches"] * seconds_per_micro_batch[run["kind"]]
+        train = run["micro_batches"] * seconds_per_micro_batch[run["kind"]] if run["kind"] else 0.0
         forward = run["forward_examples"] / eval_per_second
         rows.append({**run, "train_seconds": train, "forward_seconds": forward, "run_seconds": train + forward})
     serial = seeds * sum(r["run_seconds"] for r in rows)

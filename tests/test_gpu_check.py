@@ -61,9 +61,10 @@ def test_study_estimate_adds_up_every_experiment_and_seed():
     kinds = {r["experiment"]: r["kind"] for r in runs}
     assert kinds["random_predictor"] is None and kinds["base_model"] == "base"
     assert kinds["hidden_pcgrad"] == "surgery" and kinds["hidden_compromise_smart"] == "smart"
+    random = next(r for r in runs if r["experiment"] == "random_predictor")
+    assert random["micro_batches"] == random["forward_examples"] == 0
     costs = {"base": 0.1, "surgery": 0.2, "smart": 0.5}
     result = gpu_check.estimate(runs, costs, eval_per_second=1000.0, seeds=3, speedup=2.0)
-    expected = 3 * sum(r["micro_batches"] * costs[r["kind"]] + r["forward_examples"] / 1000.0
-                       for r in runs if r["kind"] is not None)
+    expected = 3 * sum(r["micro_batches"] * costs.get(r["kind"], 0.0) + r["forward_examples"] / 1000.0 for r in runs)
     assert result["serial_seconds"] == pytest.approx(expected)
     assert result["hours"] == pytest.approx(expected / 2.0 / 3600)
