@@ -55,11 +55,11 @@ Measurement
     shared machine; the default (2 threads, one process per variant) is for an idle one.
 
 Usage
-  .venv/bin/python benchmarks/bench_combiners.py                        # defaults: ~3-5 min on 2 idle cores
-  .venv/bin/python benchmarks/bench_combiners.py --steps 3 --warmup 1   # a quick look
-  .venv/bin/python benchmarks/bench_combiners.py --threads 1 --interleave  # a busy machine: ~4 min
-  .venv/bin/python benchmarks/bench_combiners.py --variants sum,pcgrad --rounds 2 --json out.json
-  .venv/bin/python benchmarks/bench_combiners.py --variant pcgrad --batches FILE   # internal: one variant
+  python -m benchmarks.bench_combiners                        # defaults: ~3-5 min on 2 idle cores
+  python -m benchmarks.bench_combiners --steps 3 --warmup 1   # a quick look
+  python -m benchmarks.bench_combiners --threads 1 --interleave  # a busy machine: ~4 min
+  python -m benchmarks.bench_combiners --variants sum,pcgrad --rounds 2 --json out.json
+  python -m benchmarks.bench_combiners --variant pcgrad --batches FILE   # internal: one variant
 """
 from __future__ import annotations
 
@@ -76,10 +76,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from machine import current_rss_mib, loadavg, machine_info, maxrss_mib  # noqa: E402  (benchmarks/machine.py)
+from benchmarks.machine import current_rss_mib, loadavg, machine_info, maxrss_mib
 
 TASK_ORDER = ("sst", "para", "sts")
 VARIANTS = {  # name: (label, experiment, overrides)
@@ -386,7 +384,7 @@ def run_child(args, variant: str, batches_path: Path, tmp: Path, steps: int | No
                TOKENIZERS_PARALLELISM="false")
     result = tmp / f"{variant}.json"
     result.unlink(missing_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--variant", variant, "--batches", str(batches_path),
+    cmd = [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", "--variant", variant, "--batches", str(batches_path),
            "--result", str(result), "--steps", str(args.steps if steps is None else steps),
            "--warmup", str(args.warmup if warmup is None else warmup), "--variants", args.variants,
            "--threads", str(args.threads), "--amp", args.amp, "--params", args.params, "--profile", args.profile]

@@ -41,9 +41,9 @@ Measurement
     and model loaded): "train+eval delta" is the peak minus that.
 
 Usage
-  .venv/bin/python benchmarks/bench_padding.py                     # defaults: ~5 min on 2 cores
-  .venv/bin/python benchmarks/bench_padding.py --steps 5 --eval-examples 64 --json out.json
-  .venv/bin/python benchmarks/bench_padding.py --variant b         # one variant, in-process, JSON on stdout
+  python -m benchmarks.bench_padding                     # defaults: ~5 min on 2 cores
+  python -m benchmarks.bench_padding --steps 5 --eval-examples 64 --json out.json
+  python -m benchmarks.bench_padding --variant b         # one variant, in-process, JSON on stdout
 """
 from __future__ import annotations
 
@@ -59,10 +59,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from machine import current_rss_mib, loadavg, machine_info, maxrss_mib  # noqa: E402  (benchmarks/machine.py)
+from benchmarks.machine import current_rss_mib, loadavg, machine_info, maxrss_mib
 
 VARIANTS = {
     "a": {"label": "(a) pad to 128, fp32", "dynamic": False, "amp": "none"},
@@ -318,7 +316,7 @@ def run_child(args, variant: str) -> dict:
                TOKENIZERS_PARALLELISM="false")
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / f"{variant}.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--variant", variant, "--result", str(result),
+        cmd = [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", "--variant", variant, "--result", str(result),
                *forwarded(args)]
         proc = subprocess.run(cmd, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0 or not result.exists():

@@ -20,8 +20,8 @@ then, per variant, the ratio of the largest to the smallest file's figures. The 
 outputs are checked to be the same predictions (up to float noise from padding widths).
 
 Usage
-  .venv/bin/python benchmarks/bench_predict_memory.py                     # 20,000 and 200,000 rows
-  .venv/bin/python benchmarks/bench_predict_memory.py --rows 2000,20000 --json out.json
+  .venv/bin/python -m benchmarks.bench_predict_memory                     # 20,000 and 200,000 rows
+  .venv/bin/python -m benchmarks.bench_predict_memory --rows 2000,20000 --json out.json
 """
 from __future__ import annotations
 
@@ -35,25 +35,23 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from machine import machine_info  # noqa: E402
-from mtlib.config import load_config  # noqa: E402
-from mtlib.training.inference import CHUNK_ROWS  # noqa: E402
-from mtlib.training.loop import train  # noqa: E402
-from tests.helpers import WORDS, write_task_files  # noqa: E402
+from benchmarks.machine import machine_info
+from mtlib.config import load_config
+from mtlib.training.inference import CHUNK_ROWS
+from mtlib.training.loop import train
+from tests.helpers import WORDS, write_task_files
 
 CHILD = """
 import json, sys, time, torch
-sys.path.insert(0, sys.argv[1])
-torch.set_num_threads(int(sys.argv[6]))
+torch.set_num_threads(int(sys.argv[5]))
 from benchmarks.machine import maxrss_mib, rss_now_mib
 from mtlib.training.inference import predict_file
 before = rss_now_mib()
 started = time.perf_counter()
-scores = predict_file(sys.argv[2], "sts", sys.argv[3], sys.argv[4], chunk_rows=int(sys.argv[5]))
+scores = predict_file(sys.argv[1], "sts", sys.argv[2], sys.argv[3], chunk_rows=int(sys.argv[4]))
 print(json.dumps({"rss_before_mib": before, "peak_rss_mib": maxrss_mib(), "seconds": time.perf_counter() - started,
                   "scores": scores}))
 """
@@ -83,7 +81,7 @@ def write_sts_file(path: Path, rows: int, seed: int = 0) -> Path:
 
 
 def measure(run: Path, source: Path, output: Path, chunk_rows: int, threads: int) -> dict:
-    result = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(run), str(source), str(output),
+    result = subprocess.run([sys.executable, "-c", CHILD, str(run), str(source), str(output),
                              str(chunk_rows), str(threads)], capture_output=True, text=True, check=True, cwd=ROOT)
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     measured["predicting_mib"] = measured["peak_rss_mib"] - measured["rss_before_mib"]

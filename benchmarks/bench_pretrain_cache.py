@@ -26,10 +26,10 @@ the call's time minus its epochs (hashing the encoder's weights, then encoding +
 or reading). The ratio for the report's 25 epochs is projected from them.
 
 Usage
-  .venv/bin/python benchmarks/bench_pretrain_cache.py                      # minilm, ~2-3 min on 2 cores
-  .venv/bin/python benchmarks/bench_pretrain_cache.py --threads 1          # better when the other core is busy
-  .venv/bin/python benchmarks/bench_pretrain_cache.py --backbone tiny-random --examples 2000
-  .venv/bin/python benchmarks/bench_pretrain_cache.py --head lstm --epochs 5
+  python -m benchmarks.bench_pretrain_cache                      # minilm, ~2-3 min on 2 cores
+  python -m benchmarks.bench_pretrain_cache --threads 1          # better when the other core is busy
+  python -m benchmarks.bench_pretrain_cache --backbone tiny-random --examples 2000
+  python -m benchmarks.bench_pretrain_cache --head lstm --epochs 5
 """
 from __future__ import annotations
 

@@ -34,12 +34,26 @@ def loadavg() -> list[float] | None:
 
 
 def machine_info(threads: int, **extra) -> dict:
-    """CPU, platform, versions, torch threads and the load average now, plus ``extra``."""
+    """CPU, torch's CPU capability, native bf16, platform, versions, torch threads and the
+    load average now, plus ``extra``."""
     import torch
 
+    from mtlib.training.precision import cpu_has_native_bf16
+
     return {"cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "logical_cpus": os.cpu_count(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "threads": threads, **extra, "loadavg_start": loadavg()}
+
+
+def describe(info: dict) -> str:
+    """The machine in two lines, for a benchmark's header."""
+    load = info.get("loadavg_start")
+    return (f"CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs; flags: {', '.join(info['cpu_flags']) or '-'}); "
+            f"torch CPU capability {info['torch_cpu_capability']}; native bf16: "
+            f"{'yes' if info['native_bf16'] else 'no (bf16 autocast is emulated here)'}\n"
+            f"torch {info['torch']}, python {info['python']}, {info['platform']}; "
+            f"load average at start {'-' if not load else f'{load[0]:.2f}'}")
 
 
 def maxrss_mib() -> float:

@@ -5,7 +5,7 @@ import torch
 
 from mtlib.model.backbone import load_tokenizer
 from mtlib.config import BackboneConfig
-from mtlib.data.encode import BatchStream, collate, encode_split, epoch_batches, eval_batches
+from mtlib.data.encode import BatchStream, EncodedSplit, collate, encode_split, epoch_batches, eval_batches
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,32 @@ def test_sentence_pair_is_one_sequence_with_segments_and_end_padding(tokenizer):
     assert row[n - 1] == sep and all(t == pad for t in row[n:]) and pad not in row[:n]
     assert part["token_type_ids"][1, n:].eq(0).all()
     assert len(batch.inputs) == 1 and part["input_ids"].shape[1] == len(expected)  # dynamic padding
+
+
+@pytest.mark.parametrize("pad_to", [None, 70])
+def test_collate_pads_every_part_row_by_row_as_a_reference_would(pad_to):
+    """The vectorised collate against the obvious row-by-row fill, on ragged two-part rows."""
+    rng = np.random.default_rng(0)
+    n = 40
+    parts = []
+    for _ in range(2):
+        lengths = rng.integers(1, 60, n)
+        parts.append(([rng.integers(5, 900, k).tolist() for k in lengths], [rng.integers(0, 2, k).tolist() for k in lengths]))
+    split = EncodedSplit("sts", [f"r{i}" for i in range(n)], parts, rng.uniform(0, 5, n))
+    rows = rng.permutation(n)[:13]
+    batch = collate(split, rows, pad_id=3, pad_to=pad_to)
+    for (ids, types), got in zip(parts, batch.inputs):
+        width = pad_to or max(len(ids[i]) for i in rows)
+        expected = {k: torch.full((len(rows), width), fill, dtype=torch.long)
+                    for k, fill in (("input_ids", 3), ("attention_mask", 0), ("token_type_ids", 0))}
+        for r, i in enumerate(rows):
+            expected["input_ids"][r, :len(ids[i])] = torch.tensor(ids[i])
+            expected["token_type_ids"][r, :len(ids[i])] = torch.tensor(types[i])
+            expected["attention_mask"][r, :len(ids[i])] = 1
+        for key, tensor in expected.items():
+            assert got[key].dtype == torch.long and torch.equal(got[key], tensor), key
+    assert batch.ids == [f"r{i}" for i in rows] and batch.index.tolist() == rows.tolist()
+    assert torch.equal(batch.labels, torch.tensor(split.labels[rows], dtype=torch.float32))
 
 
 def test_truncation_cuts_the_longer_sentence_first(tokenizer):

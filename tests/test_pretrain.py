@@ -234,3 +234,24 @@ def test_max_examples_trains_every_seed_on_the_same_fixed_sample(linear, tmp_pat
     assert len(list(tmp_path.glob("sst-*"))) == 2  # the sample and validation, once for both seeds
     assert not all(torch.equal(v, head_states(b)[t][k]) for t, s in head_states(a).items() for k, v in s.items())
     assert not all(torch.equal(v, head_states(c)[t][k]) for t, s in head_states(a).items() for k, v in s.items())
+
+
+def test_heads_train_on_one_thread_whatever_the_callers_count(linear, tmp_path, monkeypatch):
+    """Heads are too small for two threads; the count is restored, and since features come
+    from the same cache, a caller with 2 threads gets exactly a 1-thread caller's heads."""
+    cfg, data, pad_id = linear
+    seen = []
+    original = pretrain.HeadTrainer.epoch
+    monkeypatch.setattr(pretrain.HeadTrainer, "epoch", lambda self: (seen.append(torch.get_num_threads()), original(self))[1])
+    torch.set_num_threads(2)
+    try:
+        two, history_two = run(cfg, data, pad_id, cache_dir=tmp_path, epochs=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    one, history_one = run(cfg, data, pad_id, cache_dir=tmp_path, epochs=2)
+    assert seen and set(seen) == {1}
+    assert [[{k: v for k, v in row.items() if k != "seconds"} for row in rows] for rows in history_two.values()] == \
+        [[{k: v for k, v in row.items() if k != "seconds"} for row in rows] for rows in history_one.values()]
+    for key, value in two.heads.state_dict().items():
+        assert torch.equal(value, one.heads.state_dict()[key]), key

@@ -13,22 +13,26 @@ from mtlib.training.precision import autocast
 from mtlib.tasks import TASKS, metric_key
 
 
-@torch.no_grad()
 def predict_split(model, split: EncodedSplit, batch_size: int, pad_id: int, device: torch.device,
                   amp: str = "none", adjustment: torch.Tensor | None = None) -> np.ndarray:
     """Predicted labels (STS: clamped scores) for every row of ``split``, in row order;
-    through a class adjustment matrix when one is given (mtlib.training.adjust)."""
+    through a class adjustment matrix when one is given (mtlib.training.adjust).
+
+    Inference mode (no autograd bookkeeping at all) and ONE autocast context around every
+    batch: autocast keeps its low-precision copies of the weights while the context is open,
+    instead of casting every weight again for every batch. Neither changes a prediction."""
     was_training = model.training
     model.eval()
     predictions = np.zeros(len(split), dtype=float)
-    for batch in eval_batches(split, batch_size, pad_id):
+    with torch.inference_mode():
         with autocast(amp, device):
-            output = model(batch.to(device))
-        if adjustment is not None:
-            probs = output.float().softmax(-1)
-            predictions[batch.index] = apply_adjustment(probs, adjustment.to(probs.device)).cpu().numpy()
-        else:
-            predictions[batch.index] = TASKS[split.task].predict(output)
+            outputs = [(batch.index, model(batch.to(device))) for batch in eval_batches(split, batch_size, pad_id)]
+        for index, output in outputs:  # outside autocast: the adjustment's product stays in fp32
+            if adjustment is not None:
+                probs = output.float().softmax(-1)
+                predictions[index] = apply_adjustment(probs, adjustment.to(probs.device)).cpu().numpy()
+            else:
+                predictions[index] = TASKS[split.task].predict(output)
     model.train(was_training)
     return predictions
 

@@ -37,14 +37,14 @@ from mtlib.training import methods
 from mtlib.training.adjust import fit_adjustment, save_adjustment, sst_probabilities
 from mtlib.training.checkpoint import checkpoint_exists, load_checkpoint, load_model_weights, save_checkpoint
 from mtlib.training.evaluate import evaluate, prediction_frame, score
-from mtlib.training.precision import grad_scaler, resolve_amp, resolve_device
+from mtlib.training.precision import amp_reason, grad_scaler, resolve_amp, resolve_device
 from mtlib.training.pretrain import (encoder_fingerprint, evaluate_heads, feature_sources, needs_tokens,
                                      pretrain_heads, pretraining_sample)
 from mtlib.training.provenance import describe_machine
 from mtlib.training import runs
 from mtlib.training.runs import RunFolder, RunState, write_history
 from mtlib.training.samplers import TaskSampler
-from mtlib.training.stepper import Stepper
+from mtlib.training.stepper import Stepper, adamw
 from mtlib.training.updates import updates_per_epoch
 
 
@@ -99,6 +99,7 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
         torch.set_num_threads(t.num_threads)
     device = resolve_device(t.device)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, amp=resolve_amp(t.amp, device)))  # as run
+    print(f"{cfg.experiment} seed {t.seed}: {amp_reason(t.amp, cfg.train.amp, device)}", flush=True)
     t = cfg.train
     runs.check_folder(Path(out_dir), cfg, resume, overwrite)  # again under the lock; here it fails fast
     seeds.seed_everything(t.seed)
@@ -153,8 +154,7 @@ def _build(run: Run, pretrain: bool, progress: bool) -> None:
     run.model = model.to(run.device)
     if pretrain:
         _pretrain_heads(run, progress)
-    run.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr,
-                                      weight_decay=t.weight_decay)
+    run.optimizer = adamw(model, t)
     run.scaler = grad_scaler(run.amp, run.device)
     run.streams = {task: BatchStream(run.data["train"][task], t.batch_size[task], t.seed, run.pad_id,
                                      cfg.data.bucketing) for task in t.tasks}

@@ -81,6 +81,25 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return amp
 
 
+def amp_reason(amp: str, resolved: str, device: torch.device) -> str:
+    """One line saying which precision a run uses and why (what :func:`resolve_amp` saw)."""
+    label = "fp32" if resolved == "none" else resolved
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        where = f"{torch.cuda.get_device_name(device)}, compute capability {major}.{minor}"
+        if amp == "auto":
+            why = "runs bf16 natively (>= 8.0)" if resolved == "bf16" else "has no fast bf16 (< 8.0), so fp16 + GradScaler"
+            return f"precision {label}: train.amp=auto on {where}, which {why}"
+        return f"precision {label}: train.amp={amp} set explicitly ({where})"
+    if cpu_has_native_bf16():
+        where = f"this CPU runs bf16 natively ({', '.join(sorted(cpu_flags() & set(_BF16_CPU_FLAGS)))}, oneDNN bf16)"
+    else:
+        where = "this CPU has no native bf16 (no AVX512_BF16/AMX, or oneDNN without bf16), where bf16 is emulated"
+    if amp == "auto":
+        return f"precision {label}: train.amp=auto and {where}"
+    return f"precision {label}: train.amp={amp} set explicitly; {where}"
+
+
 def autocast(amp: str, device: torch.device):
     """bf16 autocast (CPU or CUDA), fp16 autocast (CUDA, with a GradScaler), or nothing.
     ``amp`` is a resolved value (:func:`resolve_amp`), never 'auto'."""
@@ -91,6 +110,17 @@ def autocast(amp: str, device: torch.device):
     if amp == "fp16" and device.type != "cuda":
         raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on a CPU")
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch intra-op threads, then restore the caller's count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler:

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from mtlib import seeds
 from mtlib.data.encode import EncodedSplit, collate, epoch_batches, eval_batches
 from mtlib.training.evaluate import score
-from mtlib.training.precision import autocast
+from mtlib.training.precision import autocast, torch_threads
 from mtlib.model.heads import Features, RecurrentHead
 from mtlib.io import atomic_path
 from mtlib.tasks import TASKS, metric_key
@@ -425,7 +425,11 @@ def pretrain_heads(model, train: dict[str, EncodedSplit], validation: dict[str, 
         trainers[task] = HeadTrainer(head, split, validation[task], sources, size, seed, lr, weight_decay,
                                      bucketing, eval_batch_size, device, amp)
     setup = time.perf_counter() - started
-    history = train_heads(trainers, epochs, patience, selection, progress)
+    # A head's batches are far too small for a second thread, which only waits for hand-offs:
+    # on a busy 2-core EPYC an AdvancedModel run with 2 threads spent 342 s pretraining its
+    # heads against 195 s of training (benchmarks/bench_overhead.py). Heads train on one.
+    with torch_threads(1):
+        history = train_heads(trainers, epochs, patience, selection, progress)
     for rows in history.values():
         for row in rows:
             row["seconds"] = setup if row["epoch"] == 1 else 0.0

@@ -14,6 +14,19 @@ from mtlib.training.smart import Smart
 from mtlib.training.updates import UPDATES, PlanContext, updates_per_epoch
 
 
+def adamw(model: torch.nn.Module, t: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, fused where torch has the kernel (CPU and CUDA).
+
+    Fused AdamW updates every parameter in one kernel. On a CPU torch's default is a Python
+    loop over the tensors: fused made a MiniLM training step 1.13x faster at one thread and
+    1.23x at two on a 2-core EPYC (benchmarks/bench_step.py). On a GPU it saves launches
+    and, under fp16, a host-device sync (the GradScaler's inf check happens inside the
+    kernel). Same update rule: it matches the loop to float rounding (tests/test_stepper.py)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused or None)
+
+
 class Stepper:
     """One optimiser update: draw the plan's batches, backpropagate each weighted loss
     (plus SMART's terms when on), combine per-task gradients of the SHARED parameters when
