@@ -36,6 +36,7 @@ Usage
   python -m benchmarks.bench_step                                  # ~10 min on a busy 2-core CPU
   python -m benchmarks.bench_step --threads 1 --rounds 3 --concurrent 0 --json out.json
   python -m benchmarks.bench_step --bf16 improved,compiled --fp32 '' --threads 1 --concurrent 0
+  python -m benchmarks.bench_step --bf16 today,improved --fp32 '' --threads 1 --concurrent 0 --ops
 """
 from __future__ import annotations
 
@@ -95,6 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--experiment", default="base_model")
     p.add_argument("--data", default=None, help="data folder (default: the config's)")
     p.add_argument("--json", default=None, metavar="PATH")
+    p.add_argument("--ops", action="store_true",
+                   help="also print where one thread's time goes in 3 updates of the last bf16 variant (torch.profiler)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -231,9 +234,23 @@ def run_child(args) -> dict:
             s["max_loss_difference"] = float(np.max(np.abs(np.subtract(v.stepper.losses[:n],
                                                                         reference.stepper.losses[:n]))))
         s["records"] = records[label]
-    return {"threads": threads, "attention_default": base.encoder.config._attn_implementation,
+    profiled = [v for v in variants if v.amp == "bf16"] or variants
+    profile = op_breakdown(profiled[-1]) if args.ops and threads == 1 else None
+    return {"threads": threads, "attention_default": base.encoder.config._attn_implementation, "profile": profile,
             "batch_size": {task: cfg.train.batch_size[task] for task in cfg.train.tasks}, "accumulation": cfg.train.accumulation, "backbone": cfg.backbone.name,
             "stats": stats, "loadavg_end": loadavg()}
+
+
+def op_breakdown(variant: Variant, updates: int = 3, top: int = 12) -> dict:
+    """Share of the updates' time per torch operator (self time), from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        tokens, seconds = variant.run(updates)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return {"variant": variant.label, "updates": updates, "tokens": tokens, "seconds": seconds,
+            "ops": [{"name": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:top]]}
 
 
 # --------------------------------------------------------------------------- driver
@@ -244,6 +261,8 @@ def child_command(args, threads: int, result: Path, variants: dict[str, list[str
            "--params", args.params, "--profile", args.profile, "--experiment", args.experiment]
     if args.data:
         cmd += ["--data", args.data]
+    if args.ops:
+        cmd.append("--ops")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
     return cmd, env
 
@@ -326,6 +345,10 @@ def report(results: dict, args) -> None:
                 f"{label} {sum(r['stats'][label]['median_rate'] for r in result):,.0f} tok/s" for label in labels))
         else:
             print_table(f"{title}, one process:", result)
+            if result.get("profile"):
+                prof = result["profile"]
+                print(f"  where the time of {prof['updates']} updates of {prof['variant']} goes (self time): " + ", ".join(
+                    f"{op['name']} {op['share']:.1%}" for op in prof["ops"]))
         print()
     print("useful tok/s = non-pad tokens per second of the whole update (collate, forward, backward, clipping, "
           "optimiser), median over rounds; per thread = that / torch threads; x today = median over rounds of the "
