@@ -42,7 +42,7 @@ import torch
 
 from benchmarks.bench_step import rows_collate
 from benchmarks.interleave import run_rounds, summary
-from benchmarks.machine import describe, loadavg, machine_info
+from benchmarks.machine import describe, loadavg, machine_info, portable_args
 from mtlib.config import load_config
 from mtlib.data.encode import EncodedSplit, collate
 from mtlib.data.files import find_data_dir
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     print(f"load average at the end {info['loadavg_end'][0]:.2f}; wall time {info['wall_seconds']:.0f}s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"machine": info, "args": vars(args), "examples": examples,
+        Path(args.json).write_text(json.dumps({"machine": info, "args": portable_args(args), "examples": examples,
                                                "tokens": tokens, "stats": stats}, indent=1))
         print(f"wrote {args.json}")
     return 0

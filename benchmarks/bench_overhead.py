@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.machine import describe, loadavg, machine_info
+from benchmarks.machine import describe, loadavg, machine_info, portable_args
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPORTS = ("import mtlib.training.loop, mtlib.training.runs, mtlib.study.analysis, mtlib.study.figures, "
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     print(f"load average at the end {info['loadavg_end'][0]:.2f}; wall time {info['wall_seconds']:.0f}s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"machine": info, "args": vars(args), "before_train": before,
+        Path(args.json).write_text(json.dumps({"machine": info, "args": portable_args(args), "before_train": before,
                                                "kernel_runs": locals().get("kernel"), "import_runs": imports,
                                                "runs": runs}, indent=1))
         print(f"wrote {args.json}")

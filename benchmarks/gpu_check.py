@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.machine import portable_args
 from mtlib.config import load_config, read_params
 from mtlib.data.encode import Batch
 from mtlib.model.heads import build_head
@@ -741,7 +742,7 @@ def main(argv=None) -> int:
           f"synthetic batches with the real length mix; profile {args.profile}, amp {args.amp} -> "
           f"{resolve_amp(args.amp, device)}; {args.warmup} warm-up + {args.steps} timed updates; peak "
           f"{'-' if peak is None else f'{peak:.0f}'} TFLOPS ({peak_source})")
-    out = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}}
+    out = {"machine": info, "args": portable_args(args)}
     out["a"] = section_a(args, device, peak)
     print(f"[{time.perf_counter() - started:.0f}s]")
     out["b"] = {} if args.no_compile else section_b(args)

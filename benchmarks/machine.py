@@ -56,6 +56,13 @@ def describe(info: dict) -> str:
             f"load average at start {'-' if not load else f'{load[0]:.2f}'}")
 
 
+def portable_args(args) -> dict:
+    """A benchmark's arguments for its JSON, with paths inside the project made relative to it
+    (committed results carry no absolute path of the machine they ran on)."""
+    root = str(Path(__file__).resolve().parents[1]) + os.sep
+    return {k: v.replace(root, "") if isinstance(v, str) else v for k, v in vars(args).items()}
+
+
 def maxrss_mib() -> float:
     """This process's peak resident memory so far (ru_maxrss: bytes on macOS, KiB on Linux)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
