@@ -50,7 +50,7 @@ HIDE_INPUT_TAG = "hide-input"
 HEAD_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.S)
 REMOVED_CELL_TAGS = ("parameters", "injected-parameters")
 # What the repository publishes: committed files there must be cache: false outputs of dvc.yaml.
-PUBLISHED = ("figures/", "reports/index.html", "reports/html/", "results/table.")
+PUBLISHED = ("figures/", "reports/index.html", "reports/html/", "results/table.", "results/scorecard.md")
 
 
 # ---------------------------------------------------------------------------------------
