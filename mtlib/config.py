@@ -112,7 +112,7 @@ class TrainConfig:
     init_from: str | None         # a run folder whose best weights start this run ({seed} is filled in)
     sst_adjustment: bool          # fit the 5x5 SST adjustment matrix after training
     amp: str                      # 'auto' (per machine, mtlib.training.precision), 'none', 'bf16' or 'fp16'
-    eval_every: int | None        # updates between dev evaluations; None: once per epoch
+    eval_every: int | None        # micro-batches between validation evaluations (whole updates); None: per epoch
     eval_batch_size: int
     patience: int | None          # evaluations without a better dev mean before stopping
     device: str                   # 'auto', 'cpu', 'cuda' or 'cuda:N' (pins one GPU)

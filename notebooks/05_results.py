@@ -30,6 +30,7 @@ table_csv = "results/table.csv"
 table_md = "results/table.md"
 scorecard_md = "results/scorecard.md"
 figures_dir = "figures"
+budget_dir = "results/budget"     # the budget study's runs (notebook 07)
 compromise = "hidden_compromise"  # Gradient Compromise ...
 annealed = "hidden"               # ... against the annealed sampler it builds on
 
@@ -54,7 +55,8 @@ rows = read_params(params)["pipeline"]["rows"]
 runs = report.collect_runs(runs_dir)
 replicates = report.bootstrap_runs(runs)  # every run's dev predictions on 2,000 resamples of the dev examples
 summary = report.summarise(runs, rows, replicates)
-report.write_table(summary, table_csv, table_md)
+not_run = [e for e in rows if e not in set(runs["experiment"])]
+report.write_table(summary, table_csv, table_md, not_run=not_run)
 
 # %% tags=["hide-input"]
 Markdown(Path(table_md).read_text())
@@ -148,3 +150,14 @@ for group, names in groups.items():
                                      compromise=compromise, annealed=annealed)
  if {compromise, annealed} <= set(histories["experiment"]) else
  Markdown(f"`{compromise}` or `{annealed}` did not run on this profile."))
+
+# %% [markdown]
+# ## The training budget
+#
+# The budget study (notebook 07): the BaseModel and AdvancedModel rows trained for twice the
+# profile's budget, at its learning rate and at twice it, scored on validation along the way.
+
+# %% tags=["hide-input"]
+budget = report.collect_histories(budget_dir)
+plotting.plot_learning_curves(budget, f"{figures_dir}/05_budget.png", metric="mean",
+                              title="Validation mean against training examples seen, at twice the profile's budget")

@@ -337,8 +337,10 @@ def test_matrix_lists_are_params_pipeline_section():
     assert DVC["stages"]["pal_after"]["foreach"] == "${pipeline.pal_experiments}"
     for name in ("finetune", "pal_after"):
         assert "pipeline.seeds" in _stages()[name]["params"]  # one stage trains every seed
-    # every experiment runs exactly once: those that start from another's runs in their own stage
-    assert sorted(section["experiments"] + list(section["pal_experiments"])) == sorted(PARAMS["experiments"])
+    # every experiment runs exactly once (those that start from another's runs in their own
+    # stage), or is named as not run: cut from the default profile to fit its time budget
+    listed = section["experiments"] + list(section["pal_experiments"]) + section["not_run"]
+    assert sorted(listed) == sorted(PARAMS["experiments"])
     assert "results/runs/${item}" in _stages()["pal_after"]["deps"]  # the runs it starts from
     for name, start in section["pal_experiments"].items():
         assert PARAMS["experiments"][name]["train"]["init_from"] == f"results/runs/{start}/seed{{seed}}"

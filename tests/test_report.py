@@ -365,3 +365,11 @@ def test_sts_predictions_rounded_to_four_decimals_still_match_their_metrics(tmp_
     aligned, predictions = collect_predictions(runs)
     rounded = TASKS["sts"].score(predictions["sts"][("base_model", 1)], aligned["sts"])
     assert 1e-4 < abs(rounded - runs.loc[0, "sts"]) < 0.01
+
+
+def test_the_table_names_the_rows_a_profile_did_not_run(tmp_path):
+    write_run(tmp_path, "other", 1, 0.5, 0.7, 0.8)
+    summary = summarise(collect_runs(tmp_path), {"base_model": {}, "other": {"parent": "base_model"}})
+    assert "not run at this profile" not in table_markdown(summary)
+    assert "not run at this profile (to fit its time budget): base_model, pal_start." in table_markdown(
+        summary, not_run=["base_model", "pal_start"])

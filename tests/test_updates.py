@@ -1,4 +1,5 @@
 """The update step: plans, per-task gradient combination, GradScaler, SMART and resume."""
+import pandas as pd
 import pytest
 import torch
 
@@ -252,3 +253,15 @@ def test_compromise_then_sampled_switches_to_the_sampler_halfway():
     assert len(late) == 6 and all(w == pytest.approx(1 / 6) for _, w in late)
     assert last.sampler.draws == 6 and first.sampler.draws == 0  # the second phase draws from the sampler
     assert UPDATES["compromise_then_sampled"].batches(type("T", (), {"group_size": 6})) == 6
+
+
+def test_evaluations_fall_at_matched_micro_batches_whatever_the_update_rule(tmp_path):
+    """eval_every counts micro-batches: a one-batch-per-update run and a six-batches-per-update
+    Gradient Compromise run are scored at the same points of training (the learning-speed claim)."""
+    common = ("train.epochs=1", "train.batches_per_epoch=24", "train.eval_every=12", "train.group_size=6",
+              "train.accumulation=1")
+    train(smoke_config(tmp_path, "hidden", *common), tmp_path / "sampled", progress=False)
+    train(smoke_config(tmp_path, "hidden_compromise", *common), tmp_path / "compromise", progress=False)
+    sampled, compromise = (pd.read_csv(tmp_path / name / "history.csv") for name in ("sampled", "compromise"))
+    assert sampled["update"].tolist() == [12, 24] and compromise["update"].tolist() == [2, 4]
+    assert (compromise["update"] * 6).tolist() == sampled["update"].tolist()

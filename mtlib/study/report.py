@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -483,8 +483,9 @@ def _markdown_rows(header: list[str], body: list[list]) -> list[str]:
             *("| " + " | ".join(_cell(c) for c in cells) + " |" for cells in body)]
 
 
-def table_markdown(summary: pd.DataFrame, caveat: str | None = None) -> str:
-    """The summary as a Markdown page: caveat(s), the scores table, the Δ-against-parent table."""
+def table_markdown(summary: pd.DataFrame, caveat: str | None = None, not_run: Sequence[str] = ()) -> str:
+    """The summary as a Markdown page: caveat(s), the scores table, the experiments of
+    ``not_run`` (rows of the study this profile left out), the Δ-against-parent table."""
     backbones = {b for value in summary["backbone"].dropna() for b in str(value).split(", ")}
     notes = [caveat] if caveat else []
     if any(is_minilm(b) for b in backbones) and MINILM_CAVEAT not in notes:
@@ -503,6 +504,8 @@ def table_markdown(summary: pd.DataFrame, caveat: str | None = None) -> str:
                      "–" if math.isnan(r["train_seconds"]) else f"{r['train_seconds']:.0f}",
                      r["backbone"] or "–", r["profile"] or "–"])
     lines += _markdown_rows(header, body)
+    if not_run:
+        lines += ["", f"Rows of the study not run at this profile (to fit its time budget): {', '.join(not_run)}."]
     lines += ["", "## Difference to the row each builds on", "",
               "Δ: mean over the seeds both ran of (row − parent), then its 95% interval (seeds and dev "
               "sample, paired by seed and by dev example); **resolved** when the interval excludes 0.", ""]
@@ -512,11 +515,12 @@ def table_markdown(summary: pd.DataFrame, caveat: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(summary: pd.DataFrame, csv_path: str | Path, md_path: str | Path, caveat: str | None = None) -> None:
+def write_table(summary: pd.DataFrame, csv_path: str | Path, md_path: str | Path, caveat: str | None = None,
+                not_run: Sequence[str] = ()) -> None:
     """Write results/table.csv and results/table.md atomically (temporary file, then os.replace).
 
     ``caveat`` is printed at the top of the Markdown; :data:`MINILM_CAVEAT` is added on its
     own whenever a row's backbone is all-MiniLM-L6-v2, so it cannot be forgotten.
     """
     write_csv(csv_path, summary)
-    write_text(md_path, table_markdown(summary, caveat))
+    write_text(md_path, table_markdown(summary, caveat, not_run))

@@ -45,7 +45,7 @@ from mtlib.training import runs
 from mtlib.training.runs import RunFolder, RunState, write_history
 from mtlib.training.samplers import TaskSampler
 from mtlib.training.stepper import Stepper, adamw
-from mtlib.training.updates import updates_per_epoch
+from mtlib.training.updates import evaluation_interval, updates_per_epoch
 
 
 @dataclass
@@ -125,7 +125,7 @@ def finetune(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> 
     elif resume and run.folder.metrics.exists():
         raise FileExistsError(f"{run.folder.path}: the run is complete (metrics.json exists); nothing to resume")
     per_epoch = updates_per_epoch(t)
-    total, eval_every = t.epochs * per_epoch, t.eval_every or per_epoch
+    total, eval_every = t.epochs * per_epoch, evaluation_interval(t)
     bar = tqdm(total=total, initial=state.update, disable=not progress, desc=cfg.experiment, mininterval=5)
     run.model.train()
     while state.update < total and not state.stopped_early:

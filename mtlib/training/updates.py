@@ -193,3 +193,12 @@ def batches_per_update(t) -> int:
 def updates_per_epoch(t) -> int:
     """Updates per epoch, so that every update rule sees ``batches_per_epoch`` batches."""
     return max(1, round(t.batches_per_epoch / batches_per_update(t)))
+
+
+def evaluation_interval(t) -> int:
+    """Updates between validation evaluations: ``eval_every`` micro-batches rounded to whole
+    updates (at least one), so runs under different update rules are scored at about the same
+    numbers of examples seen; once per epoch when ``eval_every`` is None."""
+    if t.eval_every is None:
+        return updates_per_epoch(t)
+    return max(1, round(t.eval_every / batches_per_update(t)))

@@ -1,0 +1,98 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 The training budget
+#
+# How the default profile was sized. The same experiments as the study's BaseModel and
+# AdvancedModel rows, trained for twice the profile's budget and scored on the validation
+# split (held out of the training data) every eighth of the way, at the profile's learning
+# rate and at twice it, over three seeds. The budget and the learning rate are chosen on
+# these curves, on validation, never on dev; dev is scored once, at the end of each run.
+
+# %% tags=["parameters"]
+profile = None                                   # smoke, cpu or paper; None: params.yaml's `profile`
+experiments = "base_model,advanced_model"        # the rows whose budget is studied
+seeds = "1,2,3"
+budget_factor = 2                                # times the profile's micro-batches per epoch
+evaluations = 8                                  # validation scores per run
+lr_factors = "1,2"                               # times the profile's learning rate (the first: the profile's)
+workers = 0                                      # runs at once; 0: one per free core on a CPU
+params = "params.yaml"
+runs_dir = "results/budget"
+figure_path = "results/budget/curves.png"
+
+# %% tags=["hide-input"]
+from IPython.display import Markdown
+
+from mtlib.training.provenance import config_header
+
+Markdown(config_header(params, experiments.split(",")[0], profile, seeds))
+
+# %%
+# %matplotlib inline
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
+import pandas as pd
+from IPython.display import Markdown, display
+
+from mtlib.config import load_config, resolve_seeds, with_overrides
+from mtlib.study import plotting
+from mtlib.training.runs import run_history
+from mtlib.training.sweep import Job, train_many
+from mtlib.training.updates import updates_per_epoch
+
+seeds = resolve_seeds(seeds, params)
+default = load_config(params, experiments.split(",")[0], profile, seeds[0]).train
+per_epoch = default.batches_per_epoch * budget_factor
+jobs, names = [], {}
+for experiment in experiments.split(","):
+    for factor in map(float, lr_factors.split(",")):
+        name = experiment if factor == 1 else f"{experiment}, lr x{factor:g}"
+        for seed in seeds:
+            cfg = load_config(params, experiment, profile, seed)
+            t = cfg.train
+            every = max(1, t.epochs * updates_per_epoch(t) * budget_factor // evaluations)
+            cfg = with_overrides(cfg, [f"train.batches_per_epoch={per_epoch}", f"train.lr={t.lr * factor}",
+                                       f"train.eval_every={every}", "train.patience=null"])
+            folder = Path(runs_dir) / name.replace(", lr x", "-lr") / f"seed{seed}"
+            jobs.append(Job(cfg, folder, overwrite=True))
+            names[folder] = name
+metrics = train_many(jobs, workers)
+
+# %%
+history = pd.concat([run_history(job.out_dir).assign(experiment=names[job.out_dir]) for job in jobs],
+                    ignore_index=True)
+final = pd.DataFrame([{"experiment": names[job.out_dir], "seed": m["seed"], "dev mean": m["dev"]["mean"],
+                       "best validation mean": m["validation"]["mean"]} for job, m in zip(jobs, metrics)])
+final.groupby("experiment")[["dev mean", "best validation mean"]].agg(["mean", "std"]).round(3)
+
+# %% tags=["hide-input"]
+plotting.plot_learning_curves(history, figure_path, metric="mean",
+                              title="Validation mean against training examples seen (mean ± std over seeds)")
+
+# %%
+budgets = history.groupby(["experiment", "seed"]).apply(
+    lambda run: pd.Series({"profile": run[run["update"] <= run["update"].max() / budget_factor]["mean"].iloc[-1],
+                           "doubled": run["mean"].iloc[-1]}), include_groups=False).groupby("experiment").mean()
+budgets.assign(gain=budgets["doubled"] - budgets["profile"]).round(3)
+
+# %% tags=["hide-input"]
+Markdown(
+    f"The profile trains {default.epochs} epochs of {default.batches_per_epoch} micro-batches at learning rate "
+    f"{default.lr:g}. Doubling that budget changes the validation mean by "
+    + "; ".join(f"{name} {row.doubled - row.profile:+.3f}" for name, row in budgets.iterrows())
+    + " (mean over seeds): what the study's rows leave on the table at the profile's budget.")
