@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from mtlib.config import ConfigError, load_config, parse_override, resolve_seeds
 from tests.helpers import ROOT
@@ -83,7 +84,9 @@ def test_parse_override():
 
 def test_resolve_seeds_reads_what_papermill_passes(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(PARAMS.read_text().replace("  seeds: [1, 2]\n", "  seeds: [4, 5, 6]\n"))
+    data = yaml.safe_load(PARAMS.read_text())
+    data["pipeline"]["seeds"] = [4, 5, 6]
+    params.write_text(yaml.safe_dump(data))
     assert resolve_seeds(None, params) == [4, 5, 6]          # the pipeline's seeds
     assert resolve_seeds(3, params) == [3]                   # -p seeds 3
     assert resolve_seeds("1,2", params) == [1, 2]            # -p seeds "1,2"

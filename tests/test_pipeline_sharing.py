@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow,
 
 # Each machine's share of the stages that train (the head-pretraining notebook goes with the first).
 SHARES = {"machine_a": ["pretraining", "finetune@base_model", "finetune@hidden"],
-          "machine_b": ["finetune@hidden_compromise"]}
+          "machine_b": ["finetune@hidden_compromise", "budget"]}
 EXPERIMENTS = ["base_model", "hidden", "hidden_compromise"]  # 05 compares hidden_compromise with hidden
 # The stages with published (cache: false) outputs: DVC's run-cache cannot restore them from a
 # remote, and they only read the data or finished runs.

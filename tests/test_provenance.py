@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+import yaml
 
 from mtlib.training import provenance
 from mtlib.training.provenance import MINILM_CAVEAT, config_header, describe_machine, runs_header
@@ -40,7 +41,8 @@ def test_config_header_states_the_run_and_the_caveat_only_for_minilm():
     cpu = config_header(PARAMS, "augmented", "cpu", 1, computes=False)
     assert rows(cpu)["backbone"] == "minilm" and rows(cpu)["seeds"] == "1"
     assert rows(cpu)["precision"].startswith("–") and MINILM_CAVEAT in cpu
-    assert rows(config_header(PARAMS, "base_model", "smoke"))["seeds"] == "1, 2"  # params.yaml's pipeline.seeds
+    pipeline_seeds = ", ".join(map(str, yaml.safe_load(PARAMS.read_text())["pipeline"]["seeds"]))
+    assert rows(config_header(PARAMS, "base_model", "smoke"))["seeds"] == pipeline_seeds  # none given: params.yaml's
 
 
 def _metrics(folder, experiment, seed, **extra):
