@@ -125,3 +125,10 @@ def test_registry_names_are_compared_only_inside_their_registry():
 def test_the_name_comparison_check_finds_one():
     tree = ast.parse("if cfg.combiner != 'sum':\n    pass\nx = name.startswith('compromise')\n")
     assert [value for _, value in _compared_strings(tree)] == ["sum", "compromise"]
+
+
+def test_every_module_has_a_test_file_of_its_own():
+    tests = Path(__file__).resolve().parent
+    leaves = {m.split(".")[-1] for m in MODULES if m.split(".")[-1] not in ("mtlib", "__main__")}
+    leaves -= {m.split(".")[-1] for m in MODULES if any(o.startswith(m + ".") for o in MODULES)}  # packages
+    assert sorted(name for name in leaves if not (tests / f"test_{name}.py").exists()) == []

@@ -1,16 +1,14 @@
+"""The training loop: distinct micro-batches, determinism, resume, run folders, schedule, precision."""
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
 
-from mtlib.cli import main
 from mtlib.model.multitask import MultitaskModel
 from mtlib.training.loop import learning_rate, train
 from mtlib.training.provenance import describe_machine
-from tests.helpers import ROOT, crash_on_evaluation, smoke_config, write_task_files
+from tests.helpers import crash_on_evaluation, smoke_config
 
 
 def metric_values(metrics):
@@ -107,52 +105,6 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path):
 def test_bf16_autocast_trains_on_cpu(tmp_path):
     metrics = train(smoke_config(tmp_path, "base_model", "train.amp=bf16"), tmp_path / "run", progress=False)
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics["dev"].values())
-
-
-def test_cli_train_evaluate_predict_end_to_end(tmp_path, capsys):
-    data = write_task_files(tmp_path / "data")
-    run = tmp_path / "run"
-    common = ["--params", str(ROOT / "params.yaml"), "--profile", "smoke", "--data", str(data), "--no-progress",
-              "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "train.keep_checkpoint=true"]
-    assert main(["train", "--experiment", "base_model", "--out", str(run), *common]) == 0
-    trained = json.loads((run / "metrics.json").read_text())
-    assert main(["evaluate", "--run", str(run), "--data", str(data)]) == 0
-    evaluated = json.loads((run / "evaluation" / "metrics.json").read_text())
-    assert evaluated["dev"] == pytest.approx(trained["dev"])
-    assert (run / "evaluation" / "sst-test.csv").exists()
-    # a labelled file the run never saw
-    unseen = write_task_files(tmp_path / "unseen", seed=99) / "sts-dev.csv"
-    out = tmp_path / "pred.csv"
-    capsys.readouterr()
-    assert main(["predict", "--run", str(run), "--task", "sts", "--input", str(unseen), "--output", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "sts/pearson" in printed
-    predictions = pd.read_csv(out)
-    assert len(predictions) == 24 and predictions["similarity"].between(0, 5).all()
-
-
-def test_bad_input_fails_loudly_and_writes_nothing(tmp_path, capsys):
-    data = write_task_files(tmp_path / "data")
-    lines = (data / "ids-sst-train.csv").read_text().splitlines()
-    lines[5] = lines[5].rsplit("\t", 1)[0] + "\t7"
-    (data / "ids-sst-train.csv").write_text("\n".join(lines) + "\n")
-    run = tmp_path / "run"
-    code = main(["train", "--experiment", "base_model", "--profile", "smoke", "--params", str(ROOT / "params.yaml"),
-                 "--data", str(data), "--out", str(run), "--no-progress"])
-    err = capsys.readouterr().err
-    assert code == 2 and "ids-sst-train.csv:6: column 'sentiment': label '7' outside 0..4" in err
-    assert not run.exists()
-
-    bad = tmp_path / "bad.csv"
-    bad.write_text("\tid\tsentence1\tsentence2\n0\ta\tx\t\n")
-    out = tmp_path / "out.csv"
-    assert main(["predict", "--run", str(run), "--task", "sts", "--input", str(bad), "--output", str(out)]) == 2
-    assert "bad.csv:2: column 'sentence2' is empty" in capsys.readouterr().err and not out.exists()
-
-
-def test_python_dash_m_help():
-    result = subprocess.run([sys.executable, "-m", "mtlib", "train", "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0 and "--experiment" in result.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
