@@ -6,6 +6,7 @@ import yaml
 
 from mtlib.config import merge
 from mtlib.study import profiles
+from mtlib.study import readme as readme_blocks
 from tests.helpers import ROOT
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -18,8 +19,8 @@ def _profile_cells(table: str, name: str) -> list[str]:
 
 def test_readme_profile_table_is_exactly_what_params_yaml_says():
     readme = (ROOT / "README.md").read_text()
-    assert profiles.readme_profile_table(readme) == profiles.profile_table(PARAMS), (
-        "README's profile table is stale: run `python -m mtlib.study.profiles --write README.md`")
+    assert readme_blocks.block(readme, readme_blocks.PROFILES) == profiles.profile_table(PARAMS), (
+        "README's profile table is stale: run `python -m mtlib.study.readme --write README.md`")
 
 
 def test_profile_table_reads_every_value_from_params():
@@ -46,15 +47,16 @@ def test_a_changed_profile_changes_the_table():
     assert profiles.profile_table(changed) != profiles.profile_table(PARAMS)
 
 
-def test_profile_table_write_replaces_only_the_marked_table(tmp_path):
+def test_readme_write_replaces_only_the_marked_tables(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\nbefore\n{profiles.PROFILE_TABLE_START}\n| old | table |\n"
-                      f"{profiles.PROFILE_TABLE_END}\nafter\n")
-    assert profiles.main(["--params", str(ROOT / "params.yaml"), "--write", str(readme)]) == 0
+    start, end = "<!-- profile-table: generated -->", "<!-- end profile-table -->"
+    readme.write_text(f"# Title\n\nbefore\n{start}\n| old | table |\n{end}\nafter\n")
+    args = ["--params", str(ROOT / "params.yaml"), "--table", str(tmp_path / "none.csv"), "--write", str(readme)]
+    assert readme_blocks.main(args) == 0  # no results table yet: only the profile table is written
     text = readme.read_text()
-    assert text.startswith("# Title\n\nbefore\n") and text.endswith(f"{profiles.PROFILE_TABLE_END}\nafter\n")
-    assert profiles.readme_profile_table(text) == profiles.profile_table(PARAMS) and "| old |" not in text
+    assert text.startswith(f"# Title\n\nbefore\n{start}\n") and text.endswith(f"{end}\nafter\n")
+    assert readme_blocks.block(text, "profile-table") == profiles.profile_table(PARAMS) and "| old |" not in text
     readme.write_text("# no markers\n")
     with pytest.raises(ValueError, match="no profile-table markers"):
-        profiles.main(["--params", str(ROOT / "params.yaml"), "--write", str(readme)])
+        readme_blocks.main(args)
     assert readme.read_text() == "# no markers\n"

@@ -1,24 +1,18 @@
-"""README's table of profiles, generated from params.yaml so the two cannot drift.
+"""README's table of profiles, rendered from params.yaml so the two cannot drift.
 
 :func:`profile_table` renders, for every profile, what ``base <- profile`` gives;
-``python -m mtlib.study.profiles --write README.md`` puts it between README's
-profile-table markers, and tests/test_profiles.py checks README holds exactly that.
+``python -m mtlib.study.readme --write README.md`` puts it between README's profile-table
+markers, and tests/test_profiles.py checks README holds exactly that.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
 from mtlib.config import merge
-from mtlib.io import write_text
 
-PROFILE_TABLE_START = ("<!-- profile-table: generated from params.yaml by "
-                       "`python -m mtlib.study.profiles --write README.md`; do not edit -->")
-PROFILE_TABLE_END = "<!-- end profile-table -->"
 
 
 def _sizes(sizes: Mapping) -> str:
@@ -53,36 +47,3 @@ def profile_table(params: Mapping | str | Path = "params.yaml") -> str:
     for name, override in params["profiles"].items():
         lines.append(profile_row(name, merge(params["base"], override or {}), name == params.get("profile")))
     return "\n".join(lines)
-
-
-def with_profile_table(readme: str, table: str, path: str = "README.md") -> str:
-    """``readme`` with the text between its profile-table markers replaced by ``table``."""
-    start, end = readme.find(PROFILE_TABLE_START), readme.find(PROFILE_TABLE_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{path}: no profile-table markers ({PROFILE_TABLE_START!r} ... {PROFILE_TABLE_END!r})")
-    return readme[:start + len(PROFILE_TABLE_START)] + "\n" + table + "\n" + readme[end:]
-
-
-def readme_profile_table(readme: str, path: str = "README.md") -> str:
-    """The table between README's profile-table markers, as written there."""
-    start, end = readme.find(PROFILE_TABLE_START), readme.find(PROFILE_TABLE_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{path}: no profile-table markers ({PROFILE_TABLE_START!r} ... {PROFILE_TABLE_END!r})")
-    return readme[start + len(PROFILE_TABLE_START):end].strip("\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mtlib.study.profiles", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--write", metavar="README", help="put the table between this file's profile-table markers")
-    args = parser.parse_args(argv)
-    table = profile_table(args.params)
-    if args.write:
-        write_text(args.write, with_profile_table(Path(args.write).read_text(), table, args.write))
-    else:
-        print(table)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
