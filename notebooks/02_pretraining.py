@@ -82,8 +82,9 @@ amp = resolve_amp(t.amp, device)
 # ## Which sentence vector, and which head for a pair
 #
 # Head-only validation scores, each head pretrained on a fixed sample of the training data
-# and kept at its own best validation epoch (individual selection: a head that learns slowly,
-# as a linear STS regressor on mean-pooled vectors does, is not stopped by the others). *One sequence* encodes a pair as `[CLS] s1 [SEP] s2 [SEP]` (the report's
+# for the profile's full number of epochs (no early stopping) and kept at its own best
+# validation epoch: a head that learns slowly, as a linear STS regressor on mean-pooled
+# vectors does, is neither stopped by the others nor by a few flat epochs. *One sequence* encodes a pair as `[CLS] s1 [SEP] s2 [SEP]` (the report's
 # sentence concatenation); *two passes* encode each sentence alone and concatenate the two
 # vectors (embedding concatenation), read by a linear head or by the scaled cosine of the
 # two vectors. SST is a single sentence: only the pooling changes it.
@@ -96,7 +97,7 @@ for pooling, name in (("cls", "[CLS]"), ("mean", "mean")):
     variants[f"{name}, two passes, linear"] = [f"model.pooling={pooling}", "model.pair_mode=embedding"]
     variants[f"{name}, two passes, cosine"] = [f"model.pooling={pooling}", "model.pair_mode=embedding", PAIR_COSINE]
 base = with_overrides(cfg, [f"train.pretrain_args.max_examples={comparison_examples}", "model.head_overrides={}",
-                           "train.pretrain_heads=individual"])
+                           "train.pretrain_heads=individual", "train.pretrain_args.patience=null"])
 comparison = compare(base, variants)
 write_csv(comparison_path, comparison.reset_index())
 comparison.round(3)
