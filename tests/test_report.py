@@ -373,3 +373,21 @@ def test_the_table_names_the_rows_a_profile_did_not_run(tmp_path):
     assert "not run at this profile" not in table_markdown(summary)
     assert "not run at this profile (to fit its time budget): base_model, pal_start." in table_markdown(
         summary, not_run=["base_model", "pal_start"])
+
+
+def test_score_tolerance_bounds_what_four_decimal_rounding_can_do():
+    from mtlib.study.report import ROUNDING, SCORE_TOLERANCE, score_tolerance
+
+    rng = np.random.default_rng(0)
+    labels = rng.uniform(0, 5, 500)
+    assert score_tolerance(True, labels) == 1e-9
+    for spread in (2.0, 1e-2, 1e-3, 2e-4):  # a trained model, then ever more nearly constant ones
+        raw = 2.5 + spread * (labels / 5 + rng.normal(0, 0.3, 500))
+        written = np.round(raw, 4)
+        moved = abs(TASKS["sts"].score(written, labels) - TASKS["sts"].score(raw, labels))
+        assert moved <= score_tolerance(False, written) - SCORE_TOLERANCE + 1e-12
+    trained = np.round(labels + rng.normal(0, 1, 500), 4)
+    assert score_tolerance(False, trained) < SCORE_TOLERANCE + 1e-3  # still tight where it matters
+    misjoined = TASKS["sts"].score(np.roll(trained, 1), labels)
+    assert abs(misjoined - TASKS["sts"].score(trained, labels)) > score_tolerance(False, trained)
+    assert score_tolerance(False, np.full(5, 2.0)) == math.inf and ROUNDING == 5e-5

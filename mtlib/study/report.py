@@ -97,11 +97,23 @@ SUMMARY_COLUMNS = ["experiment", "label", "parent", "n_seeds", "n_paired",
                    *(f"{m}_{s}" for m in METRICS for s in STAT_SUFFIXES),
                    *PARAM_COLUMNS, "train_seconds", "backbone", "profile"]
 # Recomputing a run's dev score from its predictions file must give metrics.json's number:
-# exactly for class predictions; for STS, whose predictions are written to 4 decimals, up to
-# 0.01 (the rounding moves r by ~1e-6 for a trained model, but by up to ~1e-3 for a nearly
-# constant one such as the smoke profile's; predictions joined to the wrong rows move r by
-# far more than 0.01).
-SCORE_TOLERANCE = {True: 1e-9, False: 0.01}  # keyed by Task.integer_labels
+# exactly for class predictions; for STS, whose predictions are written rounded to 4
+# decimals (mtlib.training.evaluate.prediction_frame), up to 0.01 plus what the rounding
+# can move r by. Rounding moves each prediction by at most h = 5e-5, which turns the
+# centred prediction vector by an angle of at most h / std(predictions), and r (the cosine
+# of that vector with the centred labels) by no more: ~1e-6 for a trained model, but without
+# bound for a nearly constant one, such as a cosine head on the smoke profile's random
+# encoder. Predictions joined to the wrong rows move r by far more.
+SCORE_TOLERANCE = 0.01
+ROUNDING = 5e-5
+
+
+def score_tolerance(integer_labels: bool, values: np.ndarray) -> float:
+    """How far a score recomputed from a predictions file may be from metrics.json's."""
+    if integer_labels:
+        return 1e-9
+    spread = float(np.std(values))
+    return SCORE_TOLERANCE + (math.inf if spread == 0 else 2 * ROUNDING / spread)
 
 
 class MetricsError(ValueError):
@@ -261,7 +273,7 @@ def collect_predictions(runs: pd.DataFrame, data_dir=None) -> tuple[dict[str, np
                 raise ValueError(f"{path}: scored on {len(values)} dev rows, not the {len(order)} rows of {first}")
             values = values.reindex(order).to_numpy()
             recomputed = TASKS[task].score(values, dev.reindex(order).to_numpy())
-            if abs(recomputed - getattr(row, task)) > SCORE_TOLERANCE[TASKS[task].integer_labels]:
+            if abs(recomputed - getattr(row, task)) > score_tolerance(TASKS[task].integer_labels, values):
                 raise ValueError(f"{path}: these predictions score {recomputed:.4f}, but metrics.json "
                                  f"says {METRICS[task]} {getattr(row, task):.4f}")
             predictions[task][(row.experiment, int(row.seed))] = values
