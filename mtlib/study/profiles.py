@@ -14,7 +14,6 @@ import yaml
 from mtlib.config import merge
 
 
-
 def _sizes(sizes: Mapping) -> str:
     return ", ".join(f"{task} {'all' if n is None else f'{n:,}'}" for task, n in sizes.items())
 

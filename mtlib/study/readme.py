@@ -18,6 +18,7 @@ import pandas as pd
 
 from mtlib.io import write_text
 from mtlib.study.profiles import profile_table
+from mtlib.study.report import _bracket  # the table's own interval format
 
 PROFILES, RESULTS = "profile-table", "results-table"
 
@@ -44,17 +45,14 @@ def with_block(text: str, name: str, content: str, path: str = "README.md") -> s
 
 
 def _score(row: pd.Series, metric: str) -> str:
-    value, lo, hi = row[f"{metric}_mean"], row[f"{metric}_lo"], row[f"{metric}_hi"]
-    return f"{value:.3f}" + ("" if math.isnan(lo) else f" [{lo:.3f}, {hi:.3f}]")
+    return f"{row[f'{metric}_mean']:.3f}{_bracket(row[f'{metric}_lo'], row[f'{metric}_hi'])}"
 
 
 def _delta(row: pd.Series) -> str:
     if not isinstance(row["parent"], str) or math.isnan(row["mean_diff"]):
         return "–"
-    text = f"{row['mean_diff']:+.3f}"
-    if not math.isnan(row["mean_diff_lo"]):
-        text += f" [{row['mean_diff_lo']:+.3f}, {row['mean_diff_hi']:+.3f}]"
-    return f"**{text}**" if row["mean_resolved"] is True else text
+    text = f"{row['mean_diff']:+.3f}{_bracket(row['mean_diff_lo'], row['mean_diff_hi'], signed=True)}"
+    return f"**{text}**" if row["mean_resolved"] else text
 
 
 def headline(table_csv: str | Path) -> str:
@@ -62,7 +60,7 @@ def headline(table_csv: str | Path) -> str:
     scores (means over seeds), the mean with its 95% interval, the Δ of the mean to the row it
     builds on (bold where resolved) and the report's mean."""
     summary = pd.read_csv(table_csv)
-    summary["mean_resolved"] = summary["mean_resolved"].map({True: True, "True": True}).fillna(False)
+    summary["mean_resolved"] = summary["mean_resolved"].eq(True)  # empty where no interval: not resolved
     header = ["experiment", "builds on", "seeds", "sst acc", "para acc", "sts r", "mean [95%]",
               "Δ mean [95%]", "report mean"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
