@@ -18,12 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from mtlib.errors import OutputError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-class OutputError(ValueError):
-    """An output path that cannot be written as asked: a folder, or one of the inputs."""
 
 
 def _temporary(path: Path, folder: bool) -> Path:

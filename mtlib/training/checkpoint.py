@@ -20,13 +20,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mtlib.errors import CheckpointError
 from mtlib.io import atomic_dir, resolve_dir
 
 HINT = "train the run again, or resume from an intact copy"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, or that does not belong to the model or config at hand."""
 
 
 @contextlib.contextmanager

@@ -21,12 +21,10 @@ from pathlib import Path
 
 import torch
 
+from mtlib.errors import DeviceError
+
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-class DeviceError(RuntimeError):
-    """A configured device that this machine does not have."""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -33,6 +33,7 @@ import pandas as pd
 import yaml
 
 from mtlib.config import Config, ConfigError, config_from_dict, yaml_problem
+from mtlib.errors import RunFolderError
 from mtlib.io import write_csv, write_json, write_text
 from mtlib.training.checkpoint import checkpoint_exists
 from mtlib.training.provenance import PRECISIONS
@@ -45,10 +46,6 @@ WHERE_IT_RUNS = ("train.device", "train.num_threads", "data.dir", "data.cache_di
 
 ADJUSTMENT_FILE = "sst_adjustment.safetensors"
 CURVE_COLUMNS = ("update", "epoch", "examples")
-
-
-class RunFolderError(FileExistsError):
-    """A folder this run may not write to: not a run folder, busy, or holding another run."""
 
 
 @dataclass
