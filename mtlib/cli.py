@@ -16,15 +16,8 @@ import warnings
 from pathlib import Path
 
 from mtlib.config import ConfigError, load_config
-from mtlib.data.files import DataError, download
-from mtlib.io import OutputError
-from mtlib.model.backbone import BackboneError
+from mtlib.errors import BackboneError, CheckpointError, DataError, DeviceError, OutputError, RunFolderError
 from mtlib.tasks import TASK_NAMES
-from mtlib.training.checkpoint import CheckpointError
-from mtlib.training.inference import evaluate_run, predict_file
-from mtlib.training.loop import train
-from mtlib.training.precision import DeviceError
-from mtlib.training.runs import RunFolderError
 
 HELP = __doc__
 # Errors whose message already names the file or setting; the hint is added when the message has none.
@@ -129,23 +122,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    # The heavy modules (torch, transformers, pandas: seconds) are imported here, by the command
+    # that needs them, not at the top: `mtlib --help` and a settings error answer at once.
     warnings.simplefilter("default")
     if args.command == "train":
         cfg = load_config(args.params, args.experiment, args.profile, args.seed, args.overrides)
+        from mtlib.training.loop import train
         out = Path(args.out or f"runs/{cfg.profile}/{cfg.experiment}/seed{cfg.train.seed}")
         metrics = train(cfg, out, data_dir=args.data, resume=args.resume, overwrite=args.overwrite,
                         progress=not args.no_progress)
         print(f"run folder: {out}")
         print(json.dumps({"dev": metrics["dev"], "train_seconds": metrics["train_seconds"]}, indent=2))
     elif args.command == "evaluate":
+        from mtlib.training.inference import evaluate_run
         print(json.dumps(evaluate_run(args.run, args.data, args.full_dev), indent=2))
         print(f"predictions: {Path(args.run) / 'evaluation'}")
     elif args.command == "predict":
+        from mtlib.training.inference import predict_file
         scores = predict_file(args.run, args.task, args.input, args.output)
         print(f"wrote {args.output}")
         if scores:
             print(json.dumps(scores, indent=2))
     elif args.command == "download-data":
+        from mtlib.data.files import download
         print(f"course files in {download(args.target)}")
     return 0
 

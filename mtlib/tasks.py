@@ -8,21 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 
+# The losses import torch when one is computed, not with the module: the config reads the
+# task names, and a settings error must not wait seconds for torch to load.
 def _cross_entropy(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
     return F.cross_entropy(output, labels.long())
 
 
 def _binary_cross_entropy(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
     return F.binary_cross_entropy_with_logits(output, labels.float())
 
 
 def _squared_error(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
     return F.mse_loss(output, labels.float())
 
 

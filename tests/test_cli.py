@@ -51,6 +51,24 @@ def test_bad_input_fails_loudly_and_writes_nothing(tmp_path, capsys):
     assert "bad.csv:2: column 'sentence2' is empty" in capsys.readouterr().err and not out.exists()
 
 
+def test_help_and_a_settings_error_do_not_import_torch_transformers_or_pandas():
+    """They answer in a fraction of a second: mtlib.cli imports a command's modules when it runs."""
+    params = str(ROOT / "params.yaml")
+    code = f"""
+import contextlib, io, sys
+import mtlib.cli
+for argv in (["--help"], ["train", "--help"]):
+    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):
+        mtlib.cli.main(argv)
+statuses = [mtlib.cli.main(["train", "--params", {params!r}, "--profile", "smoke", *argv])
+            for argv in (["--experiment", "nope"], ["--experiment", "base_model", "--set", "train.lr=abc"])]
+print(statuses, sorted({{"torch", "transformers", "pandas"}} & set(sys.modules)))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.stdout.strip() == "[2, 2] []", result.stderr
+    assert "unknown experiment 'nope'" in result.stderr and "train.lr: expected a number" in result.stderr
+
+
 def test_python_dash_m_help():
     result = subprocess.run([sys.executable, "-m", "mtlib", "train", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and "--experiment" in result.stdout
