@@ -51,6 +51,16 @@ def test_bad_input_fails_loudly_and_writes_nothing(tmp_path, capsys):
     assert "bad.csv:2: column 'sentence2' is empty" in capsys.readouterr().err and not out.exists()
 
 
+def test_predict_refuses_a_file_with_a_header_and_no_rows(tmp_path, capsys):
+    empty = tmp_path / "my.csv"
+    empty.write_text("\tid\tsentence1\tsentence2\n")
+    out = tmp_path / "out.csv"
+    assert main(["predict", "--run", str(tmp_path / "run"), "--task", "sts", "--input", str(empty),
+                 "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"mtlib predict: error: {empty}: no rows after the header (fix the file)\n" and not out.exists()
+
+
 def test_help_and_a_settings_error_do_not_import_torch_transformers_or_pandas():
     """They answer in a fraction of a second: mtlib.cli imports a command's modules when it runs."""
     params = str(ROOT / "params.yaml")

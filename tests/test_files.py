@@ -72,6 +72,14 @@ def test_quora_rows_with_empty_label_are_dropped_with_a_warning(tmp_path, caplog
     assert frame["id"].tolist() == ["a", "c"] and frame["is_duplicate"].tolist() == [1, 0]
 
 
+def test_a_file_without_rows_is_refused(tmp_path):
+    with pytest.raises(DataError, match=r"sts-train.csv: no rows after the header$"):
+        read_task_file(write(tmp_path, HEADER + "\n"), "sts")
+    quora = write(tmp_path, "\tid\tsentence1\tsentence2\tis_duplicate\n0\ta\tx\ty\t\n", "quora-dev.csv")
+    with pytest.raises(DataError, match=r"no rows after the header once 1 with an empty 'is_duplicate' are dropped"):
+        read_task_file(quora, "para")
+
+
 def test_subsample_is_seeded_and_keeps_file_order(tmp_path):
     frame = read_task_file(write_task_files(tmp_path / "d", n_train=40) / "ids-sst-train.csv", "sst")
     a, b, c = subsample(frame, 10, 1), subsample(frame, 10, 1), subsample(frame, 10, 2)

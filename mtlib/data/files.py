@@ -181,6 +181,9 @@ def iter_task_file(path: str | Path, task: str, labelled: bool | None = None, ch
             if chunk_rows and len(records) == chunk_rows:
                 yield _frame(records, wanted, spec)
                 records, chunks = [], chunks + 1
+    if not seen:  # an empty frame would pass for data: a run on nothing, an empty prediction file
+        left = f" once {len(dropped)} with an empty {spec.label_column!r} are dropped" if dropped else ""
+        raise DataError(f"{path}: no rows after the header{left}")
     if dropped and warn:
         # The file's name, not its path: a data folder's location says nothing about the data.
         LOG.warning(f"{path.name}: dropped {len(dropped)} row(s) with an empty {spec.label_column!r}: "

@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from mtlib.config import PerTask
 from mtlib.data.encode import encode_split
@@ -103,9 +102,6 @@ def predict_file(run_dir: str | Path, task: str, input_path: str | Path, output_
     predicted, labels = [], []
     with atomic_path(output_path) as tmp, tmp.open("w", newline="") as out:
         for k, frame in enumerate(iter_task_file(input_path, task, chunk_rows=chunk_rows, warn=False)):
-            if frame.empty:  # a file with a header and no rows: so is the output
-                pd.DataFrame(columns=["id", TASKS[task].label_column]).to_csv(out, index=False)
-                continue
             split = encode_split(tokenizer, frame, task, cfg.model.pair_mode, cfg.backbone.max_length)
             values = predict_split(model, split, batch_size, pad_id, device, cfg.train.amp, adjustment)
             prediction_frame(split, values).to_csv(out, index=False, header=k == 0)
