@@ -1,5 +1,9 @@
 """Several runs at once give exactly the results of the same runs one after the other."""
 import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +35,41 @@ def test_resolve_workers(tmp_path, monkeypatch):
     assert resolve_workers(None, two) == 1
     with pytest.raises(ValueError):
         resolve_workers(-1, two)
+
+
+PARENT = """
+import os, sys, time
+from mtlib.training.sweep import worker_pool
+pool = worker_pool(1)
+print(pool.submit(os.getpid).result(), flush=True)
+pool.submit(time.sleep, 600)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_worker_exits_when_its_stage_is_killed():
+    """SIGKILL leaves the parent no chance to stop its pool (as when dvc, papermill and the
+    kernel are killed together); the busy worker must notice and exit by itself."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        worker = int(parent.stdout.readline())
+        assert _alive(worker)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), f"worker {worker} outlived its killed parent by 10 s"
+    finally:
+        parent.kill()

@@ -8,12 +8,18 @@ kernel launches, several processes sharing it fill the gaps the same way.
 
 Each run is independent and deterministic given its config (its seed and its thread count
 are in the config), so how many run at once never changes a result.
+
+A worker never outlives the process that started it: a stage killed with SIGKILL (dvc,
+papermill and the kernel together) cannot clean up, so each worker watches its parent
+itself (:func:`exit_with_parent`) and exits within a second of it.
 """
 from __future__ import annotations
 
 import dataclasses
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +30,7 @@ from mtlib.config import Config
 from mtlib.training.loop import train, warm_caches
 
 WORKERS_ENV = "MTLIB_WORKERS"
+PARENT_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,26 @@ def resolve_workers(workers: int | None, jobs: list[Job]) -> int:
     return max(1, min(workers, len(jobs)))
 
 
+def exit_with_parent(parent: int) -> None:
+    """In a worker: a daemon thread that ends the process once ``parent`` (the pid that
+    started it) is gone. A killed parent's children are re-parented, so ``os.getppid()``
+    changing is the portable sign (Linux's PR_SET_PDEATHSIG would follow the thread that
+    forked, not the process); ``os._exit`` because nothing of a run is left to save: its
+    last checkpoint is what ``--resume`` continues from."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` fresh (spawned) processes, each of which exits when this process does."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=exit_with_parent, initargs=(os.getpid(),))
+
+
 def _run(job: Job) -> dict:
     return train(job.cfg, job.out_dir, job.data_dir, resume=job.resume, overwrite=job.overwrite, progress=False)
 
@@ -68,6 +95,6 @@ def train_many(jobs: list[Job], workers: int | None = None) -> list[dict]:
     first = jobs[0]
     warm_caches(dataclasses.replace(first.cfg, train=dataclasses.replace(first.cfg.train, pretrain_heads="none")),
                 first.data_dir)  # the data, here: EDA balancing runs once
-    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(n) as pool:
         list(pool.map(_warm, [first] * len(first.cfg.train.tasks), first.cfg.train.tasks))
         return list(pool.map(_run, jobs))
