@@ -562,14 +562,13 @@ def experiment_kind(cfg) -> str | None:
 
 
 def study_runs(args) -> list[dict]:
-    """Every experiment of params.yaml's pipeline on the profile, those the default profile
-    does not run (``pipeline.not_run``) included: its kind, micro-batches per
+    """Every experiment of params.yaml on the profile, those the default profile does not
+    run (``run: false``) included: its kind, micro-batches per
     run, and the examples it encodes besides training (the validation split after every
     epoch, dev once at the end; when heads are pretrained, the training and validation
     splits once, for their cached features)."""
-    pipeline = read_params(args.params)["pipeline"]
     runs = []
-    for name in [*pipeline["experiments"], *pipeline.get("not_run", []), *pipeline.get("pal_experiments", [])]:
+    for name in read_params(args.params)["experiments"]:
         cfg = load_config(args.params, name, args.profile, overrides=[f"train.amp={args.amp}"])
         t, d = cfg.train, cfg.data
         dev = sum(d.dev_size[task] or DEV_SIZES[task] for task in t.tasks)

@@ -1,8 +1,9 @@
 """One frozen config tree, loaded strictly from params.yaml.
 
 params.yaml has a ``base`` section holding every knob, named ``profiles`` (smoke, cpu,
-paper) and named ``experiments``, each a partial tree of overrides. A run's config is
-``base <- profiles[profile] <- experiments[experiment] <- --set overrides``; the result
+paper) and named ``experiments``: one entry per experiment, whose ``set`` is a partial tree
+of overrides (its other keys are the study's: see :class:`Experiment`). A run's config is
+``base <- profiles[profile] <- experiments[experiment].set <- --set overrides``; the result
 must fill every field of :class:`Config` exactly: an unknown key or a missing one is an
 error that names where it was found.
 """
@@ -119,6 +120,29 @@ class TrainConfig:
     num_threads: int | None       # torch CPU threads; None: torch's default
     keep_checkpoint: bool         # keep the best weights in the run folder when done
     predict_test: bool            # also write predictions for the test-student files
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """A row of the report's Table 2 (dev set), as params.yaml's experiments quote it."""
+
+    label: str
+    sst: float   # accuracy
+    para: float  # accuracy
+    sts: float   # Pearson r
+    mean: float
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment's entry in params.yaml: all it is declared by, in one place, checked
+    strictly (a misspelt key would silently drop a parent, a report row or the run flag)."""
+
+    set: dict                 # its overrides of base + profile
+    parent: str | None        # the experiment its paired difference is taken against
+    report: ReportRow | None  # its row of the report's Table 2 (None: the report has none)
+    group: str | None         # the figure of learning curves it is drawn in (None: no curve)
+    run: bool                 # whether the pipeline (dvc.yaml) runs it
 
 
 @dataclass(frozen=True)
@@ -249,6 +273,13 @@ def read_params(path: str | Path = "params.yaml") -> dict:
     for key in ("base", "profiles", "experiments"):
         if not isinstance(params.get(key), dict):
             raise ConfigError(f"{path}: {key!r} must be a mapping")
+    experiments = params["experiments"]
+    for name, entry in experiments.items():
+        _build(Experiment, entry, f"{path}: experiments.{name}")
+    orphans = sorted(f"{name} -> {entry['parent']}" for name, entry in experiments.items()
+                     if entry["parent"] not in (None, *experiments))
+    if orphans:
+        raise ConfigError(f"{path}: experiments name parents that are not experiments: {orphans}")
     return params
 
 
@@ -268,7 +299,7 @@ def load_config(
     if experiment not in experiments:
         raise ConfigError(f"{path}: unknown experiment {experiment!r}; choose one of {sorted(experiments)}")
     tree = merge(params["base"], profiles[profile] or {})
-    tree = merge(tree, experiments[experiment] or {})
+    tree = merge(tree, experiments[experiment]["set"])
     for text in overrides:
         tree = merge(tree, parse_override(text))
     if seed is not None:

@@ -16,8 +16,8 @@
 # # 03 Fine-tuning one experiment
 #
 # One row of the study: an experiment of params.yaml (its overrides of the profile), trained
-# once per seed. `dvc repro` runs this notebook once per experiment listed under `pipeline:`
-# in params.yaml, for every seed of `pipeline.seeds`, the seeds side by side in processes of
+# once per seed. `dvc repro` runs this notebook once per experiment of params.yaml marked
+# `run: true`, for every seed of `pipeline.seeds`, the seeds side by side in processes of
 # their own. Every run follows the report's protocol: heads first trained on the frozen
 # encoder, then everything fine-tuned; the validation split held out of the training data
 # picks the checkpoint, and dev is scored once, with it. Each run folder

@@ -33,7 +33,7 @@
 
 # %% tags=["parameters"]
 profile = None              # smoke, cpu or paper; None: params.yaml's `profile`
-experiment = "pal_after"    # an experiment of params.yaml's pipeline.pal_experiments
+experiment = "pal_after"    # an experiment whose train.init_from names another one's runs
 seeds = None                # None: params.yaml's pipeline.seeds; or one seed (3) or several ("1,2")
 workers = 0                 # runs at once; 0: one per free core on a CPU, one on a GPU
 params = "params.yaml"

@@ -17,7 +17,7 @@
 #
 # Every run under `results/runs/`, summarised per experiment over its seeds, beside the
 # report's single-run number from its Table 2. Each row is compared with the row it builds
-# on (its parent in params.yaml's `pipeline.rows`), paired by seed. Every interval is a 95%
+# on (its parent in params.yaml's `experiments`), paired by seed. Every interval is a 95%
 # interval that counts both sources of noise: the seeds (how a run falls) and the dev sample
 # (which examples were drawn), the latter by resampling the dev examples that all runs share.
 # Dev was scored once per run, at the checkpoint the validation split (held out of the
@@ -51,7 +51,7 @@ from mtlib.config import read_params
 from mtlib.io import write_text
 from mtlib.study import analysis, figures, plotting, report, scorecard
 
-rows = read_params(params)["pipeline"]["rows"]
+rows = read_params(params)["experiments"]  # the table's rows, in order
 runs = report.collect_runs(runs_dir)
 replicates = report.bootstrap_runs(runs)  # every run's dev predictions on 2,000 resamples of the dev examples
 summary = report.summarise(runs, rows, replicates)

@@ -55,6 +55,32 @@ def test_missing_key_is_an_error(tmp_path):
         load_config(tmp_path / "params.yaml", "base_model", "smoke")
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda entry: entry.update(parnet="head_only"), r"experiments\.base_model: unknown key\(s\) \['parnet'\]"),
+    (lambda entry: entry.pop("run"), r"experiments\.base_model: missing key 'run'"),
+    (lambda entry: entry.update(set=None), r"experiments\.base_model\.set: must not be null"),
+    (lambda entry: entry.update(run="yes"), r"experiments\.base_model\.run: expected true/false"),
+    (lambda entry: entry["report"].pop("sts"), r"experiments\.base_model\.report: missing key 'sts'"),
+    (lambda entry: entry.update(parent="head_onyl"), r"experiments name parents that are not experiments: \['base_model -> head_onyl'\]"),
+])
+def test_an_experiment_entry_is_strict(tmp_path, edit, message):
+    """A misspelt key of an experiment's entry would silently drop its parent, report row or run flag."""
+    params = yaml.safe_load(PARAMS.read_text())
+    edit(params["experiments"]["base_model"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"params\.yaml: " + message):
+        load_config(tmp_path / "params.yaml", "hidden", "smoke")  # any experiment: the file is read whole
+
+
+def test_an_experiments_overrides_are_its_set():
+    params = yaml.safe_load(PARAMS.read_text())
+    assert params["experiments"]["hidden"]["set"] == {"model": {"head": {"kind": "mlp", "hidden_layers": 1}},
+                                                      "train": {"sampler": "annealed"}}
+    cfg = load_config(PARAMS, "hidden", "smoke")
+    assert (cfg.model.head.kind, cfg.model.head.hidden_layers, cfg.train.sampler) == ("mlp", 1, "annealed")
+    assert load_config(PARAMS, "base_model", "smoke").model.head.kind == "linear"  # set: {}, the base's
+
+
 def test_unknown_profile_and_experiment_list_the_valid_ones():
     with pytest.raises(ConfigError, match="unknown profile 'gpu'.*'cpu'"):
         load_config(PARAMS, "base_model", "gpu")

@@ -7,10 +7,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from mtlib.study.pipeline import starts_from
 from mtlib.training.loop import train
 from tests.helpers import ROOT, smoke_config
 
-EXPERIMENTS = list(yaml.safe_load((ROOT / "params.yaml").read_text())["experiments"])
+EXPERIMENTS = yaml.safe_load((ROOT / "params.yaml").read_text())["experiments"]
+STARTS = starts_from(EXPERIMENTS)  # experiment -> the one whose runs it starts from
 SHORT = ("train.epochs=1", "train.batches_per_epoch=2", "train.pretrain_args={lr: 1.0e-3, epochs: 2, patience: 1}",
          "model.pal_args={num_heads: 2, head_dim: 4}")
 
@@ -27,9 +29,9 @@ def advanced_run(workdir):
     return out
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_every_experiment_runs_on_the_smoke_profile(name, workdir, advanced_run):
-    start = {"pal_after": "advanced_model", "pal_after_adjusted": "pal_after"}.get(name)
+    start = STARTS.get(name)
     extra = [f"train.init_from={workdir}/runs/{start}/seed{{seed}}"] if start else []
     out = workdir / "runs" / name / "seed1"
     if name == "advanced_model":

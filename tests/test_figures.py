@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mtlib.study import figures
-from mtlib.study.report import REPORT_TABLE2, summarise
+from mtlib.study.report import summarise
 from tests.helpers import assert_png, history
 
 
@@ -22,8 +22,9 @@ def summary():
                          "mean": (sst + para + sts) / 3, "params_total": 10**6 + heads,
                          "params_trainable": 10**6 + heads, "params_task_specific": heads,
                          "train_seconds": 10.0, "backbone": "minilm", "profile": "cpu"})
-    table_rows = {"base_model": {"label": "BaseModel: BERT + sentence concat", "parent": None},
-                  "mlp": {"label": "+ 1 hidden layer", "parent": "base_model"}}
+    base = {"label": "BaseModel: BERT + sentence concat", "sst": 0.465, "para": 0.731, "sts": 0.749, "mean": 0.648}
+    hidden = {"label": "+ 1 hidden layer", "sst": 0.504, "para": 0.876, "sts": 0.862, "mean": 0.747}
+    table_rows = {"base_model": {"report": base, "parent": None}, "mlp": {"report": hidden, "parent": "base_model"}}
     return summarise(pd.DataFrame(rows), table_rows)
 
 
@@ -60,7 +61,7 @@ def test_report_comparison_puts_the_report_beside_each_experiment(tmp_path, summ
     assert [t.get_text() for t in axes[0].get_yticklabels()] == ["base_model", "mlp", "single"]
     report_points = axes[3].collections[-1].get_offsets()
     assert len(report_points) == 2  # "single" has no report row
-    assert report_points[1][0] == pytest.approx(REPORT_TABLE2["+ 1 hidden layer"][3])
+    assert report_points[1][0] == pytest.approx(0.747)
     assert "MiniLM" in fig.get_suptitle()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 import subprocess
 import sys
@@ -14,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from mtlib.study import pipeline
-from mtlib.study.report import REPORT_TABLE2
+from mtlib.config import ConfigError, read_params
+from mtlib.study import analysis, pipeline, report, scorecard
 from tests.helpers import ROOT, run_tool, scratch_pipeline, tool_env
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
@@ -26,17 +27,22 @@ PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 # ---------------------------------------------------------------------------------------
 # Runs and their flat exports
 
+def _entry(run=True, init_from=None):
+    """An experiment's params.yaml entry; ``init_from`` makes it start from another's runs."""
+    overrides = {"train": {"init_from": init_from}} if init_from else {}
+    return {"set": overrides, "parent": None, "report": None, "group": None, "run": run}
+
+
 def test_pipeline_runs_cross_experiments_and_seeds():
-    params = {"experiments": {"a": {}, "b": {}, "p": {}},
-              "pipeline": {"seeds": [1, 3], "experiments": ["b", "a"], "pal_experiments": {"p": "a"}}}
-    assert pipeline.pipeline_runs(params) == [("b", 1), ("b", 3), ("a", 1), ("a", 3), ("p", 1), ("p", 3)]
-    assert pipeline.pipeline_runs(params, pal=True) == [("p", 1), ("p", 3)]
-    params["pipeline"]["pal_experiments"]["p"] = "start_typo"
-    with pytest.raises(KeyError, match="start_typo"):
-        pipeline.pipeline_runs(params)
-    params["pipeline"]["pal_experiments"]["p"] = "a"
-    params["pipeline"]["experiments"].append("typo")
-    with pytest.raises(KeyError, match="typo"):
+    params = {"experiments": {"b": _entry(), "p": _entry(init_from="results/runs/a/seed{seed}"), "a": _entry(),
+                              "off": _entry(run=False), "elsewhere": _entry(init_from="/models/x/seed{seed}")},
+              "pipeline": {"seeds": [1, 3]}}
+    assert pipeline.pipeline_runs(params) == [("b", 1), ("b", 3), ("a", 1), ("a", 3), ("elsewhere", 1),
+                                              ("elsewhere", 3), ("p", 1), ("p", 3)]
+    assert pipeline.pipeline_experiments(params) == (["b", "a", "elsewhere"], {"p": "a"})
+    assert pipeline.pipeline_experiments(params, every=True)[0] == ["b", "a", "off", "elsewhere"]
+    params["experiments"]["a"]["run"] = False  # p would wait for runs that nothing makes
+    with pytest.raises(ConfigError, match="p -> a"):
         pipeline.pipeline_runs(params)
 
 
@@ -310,57 +316,81 @@ def test_every_notebook_has_one_stage_and_numbers_are_in_order():
         assert "mkdir -p" in stage["cmd"]
 
 
-@pytest.mark.parametrize("name", list(_notebook_stages()))
-def test_stage_deps_are_the_notebook_and_its_import_closure(name):
-    stage = _stages()[name]
-    notebook = _stage_notebook(stage)
-    mtlib_deps = sorted(d for d in stage["deps"] if d.startswith("mtlib/"))
-    assert notebook in stage["deps"]
-    assert mtlib_deps == pipeline.layer_deps(pipeline.notebook_modules(ROOT / notebook, ROOT))
-
-
 def test_training_stages_import_nothing_from_the_study_layer():
     for name in ("finetune", "pal_after"):
         assert not [d for d in _stages()[name]["deps"] if d.startswith("mtlib/study")], name
 
 
-def test_report_stage_deps_are_pipeline_and_its_imports():
-    stage = _stages()["report"]
-    assert sorted(d for d in stage["deps"] if d.startswith("mtlib/")) == pipeline.layer_deps(
-        pipeline.module_closure(["mtlib.study.pipeline"], ROOT))
-    assert "reports/executed" in stage["deps"]
+def test_a_stage_depends_on_the_code_its_cmd_runs_and_that_codes_imports(tmp_path):
+    (tmp_path / "mtlib" / "training").mkdir(parents=True)
+    (tmp_path / "mtlib" / "study").mkdir()
+    (tmp_path / "mtlib" / "training" / "loop.py").write_text("from mtlib import tasks\n")
+    (tmp_path / "mtlib" / "tasks.py").write_text("")
+    (tmp_path / "mtlib" / "study" / "draw.py").write_text("from mtlib.training import loop\n")
+    (tmp_path / "notebooks").mkdir()
+    _source(tmp_path / "notebooks" / "01_x.py", [nbformat.v4.new_code_cell("from mtlib.study import draw")])
+    assert pipeline.stage_deps({"cmd": "python -m mtlib.study.draw --x y"}, tmp_path) == [
+        "mtlib/study/draw.py", "mtlib/tasks.py", "mtlib/training"]
+    assert pipeline.stage_deps({"cmd": "jupytext notebooks/01_x.py | papermill - out.ipynb"}, tmp_path) == [
+        "notebooks/01_x.py", "mtlib/study/draw.py", "mtlib/tasks.py", "mtlib/training"]
 
 
-def test_matrix_lists_are_params_pipeline_section():
-    section = PARAMS["pipeline"]
-    assert DVC["stages"]["finetune"]["matrix"] == {"experiment": "${pipeline.experiments}"}
-    assert DVC["stages"]["pal_after"]["foreach"] == "${pipeline.pal_experiments}"
+def test_committed_dvc_yaml_is_the_generated_one():
+    """dvc.yaml is generated (`python -m mtlib.study.pipeline dvc-yaml --write dvc.yaml`):
+    after an edit of params.yaml's experiments, the template or a notebook's imports, rerun it."""
+    assert (ROOT / "dvc.yaml").read_text() == pipeline.dvc_yaml(ROOT / "params.yaml", ROOT)
+
+
+def test_training_stages_train_every_seed_and_pal_after_waits_for_its_start():
     for name in ("finetune", "pal_after"):
         assert "pipeline.seeds" in _stages()[name]["params"]  # one stage trains every seed
-    # every experiment runs exactly once (those that start from another's runs in their own
-    # stage), or is named as not run: cut from the default profile to fit its time budget
-    listed = section["experiments"] + list(section["pal_experiments"]) + section["not_run"]
-    assert sorted(listed) == sorted(PARAMS["experiments"])
+    assert DVC["stages"]["pal_after"]["foreach"] == {"pal_after": "advanced_model", "pal_after_adjusted": "pal_after"}
     assert "results/runs/${item}" in _stages()["pal_after"]["deps"]  # the runs it starts from
-    for name, start in section["pal_experiments"].items():
-        assert PARAMS["experiments"][name]["train"]["init_from"] == f"results/runs/{start}/seed{{seed}}"
-    assert section["seeds"] and all(isinstance(s, int) for s in section["seeds"])
+
+
+def test_an_experiment_declared_once_is_everywhere_and_removed_in_one_place(tmp_path):
+    """Every list, the table's rows, the report's numbers and dvc.yaml follow params.yaml's
+    one entry per experiment: removing `hidden_pcgrad` there removes it from all of them."""
+    def everywhere(path):
+        experiments = read_params(path)["experiments"]
+        runs = pd.DataFrame([{"experiment": name, "seed": 1, "sst": 0.5, "para": 0.5, "sts": 0.5, "mean": 0.5,
+                              "params_total": 1, "params_trainable": 1, "params_task_specific": 1,
+                              "train_seconds": 1.0, "backbone": "b", "profile": "p"} for name in PARAMS["experiments"]])
+        summary = report.summarise(runs[runs["experiment"].isin(experiments)], experiments)
+        stages = yaml.safe_load(pipeline.dvc_yaml(path, ROOT))["stages"]
+        pcgrad = next(c for claim in scorecard.CLAIMS for c in claim.comparisons if c.experiment == "hidden_pcgrad")
+        return {"runs": {e for e, _ in pipeline.pipeline_runs(path)}, "rows": list(summary["experiment"]),
+                "labels": set(summary["label"].dropna()), "numbers": scorecard.report_difference(pcgrad, experiments),
+                "stages": set(stages["finetune"]["matrix"]["experiment"]),
+                "curves": {e for names in analysis.curve_groups(experiments, list(experiments)).values() for e in names}}
+
+    before = everywhere(ROOT / "params.yaml")
+    assert "hidden_pcgrad" in before["runs"] & set(before["rows"]) & before["stages"] & before["curves"]
+    assert "BaseModel + 1 hidden + PCGrad" in before["labels"] and not math.isnan(before["numbers"][0])
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del params["experiments"]["hidden_pcgrad"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    after = everywhere(tmp_path / "params.yaml")
+    assert after["runs"] == before["runs"] - {"hidden_pcgrad"}
+    assert after["rows"] == [e for e in before["rows"] if e != "hidden_pcgrad"]
+    assert after["labels"] == before["labels"] - {"BaseModel + 1 hidden + PCGrad"}
+    assert math.isnan(after["numbers"][0])  # the scorecard has no report number for it any more
+    assert after["stages"] == before["stages"] - {"hidden_pcgrad"}
+    assert after["curves"] == before["curves"] - {"hidden_pcgrad"}
+    assert "hidden_pcgrad" not in pipeline.dvc_yaml(tmp_path / "params.yaml", ROOT)
 
 
 def test_the_best_rows_keep_their_checkpoints():
     """PAL-after starts from the AdvancedModel's weights, and its run is the one README predicts with."""
     for experiment in ("advanced_model", "pal_after"):
-        assert PARAMS["experiments"][experiment]["train"]["keep_checkpoint"] is True
+        assert PARAMS["experiments"][experiment]["set"]["train"]["keep_checkpoint"] is True
 
 
-def test_rows_cover_the_pipeline_and_label_every_report_row_once():
-    rows = PARAMS["pipeline"]["rows"]
-    labels = {experiment: row["label"] for experiment, row in rows.items() if row["label"]}
-    assert set(rows) >= set(PARAMS["pipeline"]["experiments"]) | set(PARAMS["pipeline"]["pal_experiments"])
-    assert set(rows) <= set(PARAMS["experiments"])
-    assert {row["parent"] for row in rows.values()} - {None} <= set(rows)
-    assert sorted(labels.values()) == sorted(REPORT_TABLE2)  # every row of Table 2 exactly once
-    assert not {"single_sst", "no_pretraining", "hidden_compromise_reference", "head_only"} & set(labels)
+def test_every_row_of_the_reports_table_2_is_one_experiment():
+    labels = [report.report_row(entry)[0] for entry in PARAMS["experiments"].values()]
+    assert len([label for label in labels if label]) == len({label for label in labels if label}) == 20
+    for name in ("single_sst", "no_pretraining", "hidden_compromise_reference", "head_only"):  # not the report's
+        assert report.report_row(PARAMS["experiments"][name])[0] is None
 
 
 def _parameters(notebook_path) -> dict:
@@ -387,7 +417,7 @@ def test_run_stage_outputs_match_the_notebook_defaults():
         assert f"{defaults['runs_dir']}/{item}" in outs
         assert f"{defaults['metrics_dir']}/{item}.json" in outs
         assert f"{defaults['curves_dir']}/{item}.csv" in outs
-        assert f"experiments.{item}" in stage["params"]
+        assert f"experiments.{item}.set" in stage["params"]  # its overrides: a label edit retrains nothing
         assert defaults["seeds"] is None  # params.yaml's pipeline.seeds
 
 
@@ -491,9 +521,22 @@ def test_editing_a_figure_reruns_only_the_summary_stages(locked_pipeline):
     assert _after_editing(locked_pipeline, "mtlib/study/figures.py") == {"results", "errors"}
 
 
+def test_editing_a_rows_label_retrains_nothing_and_its_overrides_one_stage(locked_pipeline):
+    path = locked_pipeline / "params.yaml"
+    original = path.read_text()
+    try:
+        path.write_text(original.replace('label: "+ 1 hidden layer"', 'label: "+ one hidden layer"'))
+        assert _stages_to_rerun(locked_pipeline) == {"results", "report"}
+        path.write_text(original.replace("      train: {sampler: annealed}\n    parent: base_annealed",
+                                         "      train: {sampler: round_robin}\n    parent: base_annealed"))
+        assert _stages_to_rerun(locked_pipeline) == {"finetune@hidden", "results", "report"}
+    finally:
+        path.write_text(original)
+
+
 def test_editing_the_training_loop_reruns_every_fine_tuning_stage(locked_pipeline):
     stages = _after_editing(locked_pipeline, "mtlib/training/loop.py")
-    section = PARAMS["pipeline"]
-    training = {f"finetune@{e}" for e in section["experiments"]} | {f"pal_after@{e}" for e in section["pal_experiments"]}
+    fine_tuned, starts = pipeline.pipeline_experiments(PARAMS)
+    training = {f"finetune@{e}" for e in fine_tuned} | {f"pal_after@{e}" for e in starts}
     assert training <= stages
     assert "report" not in stages  # it renders notebooks; it does not train

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from mtlib.data.nltk_data import DEFAULT_TARGET, is_complete
+from mtlib.study import pipeline
 from tests.helpers import run_tool, scratch_pipeline, tool_env, write_task_files
 
 pytestmark = [pytest.mark.slow,
@@ -30,8 +31,11 @@ def origin_project(folder, remote):
     project = scratch_pipeline(folder)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["profile"] = "smoke"
-    params["pipeline"].update(seeds=[1], experiments=EXPERIMENTS, pal_experiments={})
+    params["pipeline"]["seeds"] = [1]
+    for name, entry in params["experiments"].items():
+        entry["run"] = name in EXPERIMENTS
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (project / "dvc.yaml").write_text(pipeline.dvc_yaml(project / "params.yaml", project))
     run_tool(["git", "init", "-q"], project)
     run_tool(["dvc", "init", "-q"], project)
     run_tool(["dvc", "remote", "add", "-d", "shared", str(remote)], project)

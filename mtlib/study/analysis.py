@@ -202,7 +202,7 @@ def rank_agreement(summary: pd.DataFrame, metric: str = "mean") -> tuple[float, 
 
 def curve_groups(rows: Mapping[str, Mapping], ran: Sequence[str]) -> dict[str, list[str]]:
     """``{group: [experiment, ...]}``, one figure of learning curves per group that
-    params.yaml's ``pipeline.rows`` gives (rows with no group have no curve: the random
+    params.yaml's ``experiments`` give (rows with no group have no curve: the random
     predictor does not train, single-task runs have no dev mean). Only experiments in
     ``ran`` count; each group lists its members in ``rows`` order, preceded by the parents
     they build on that ran in another group, so every curve is drawn beside its reference."""

@@ -4,9 +4,11 @@ dvc.yaml runs the numbered notebooks, whose sources are percent-format scripts u
 notebooks/ (jupytext turns each into a notebook that papermill executes). This module holds
 the pieces around them:
 
-- :func:`pipeline_runs`: the (experiment, seed) runs params.yaml's ``pipeline:`` asks for;
-- :func:`notebook_modules` and :func:`layer_deps`: the mtlib files a notebook depends on,
-  as dvc.yaml declares them;
+- :func:`pipeline_experiments` and :func:`pipeline_runs`: the experiments (and their
+  (experiment, seed) runs) that params.yaml's ``experiments`` ask the pipeline to run;
+- :func:`dvc_yaml`: dvc.yaml, generated from the stages of ``dvc_stages.yaml`` beside this
+  module, params.yaml's experiments and each stage's import closure
+  (:func:`notebook_modules` and :func:`layer_deps`: the mtlib files a notebook depends on);
 - :func:`build_report`: every executed notebook rendered to an HTML page that reads as a
   report (prose and plotting cells without their code), and an index page linking them in
   reading order;
@@ -17,7 +19,7 @@ the pieces around them:
 - :func:`check_lock`: the outputs committed to git are the ones dvc.lock records.
 
 Command line: ``python -m mtlib.study.pipeline
-{runs,deps,report,check-notebooks,check-outputs,check-lock} ...``.
+{runs,dvc-yaml,report,check-notebooks,check-outputs,check-lock} ...``.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import argparse
 import ast
 import hashlib
 import html
+import io
 import os
 import re
 import subprocess
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import yaml
 
+from mtlib.config import ConfigError, read_params
 from mtlib.data.files import DataError, find_data_dir
 from mtlib.io import write_text
 
@@ -51,27 +55,46 @@ HEAD_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.S)
 REMOVED_CELL_TAGS = ("parameters", "injected-parameters")
 # What the repository publishes: committed files there must be cache: false outputs of dvc.yaml.
 PUBLISHED = ("figures/", "reports/index.html", "reports/html/", "results/table.", "results/scorecard.md")
+# An experiment that starts from another one's runs names their folder in train.init_from.
+RUNS_OF = re.compile(r"results/runs/([^/]+)/seed\{seed\}")
+STAGES_TEMPLATE = Path(__file__).with_name("dvc_stages.yaml")
+# What runs a stage's code: the notebook in its cmd, or the module it runs with `python -m`.
+STAGE_CODE = re.compile(r"notebooks/\S+\.py|python -m (mtlib\S*)")
 
 
 # ---------------------------------------------------------------------------------------
 # What runs
 
-def pipeline_runs(params: Mapping | str | Path = "params.yaml", pal: bool | None = None) -> list[tuple[str, int]]:
-    """``(experiment, seed)`` for every run the pipeline makes: ``pipeline.experiments`` x
-    ``pipeline.seeds``, then ``pipeline.pal_experiments`` x seeds (``pal=False``: only the
-    former, ``pal=True``: only the latter). ``pal_experiments`` maps each experiment to the
-    one whose runs it starts from; every name must be an experiment of params.yaml."""
-    if not isinstance(params, Mapping):
-        params = yaml.safe_load(Path(params).read_text())
-    section = params.get("pipeline") or {}
-    starts = dict(section.get("pal_experiments") or {})
-    listed = set(section.get("experiments", [])) | set(starts) | set(starts.values())
-    unknown = sorted(listed - set(params.get("experiments", {})))
-    if unknown:
-        raise KeyError(f"pipeline lists experiment(s) {unknown} that params.yaml's experiments lack")
-    lists = {False: section.get("experiments", []), True: list(starts)}
-    chosen = [False, True] if pal is None else [pal]
-    return [(e, int(s)) for which in chosen for e in lists[which] for s in section.get("seeds", [])]
+def starts_from(experiments: Mapping) -> dict[str, str]:
+    """``{experiment: the experiment whose runs it starts from}``: every experiment whose
+    overrides set ``train.init_from`` to another one's run folder
+    (``results/runs/<name>/seed{seed}``). It trains in its own stage, after that one's."""
+    matches = {name: RUNS_OF.fullmatch(str(entry["set"].get("train", {}).get("init_from")))
+               for name, entry in experiments.items()}
+    return {name: match.group(1) for name, match in matches.items() if match}
+
+
+def pipeline_experiments(params: Mapping | str | Path = "params.yaml",
+                         every: bool = False) -> tuple[list[str], dict[str, str]]:
+    """What the pipeline runs, in params.yaml's order: the experiments with ``run: true``
+    (``every``: all of them) that start from the pretrained encoder, and ``{experiment: the
+    experiment whose runs it starts from}`` (:func:`starts_from`) for the others. A start
+    the pipeline does not run is an error: its stage would wait for runs nothing makes."""
+    experiments = (params if isinstance(params, Mapping) else read_params(params))["experiments"]
+    chosen = [name for name, entry in experiments.items() if every or entry["run"]]
+    starts = {name: start for name, start in starts_from(experiments).items() if name in chosen}
+    missing = sorted(f"{name} -> {start}" for name, start in starts.items() if start not in chosen)
+    if missing:
+        raise ConfigError(f"experiments start from the runs of experiments the pipeline does not run: {missing}")
+    return [name for name in chosen if name not in starts], starts
+
+
+def pipeline_runs(params: Mapping | str | Path = "params.yaml") -> list[tuple[str, int]]:
+    """``(experiment, seed)`` for every run the pipeline makes: the experiments of
+    :func:`pipeline_experiments` x ``pipeline.seeds``, those that start from another's last."""
+    params = params if isinstance(params, Mapping) else read_params(params)
+    fine_tuned, starts = pipeline_experiments(params)
+    return [(e, int(s)) for e in [*fine_tuned, *starts] for s in params["pipeline"]["seeds"]]
 
 
 def _mtlib_imports(source: str) -> set[str]:
@@ -135,6 +158,46 @@ def layer_deps(files: Iterable[str]) -> list[str]:
         folder = "/".join(parts[:2])
         deps.add(folder if len(parts) > 2 and folder not in FILE_LAYERS else name)
     return sorted(deps)
+
+
+# ---------------------------------------------------------------------------------------
+# dvc.yaml, generated
+
+def stage_deps(stage: Mapping, root: str | Path = ".") -> list[str]:
+    """The deps of a stage's code: what its cmd runs (a notebook, or a module run with
+    ``python -m``), then that code's mtlib import closure (:func:`layer_deps`)."""
+    root = Path(root)
+    notebooks = [m.group(0) for m in STAGE_CODE.finditer(stage["cmd"]) if not m.group(1)]
+    modules = [m.group(1) for m in STAGE_CODE.finditer(stage["cmd"]) if m.group(1)]
+    files = [f for n in notebooks for f in notebook_modules(root / n, root)] + module_closure(modules, root)
+    return [*notebooks, *layer_deps(files)]
+
+
+def dvc_yaml(params: Mapping | str | Path = "params.yaml", root: str | Path = ".", every: bool = False) -> str:
+    """dvc.yaml's text: the stages of :data:`STAGES_TEMPLATE`, comments and layout kept, with
+    their deps filled in (:func:`stage_deps`) and one fine-tuning stage per experiment the
+    pipeline runs (:func:`pipeline_experiments`; ``every``: all of them). DVC's templating
+    loops only over lists that params.yaml spells out, while params.yaml declares each
+    experiment once, in one entry: so dvc.yaml is generated, and a test checks it is current."""
+    from ruamel.yaml import YAML
+
+    round_trip = YAML()
+    round_trip.width = 110
+    round_trip.indent(mapping=2, sequence=4, offset=2)
+    template = round_trip.load(STAGES_TEMPLATE.read_text())
+    stages, (fine_tuned, starts) = template["stages"], pipeline_experiments(params, every)
+    filled = [stages["finetune"]["matrix"]["experiment"], stages["pal_after"]["foreach"]]
+    filled[0].extend(fine_tuned)
+    filled[1].update(starts)
+    for stage in stages.values():
+        body = stage.get("do", stage)
+        body["deps"][:0] = stage_deps(body, root)
+        filled.append(body["deps"])
+    for values in filled:
+        values.fa.set_flow_style()  # inline, as the template writes lists (an empty one loads as block)
+    text = io.StringIO()
+    round_trip.dump(template, text)
+    return "".join(line.rstrip() + "\n" for line in text.getvalue().splitlines())  # no trailing blanks
 
 
 # ---------------------------------------------------------------------------------------
@@ -423,15 +486,17 @@ def _covers(name: str, paths: Iterable[str]) -> bool:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mtlib.study.pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    runs = commands.add_parser("runs", help="list the (experiment, seed) runs params.yaml's pipeline asks for")
+    runs = commands.add_parser("runs", help="list the (experiment, seed) runs params.yaml asks the pipeline for")
     runs.add_argument("--params", default="params.yaml")
     report = commands.add_parser("report", help="render executed notebooks to HTML and write an index page")
     report.add_argument("--executed", default="reports/executed")
     report.add_argument("--html", default="reports/html")
     report.add_argument("--index", default="reports/index.html")
-    report.add_argument("--params", help="order fine-tuning notebooks as params.yaml's pipeline lists experiments")
-    deps = commands.add_parser("deps", help="the mtlib files a notebook depends on (for dvc.yaml)")
-    deps.add_argument("notebook")
+    report.add_argument("--params", help="order fine-tuning notebooks as params.yaml lists experiments")
+    generate = commands.add_parser("dvc-yaml", help="generate dvc.yaml from params.yaml's experiments")
+    generate.add_argument("--params", default="params.yaml")
+    generate.add_argument("--all", action="store_true", help="every experiment, whatever its `run` flag")
+    generate.add_argument("--write", metavar="PATH", help="write it there (default: print it)")
     notebooks = commands.add_parser("check-notebooks", help="notebook sources are thin")
     notebooks.add_argument("paths", nargs="*", help="default: notebooks/*.py")
     outputs = commands.add_parser("check-outputs", help="the table and every declared figure exist, non-empty, "
@@ -460,8 +525,12 @@ def main(argv: list[str] | None = None) -> int:
         for experiment, seed in pipeline_runs(args.params):
             print(f"{experiment}\t{seed}")
         return 0
-    if args.command == "deps":
-        print("\n".join(layer_deps(notebook_modules(args.notebook))))
+    if args.command == "dvc-yaml":
+        text = dvc_yaml(args.params, Path(args.params).parent, every=args.all)  # the notebooks beside it
+        if args.write:
+            write_text(args.write, text)
+        else:
+            print(text, end="")
         return 0
     if args.command == "report":
         order = [e for e, _ in pipeline_runs(args.params)] if args.params else []

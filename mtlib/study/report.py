@@ -15,7 +15,7 @@ From the results notebook (``params``, ``runs_dir``, ``table_csv``, ``table_md``
     from mtlib.config import read_params
     from mtlib.study import report, scorecard
 
-    rows = read_params(params)["pipeline"]["rows"]
+    rows = read_params(params)["experiments"]    # the table's rows, in order
     runs = report.collect_runs(runs_dir)
     replicates = report.bootstrap_runs(runs)      # every run's dev predictions on 2,000 example resamples
     summary = report.summarise(runs, rows, replicates)
@@ -48,33 +48,7 @@ from mtlib.training.provenance import MINILM_CAVEAT, is_minilm
 # Column name in our frames -> key in metrics.json's "dev".
 METRICS = {**{task: metric_key(task) for task in TASK_NAMES}, "mean": "mean"}
 
-# Table 2 (dev set) of Pritsky, Somerville and Huynh, "BERT: A Master of All Trades or
-# Jack of None?", Stanford CS224N default final project report, 2023, as restated in
-# ../shared/docs/STUDY.md. Row label -> (sst acc, para acc, sts Pearson r, mean). Each
-# setting was run once.
-REPORT_TABLE2: dict[str, tuple[float, float, float, float]] = {
-    "random predictor": (0.197, 0.528, 0.021, 0.249),
-    "BERT + embedding concat": (0.378, 0.693, 0.174, 0.415),
-    "+ annealed schedule": (0.492, 0.764, 0.337, 0.531),
-    "BaseModel: BERT + sentence concat": (0.465, 0.731, 0.749, 0.648),
-    "BaseModel + annealed schedule": (0.499, 0.869, 0.856, 0.741),
-    "+ 1 hidden layer": (0.504, 0.876, 0.862, 0.747),
-    "+ data augmentation": (0.513, 0.879, 0.868, 0.753),
-    "AdvancedModel (+ individual pretraining)": (0.520, 0.882, 0.872, 0.758),
-    "BaseModel + 1 hidden + PCGrad": (0.484, 0.871, 0.832, 0.729),
-    "BaseModel + 1 hidden + GradVac": (0.514, 0.853, 0.845, 0.737),
-    "BaseModel + 1 hidden + GradVac + SMART": (0.509, 0.864, 0.846, 0.740),
-    "BaseModel + 1 hidden + Gradient Compromise": (0.516, 0.834, 0.848, 0.733),
-    "BaseModel + 1 hidden + RNN 128": (0.428, 0.841, 0.812, 0.694),
-    "... + RNN 128 + [CLS]": (0.482, 0.849, 0.865, 0.732),
-    "... + LSTM 128 + [CLS]": (0.491, 0.827, 0.858, 0.725),
-    "... + LSTM 256 + [CLS]": (0.500, 0.842, 0.872, 0.738),
-    "... + LSTM 256 (STS only) + [CLS]": (0.517, 0.860, 0.876, 0.751),
-    "AdvancedModel + PAL from the start": (0.247, 0.640, 0.523, 0.470),
-    "AdvancedModel + PAL after fine-tuning (best)": (0.524, 0.882, 0.876, 0.761),
-    "+ SST adjustment matrix": (0.521, 0.882, 0.876, 0.760),
-}
-# The same report's best model on the test set (same source).
+# The report's best model on the test set (its Table 2, dev set, is in params.yaml's experiments).
 REPORT_BEST_TEST = ("AdvancedModel + PAL after fine-tuning (best)", (0.533, 0.883, 0.885, 0.767))
 
 RUN_COLUMNS = ["experiment", "seed", *METRICS, "best_update", "updates", "stopped_early",
@@ -304,18 +278,14 @@ def seed_interval(replicates: Replicates, metric: str, experiment: str, seeds, r
     return interval(point, boot, confidence)
 
 
-def check_rows(rows: Mapping | None) -> dict[str, dict]:
-    """params.yaml's ``pipeline.rows`` ({experiment: {label, parent, group}}) checked: every
-    label a row of :data:`REPORT_TABLE2` (or null), every parent another row (or null)."""
-    rows = {name: dict(row or {}) for name, row in (rows or {}).items()}
-    unknown = sorted(r["label"] for r in rows.values() if r.get("label") and r["label"] not in REPORT_TABLE2)
-    if unknown:
-        raise KeyError(f"labels {unknown} are not rows of REPORT_TABLE2; valid rows: {list(REPORT_TABLE2)}")
-    orphans = sorted(f"{name} -> {r['parent']}" for name, r in rows.items()
-                     if r.get("parent") and r["parent"] not in rows)
-    if orphans:
-        raise KeyError(f"rows name parents that are not rows: {orphans}")
-    return rows
+def report_row(row: Mapping | None) -> tuple[str | None, tuple[float, ...]]:
+    """(label, numbers in :data:`METRICS` order) of an experiment's row of the report's Table 2,
+    from its params.yaml entry's ``report`` (mtlib.config.ReportRow); (None, NaNs) where the
+    report has no such row. The one reader of the report's numbers."""
+    report = (row or {}).get("report")
+    if not report:
+        return None, (math.nan,) * len(METRICS)
+    return report["label"], tuple(float(report[metric]) for metric in METRICS)
 
 
 def _interval_columns(prefix: str, result: Interval | None) -> dict:
@@ -354,8 +324,8 @@ def _one_value(column: pd.Series):
 def summarise(runs: pd.DataFrame, rows: Mapping | None = None, replicates: Replicates | None = None) -> pd.DataFrame:
     """One row per experiment of ``runs`` (from :func:`collect_runs`).
 
-    ``rows`` is params.yaml's ``pipeline.rows`` (:func:`check_rows`): each experiment's
-    row of :data:`REPORT_TABLE2` and its parent. Rows follow ``rows``' order, then the other
+    ``rows`` is params.yaml's ``experiments``: each experiment's row of the report's Table 2
+    (:func:`report_row`) and its parent. Rows follow ``rows``' order, then the other
     experiments alphabetically. Means, std and the t-interval half-width ``m_ci95`` come
     from metrics.json; ``m_diff`` is the mean over the seeds both ran of the per-seed
     difference to the parent, with its paired t half-width ``m_diff_ci95`` (seeds alone).
@@ -364,7 +334,7 @@ def summarise(runs: pd.DataFrame, rows: Mapping | None = None, replicates: Repli
     intervals and ``m_resolved`` (the Δ's interval excludes 0) are filled; else NaN/None.
     Column list: :data:`SUMMARY_COLUMNS`.
     """
-    rows = check_rows(rows)
+    rows = {name: dict(row or {}) for name, row in (rows or {}).items()}
     order = [e for e in rows if e in set(runs["experiment"])]
     order += sorted(set(runs["experiment"]) - set(order))
     groups = {e: runs[runs["experiment"] == e].set_index("seed") for e in set(runs["experiment"])}
@@ -373,8 +343,8 @@ def summarise(runs: pd.DataFrame, rows: Mapping | None = None, replicates: Repli
         group, row = groups[experiment], rows.get(experiment, {})
         parent_name = row.get("parent")
         parent = groups.get(parent_name)
-        report = REPORT_TABLE2.get(row.get("label"), (math.nan,) * 4)
-        line = {"experiment": experiment, "label": row.get("label"), "parent": parent_name, "n_seeds": len(group),
+        label, report = report_row(row)
+        line = {"experiment": experiment, "label": label, "parent": parent_name, "n_seeds": len(group),
                 "n_paired": len(group.index.intersection(parent.index)) if parent is not None else 0}
         for i, metric in enumerate(METRICS):
             line.update(_metric_columns(metric, group, parent, replicates, (experiment, parent_name)))

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mtlib.study.report import METRICS, REPORT_TABLE2, seed_interval
+from mtlib.study.report import METRICS, report_row, seed_interval
 from mtlib.study.stats import Interval, Replicates, curve_mean, interval
 from mtlib.tasks import metric_key
 
@@ -206,11 +206,10 @@ def _curve(histories: pd.DataFrame, experiment: str, seed: int, column: str):
 
 
 def report_difference(comparison: Comparison, rows: Mapping) -> tuple[float, float, float]:
-    """(report's Δ, its experiment's number, its reference's number) from REPORT_TABLE2 via
-    the rows' labels; NaN where either has no report row."""
+    """(report's Δ, its experiment's number, its reference's number) from the rows' report
+    rows (:func:`mtlib.study.report.report_row`); NaN where either has no report row."""
     index = list(METRICS).index(comparison.metric)
-    numbers = [REPORT_TABLE2.get((rows.get(name) or {}).get("label"), (math.nan,) * 4)[index]
-               for name in (comparison.experiment, comparison.reference)]
+    numbers = [report_row(rows.get(name))[1][index] for name in (comparison.experiment, comparison.reference)]
     return numbers[0] - numbers[1], numbers[0], numbers[1]
 
 
@@ -239,7 +238,7 @@ def judge(runs: pd.DataFrame, replicates: Replicates, histories: pd.DataFrame | 
 
     ``runs``: mtlib.study.report.collect_runs; ``replicates``: mtlib.study.report.bootstrap_runs;
     ``histories``: mtlib.study.report.collect_histories (for the learning-speed claim);
-    ``rows``: params.yaml's pipeline.rows (for the report's numbers)."""
+    ``rows``: params.yaml's experiments (for the report's numbers)."""
     out = []
     for claim in claims:
         lines = []
