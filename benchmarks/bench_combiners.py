@@ -262,7 +262,7 @@ class VariantRun:
         streams = {task: FixedStream(batches[task]) for task in t.tasks}
         task_sizes = {task: sizes[task] for task in t.tasks}
         sampler = TaskSampler(t.sampler, task_sizes, t.epochs, t.seed)
-        self.stepper = Stepper(t, self.model, optimizer, scaler, streams, sampler, task_sizes, device, t.amp)
+        self.stepper = Stepper(self.cfg, self.model, optimizer, scaler, streams, sampler, task_sizes, device, t.amp)
         self.timers = {"combine": 0.0, "copies": 0.0}
         self.stepper.combiner.combine = _timed("combine", self.stepper.combiner.combine, self.timers)
         self.losses: list[float] = []

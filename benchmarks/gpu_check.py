@@ -63,12 +63,12 @@ from benchmarks.machine import portable_args
 from mtlib.config import load_config, read_params
 from mtlib.data.encode import Batch
 from mtlib.model.heads import build_head
-from mtlib.model.multitask import MultitaskModel, num_parts
+from mtlib.model.multitask import MultitaskModel
 from mtlib.tasks import TASK_NAMES, TASKS
 from mtlib.training.precision import autocast, grad_scaler, resolve_amp
 from mtlib.training.samplers import TaskSampler
 from mtlib.training.stepper import Stepper, adamw
-from mtlib.training.updates import batches_per_update
+from mtlib.settings import update_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_ORDER = ("sst", "para", "sts")
@@ -165,8 +165,7 @@ def build_model(cfg, tiny: bool, seed: int) -> MultitaskModel:
     torch.manual_seed(seed)
     encoder = BertModel(bert_config(tiny), add_pooling_layer=False)
     torch.manual_seed(seed)
-    heads = {task: build_head(cfg.model.head_for(task), encoder.config.hidden_size,
-                              num_parts(task, cfg.model.pair_mode), TASKS[task].num_outputs) for task in TASK_NAMES}
+    heads = {task: build_head(cfg.methods.heads[task], encoder.config.hidden_size) for task in TASK_NAMES}
     return MultitaskModel(encoder, heads)
 
 
@@ -257,7 +256,7 @@ def new_stepper(cfg, model, initial: dict | None, pools: dict, device: torch.dev
         model.load_state_dict(initial)
     model.train()
     sizes = {task: TRAIN_SIZES[task] for task in t.tasks}
-    return RecordingStepper(t, model, adamw(model, t), grad_scaler(t.amp, device),
+    return RecordingStepper(cfg, model, adamw(model, t), grad_scaler(t.amp, device),
                             {task: CyclingStream(pools[task]) for task in t.tasks},
                             TaskSampler(t.sampler, sizes, t.epochs, t.seed), sizes, device, t.amp)
 
@@ -327,7 +326,7 @@ def measure_class(args, kind: str, device: torch.device, peak: float | None, pro
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(t.seed)
     records = time_updates(stepper, device, args.warmup, args.steps)
-    result = summarise(records, batches_per_update(t), non_embedding_parameters(model), peak)
+    result = summarise(records, update_settings(t).batches, non_embedding_parameters(model), peak)
     losses = torch.stack(stepper.losses).float().cpu()
     result.update(kind=kind, experiment=cfg.experiment, update=t.update, combiner=t.combiner, smart=t.smart,
                   amp=t.amp, shape_warmup_seconds=warm, losses_finite=bool(torch.isfinite(losses).all()),
@@ -418,7 +417,7 @@ def compiled_step(args) -> dict:
         warm = warm_shapes(model, pools, t.amp, device)  # for the compiled model: the compile and graph capture
         stepper = new_stepper(cfg, model, None, pools, device)
         torch.manual_seed(t.seed)
-        result = summarise(time_updates(stepper, device, args.warmup, args.steps), batches_per_update(t), n_flop,
+        result = summarise(time_updates(stepper, device, args.warmup, args.steps), update_settings(t).batches, n_flop,
                            None)
         result.update(shape_warmup_seconds=warm, losses=[float(x) for x in torch.stack(stepper.losses).float().cpu()])
         if device.type == "cuda":
@@ -482,7 +481,7 @@ def _share_worker(rank: int, args, commands, results) -> None:
             update += 1
         sync(device)
         results.put(("ready", rank, time.perf_counter() - start))
-        micro = batches_per_update(t)
+        micro = update_settings(t).batches
         while (command := commands.get())[0] == "run":
             window = command[1]
             examples = tokens = updates = 0
@@ -551,14 +550,12 @@ def share_device(args, counts: list[int], setup_timeout: float = 600.0) -> dict:
 # --------------------------------------------------------------------------- the study estimate
 def experiment_kind(cfg) -> str | None:
     """Which timed kind of update an experiment's step costs like (None: it does not fine-tune)."""
-    from mtlib.training.combiners import get_combiner
-
     t = cfg.train
     if t.method != "finetune":
         return None
     if t.smart:
         return "smart"
-    return "surgery" if get_combiner(t.combiner, **t.combiner_args).needs_task_gradients else "base"
+    return "surgery" if cfg.methods.combiner.needs_task_gradients else "base"
 
 
 def study_runs(args) -> list[dict]:

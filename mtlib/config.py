@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -20,12 +21,10 @@ from typing import Any
 
 import yaml
 
+from mtlib.settings import ConfigError, Methods, choose, resolve  # ConfigError: mtlib.config's error too
 from mtlib.tasks import TASK_NAMES
+
 TOP_LEVEL_KEYS = ("profile", "seeds", "base", "profiles", "experiments", "pipeline")
-
-
-class ConfigError(ValueError):
-    """A params.yaml or override problem; the message names the key path."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class HeadConfig:
-    kind: str                # see mtlib.model.heads.HEADS
+    kind: str                # see mtlib.settings.HEADS
     hidden_layers: int       # MLP hidden layers (0: dropout + linear)
     hidden_size: int | None  # None: the encoder's hidden size
     activation: str
@@ -80,7 +79,7 @@ class ModelConfig:
     head: HeadConfig                   # every task's head ...
     head_overrides: dict = field(default_factory=dict)  # ... unless overridden: {task: {key: value}}
     pals: str = "none"                 # projected attention layers: 'none', 'start' or 'after' (fine-tuning)
-    pal_args: dict = field(default_factory=dict)        # mtlib.model.pal.add_pals knobs: num_heads, head_dim
+    pal_args: dict = field(default_factory=dict)        # mtlib.settings.PalSettings: num_heads, head_dim, ...
 
     def head_for(self, task: str) -> HeadConfig:
         return dataclasses.replace(self.head, **self.head_overrides.get(task, {}))
@@ -99,17 +98,17 @@ class TrainConfig:
     warmup_steps: int
     max_grad_norm: float | None
     tasks: tuple                  # the tasks trained (and scored); all three unless single-task
-    sampler: str                  # see mtlib.training.samplers.SAMPLERS
-    update: str                   # batches per update, see mtlib.training.updates.UPDATES
+    sampler: str                  # see mtlib.settings.SAMPLERS
+    update: str                   # batches per update, see mtlib.settings.UPDATES
     group_size: int               # Gradient Compromise: batches per update (n)
-    combiner: str                 # how per-task gradients combine, see mtlib.training.combiners.COMBINERS
+    combiner: str                 # how per-task gradients combine, see mtlib.settings.COMBINERS
     combiner_args: dict           # the combiner's own knobs, e.g. {beta: 0.01} for gradvac
     granularity: str              # 'whole' or 'layer': segments the combiner treats separately
     smart: bool                   # add SMART's regularisers to the loss
-    smart_args: dict              # SMART's knobs (mtlib.training.smart.Smart); {} = the paper's defaults
-    method: str                   # see mtlib.training.loop.METHODS: finetune, heads (frozen encoder), random
+    smart_args: dict              # SMART's knobs (mtlib.settings.SmartSettings); {} = the paper's defaults
+    method: str                   # see mtlib.settings.METHODS: finetune, heads (frozen encoder), random
     pretrain_heads: str           # heads trained on the frozen encoder first: 'none', 'joint' or 'individual'
-    pretrain_args: dict           # mtlib.training.pretrain.pretrain_heads knobs: lr, epochs, patience
+    pretrain_args: dict           # mtlib.settings.PretrainSettings: lr, epochs, patience, ...
     init_from: str | None         # a run folder whose best weights start this run ({seed} is filled in)
     sst_adjustment: bool          # fit the 5x5 SST adjustment matrix after training
     amp: str                      # 'auto' (per machine, mtlib.training.precision), 'none', 'bf16' or 'fp16'
@@ -156,6 +155,12 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @functools.cached_property
+    def methods(self) -> Methods:
+        """The methods the config names, typed (mtlib.settings); not a field, so neither
+        ``to_dict`` (config.yaml) nor the run's fingerprint sees it."""
+        return resolve(self.model, self.train)
 
 
 def _is_optional(tp) -> tuple[bool, Any]:
@@ -336,24 +341,21 @@ def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Confi
 def config_from_dict(tree: dict, where: str = "config") -> Config:
     config = _build(Config, tree, where)
     validate(config, where)
+    try:
+        config.methods  # built now, so a wrong method or knob fails before any data is read
+    except ConfigError as err:
+        raise ConfigError(f"{where}.{err}") from None
     return config
 
 
-def _choose(value: str, valid, where: str) -> None:
-    if value not in valid:
-        raise ConfigError(f"{where}: {value!r} is not one of {sorted(valid)}")
-
-
 def validate(config: Config, where: str = "config") -> None:
-    """Checks that need more than one field. Names looked up in a registry (heads, samplers,
-    update rules, combiners) are checked where they are looked up:
-    :func:`mtlib.training.methods.resolve`."""
+    """Checks that need more than one field. The methods' names and knobs are checked by
+    their settings (:func:`mtlib.settings.resolve`)."""
     m, t, d = config.model, config.train, config.data
-    _choose(m.pair_mode, ("sentence", "embedding"), f"{where}.model.pair_mode")
-    _choose(m.pooling, ("cls", "mean"), f"{where}.model.pooling")
-    _choose(t.pretrain_heads, ("none", "joint", "individual"), f"{where}.train.pretrain_heads")
+    choose(m.pair_mode, ("sentence", "embedding"), f"{where}.model.pair_mode")
+    choose(m.pooling, ("cls", "mean"), f"{where}.model.pooling")
     for task, partial in m.head_overrides.items():
-        _choose(task, TASK_NAMES, f"{where}.model.head_overrides")
+        choose(task, TASK_NAMES, f"{where}.model.head_overrides")
         if not isinstance(partial, dict):
             raise ConfigError(f"{where}.model.head_overrides.{task}: expected a mapping")
         _build(HeadConfig, {**dataclasses.asdict(m.head), **partial}, f"{where}.model.head_overrides.{task}")
@@ -367,16 +369,12 @@ def validate(config: Config, where: str = "config") -> None:
             n = getattr(d, name)[task]
             if n is not None and (not isinstance(n, int) or n < 1):
                 raise ConfigError(f"{where}.data.{name}.{task}: must be a positive integer or null")
-    _choose(t.granularity, ("whole", "layer"), f"{where}.train.granularity")
-    _choose(m.pals, ("none", "start", "after"), f"{where}.model.pals")
-    if m.pals == "after" and not t.init_from:
-        raise ConfigError(f"{where}.model.pals=after: PALs are added to a fine-tuned model; set train.init_from")
     if not t.tasks or len(set(t.tasks)) != len(t.tasks):
         raise ConfigError(f"{where}.train.tasks: must list distinct tasks")
     for task in t.tasks:
-        _choose(task, TASK_NAMES, f"{where}.train.tasks")
-    _choose(t.amp, ("auto", "none", "bf16", "fp16"), f"{where}.train.amp")
-    _choose(t.schedule, ("constant", "linear"), f"{where}.train.schedule")
+        choose(task, TASK_NAMES, f"{where}.train.tasks")
+    choose(t.amp, ("auto", "none", "bf16", "fp16"), f"{where}.train.amp")
+    choose(t.schedule, ("constant", "linear"), f"{where}.train.schedule")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
         raise ConfigError(f"{where}.train.device: {t.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")
     for name in ("epochs", "batches_per_epoch", "accumulation", "eval_batch_size"):

@@ -5,21 +5,27 @@ from pathlib import Path
 
 import pytest
 
-from mtlib.model.heads import HEADS
+from mtlib import settings
+from mtlib.model import pal
 from mtlib.tasks import TASKS
-from mtlib.training.combiners import COMBINERS
-from mtlib.training.loop import METHODS
-from mtlib.training.samplers import SAMPLERS
-from mtlib.training.updates import UPDATES
+from mtlib.training import combiners, loop, samplers, updates
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mtlib"
 # Foundation (every layer may use it), then the layers, bottom up, then the command line.
-RANKS = {"tasks": 0, "config": 0, "errors": 0, "io": 0, "seeds": 0, "data": 1, "model": 2, "training": 3,
-         "study": 4, "cli": 5, "__main__": 5, "__init__": 5}
+RANKS = {"tasks": 0, "settings": 0, "config": 0, "errors": 0, "io": 0, "seeds": 0, "data": 1, "model": 2,
+         "training": 3, "study": 4, "cli": 5, "__main__": 5, "__init__": 5}
+SETTINGS = "mtlib.settings"
 REGISTRIES = {  # registry -> the module that owns it (the only place its keys may be compared)
-    "SAMPLERS": (SAMPLERS, "mtlib.training.samplers"), "UPDATES": (UPDATES, "mtlib.training.updates"),
-    "COMBINERS": (COMBINERS, "mtlib.training.combiners"), "HEADS": (HEADS, "mtlib.model.heads"),
-    "TASKS": (TASKS, "mtlib.tasks"), "METHODS": (METHODS, "mtlib.training.loop"),
+    "SAMPLERS": (settings.SAMPLERS, SETTINGS), "UPDATES": (settings.UPDATES, SETTINGS),
+    "COMBINERS": (settings.COMBINERS, SETTINGS), "HEADS": (settings.HEADS, SETTINGS),
+    "METHODS": (settings.METHODS, SETTINGS), "GRANULARITIES": (settings.GRANULARITIES, SETTINGS),
+    "PAL_MODES": (set(settings.PAL_MODES) - {"none"}, SETTINGS),  # "none" is also train.amp's
+    "SELECTIONS": (set(settings.SELECTIONS) - {"none"}, SETTINGS),
+    "TASKS": (TASKS, "mtlib.tasks"),
+}
+IMPLEMENTED = {  # a name registry of mtlib.settings -> the registry of what its names build
+    "SAMPLERS": samplers.SAMPLERS, "UPDATES": updates.UPDATES, "COMBINERS": combiners.COMBINERS,
+    "METHODS": loop.METHODS, "PAL_PLACEMENTS": pal.PLACEMENTS,
 }
 MAX_FUNCTION_LINES = 60
 # Module -> the one function that may import mtlib inside it (why: see mtlib.cli._run).
@@ -137,3 +143,9 @@ def test_every_module_has_a_test_file_of_its_own():
     leaves = {m.split(".")[-1] for m in MODULES if m.split(".")[-1] not in ("mtlib", "__main__")}
     leaves -= {m.split(".")[-1] for m in MODULES if any(o.startswith(m + ".") for o in MODULES)}  # packages
     assert sorted(name for name in leaves if not (tests / f"test_{name}.py").exists()) == []
+
+
+@pytest.mark.parametrize("registry", sorted(IMPLEMENTED))
+def test_every_name_the_settings_accept_is_implemented_and_no_other(registry):
+    assert sorted(getattr(settings, registry)) == sorted(IMPLEMENTED[registry])
+

@@ -4,7 +4,13 @@ import math
 import pytest
 import torch
 
-from mtlib.training.combiners import COMBINERS, GradVac, PCGrad, Sum, get_combiner
+from mtlib.config import ConfigError, load_config
+from mtlib.settings import COMBINERS as SETTINGS
+from mtlib.settings import GradVacSettings
+from mtlib.training.combiners import COMBINERS, GradVac, PCGrad, Sum, build_combiner
+from tests.helpers import ROOT
+
+PARAMS = ROOT / "params.yaml"
 
 
 def gen(seed=0):
@@ -220,7 +226,7 @@ def test_gradvac_is_deterministic_under_a_seed():
 
 @pytest.mark.parametrize("name", sorted(COMBINERS))
 def test_combiners_share_one_contract(name):
-    combiner = get_combiner(name)
+    combiner = build_combiner(SETTINGS[name]())
     grads = torch.randn(3, 6, generator=gen(3))
     state = combiner.init_state(3, 2)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
@@ -231,18 +237,14 @@ def test_combiners_share_one_contract(name):
 
 def test_registry_entries_match_the_functions_and_take_knobs():
     grads = torch.randn(3, 6, generator=gen(4))
-    assert torch.equal(get_combiner("sum").combine(grads, {}, gen(), None)[0], sum_grads(grads))
-    assert torch.equal(get_combiner("pcgrad").combine(grads, {}, gen(9), None)[0], pcgrad(grads, gen(9)))
-    combiner = COMBINERS["gradvac"](beta=0.3)
-    assert combiner.beta == 0.3 and get_combiner("gradvac").beta == 0.01
+    assert torch.equal(build_combiner(SETTINGS["sum"]()).combine(grads, {}, gen(), None)[0], sum_grads(grads))
+    assert torch.equal(build_combiner(SETTINGS["pcgrad"]()).combine(grads, {}, gen(9), None)[0], pcgrad(grads, gen(9)))
+    combiner = build_combiner(GradVacSettings(beta=0.3))
+    assert combiner.beta == 0.3 and build_combiner(GradVacSettings()).beta == 0.01
     state = combiner.init_state(3, 1)
     out, new_state = combiner.combine(grads, state, gen(9), None)
     expected = gradvac(grads, gradvac_init(3), 0.3, gen(9))
     assert torch.equal(out, expected[0]) and torch.equal(new_state["ema"], expected[1])
-    with pytest.raises(ValueError, match="gradvac"):
-        get_combiner("mgda")
-    with pytest.raises(ValueError):
-        get_combiner("gradvac", beta=0.0)
 
 
 # ------------------------------------------- coefficient space equals the vector algorithm
@@ -294,3 +296,25 @@ def test_coefficient_space_gradvac_equals_the_vector_algorithm(seed):
     expected, expected_ema = _vector_gradvac(grads, ema, 0.3, torch.Generator().manual_seed(seed))
     got, got_ema = gradvac_project(grads, ema, 0.3, torch.Generator().manual_seed(seed))
     assert torch.allclose(got, expected, atol=1e-10) and torch.allclose(got_ema, expected_ema, atol=1e-12)
+
+
+def test_every_combiner_has_settings_of_the_same_name():
+    assert sorted(SETTINGS) == sorted(COMBINERS) and all(SETTINGS[name].name == name for name in SETTINGS)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.combiner_args={beta: 5}", r"train.combiner_args.beta: must be a number in \(0, 1\], got 5"),
+    ("train.combiner_args={beta: 0}", r"train.combiner_args.beta: must be a number in \(0, 1\], got 0"),
+    ("train.combiner_args={betta: 0.1}", r"train.combiner_args: unknown key\(s\) \['betta'\]; valid keys: \['beta'\]"),
+    ("train.combiner=mgda", r"train.combiner: 'mgda' is not one of \['gradvac', 'pcgrad', 'sum'\]"),
+])
+def test_combiner_settings_name_the_full_key_when_the_config_loads(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(PARAMS, "hidden_gradvac", "smoke", overrides=[override])
+
+
+def test_a_combiner_that_needs_task_gradients_needs_an_update_that_gives_them():
+    with pytest.raises(ConfigError, match=r"train.combiner: 'pcgrad' needs a gradient per task.*"
+                                          r"\['compromise', 'compromise_reference', 'compromise_then_sampled', 'each_task'\]"):
+        load_config(PARAMS, "base_model", "smoke", overrides=["train.combiner=pcgrad"])
+    assert load_config(PARAMS, "base_model", "smoke", overrides=["train.update=each_task"]).methods.combiner.name == "sum"

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from mtlib.training import gradients
-from mtlib.training.combiners import get_combiner
+from mtlib.settings import COMBINERS as SETTINGS
+from mtlib.training.combiners import build_combiner
 from mtlib.training.gradients import flat_grad, param_segments, point_grads
 
 
@@ -90,14 +91,14 @@ def test_point_grads_rejects_a_buffer_that_does_not_fit():
 
 
 @pytest.mark.parametrize("name", ["sum", "pcgrad", "gradvac"])
-@pytest.mark.parametrize("granularity", ["whole", "layer"])
-def test_combiners_write_into_out_exactly_what_they_return(name, granularity):
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_combiners_write_into_out_exactly_what_they_return(name, per_layer):
     model = TinyBert()
     named = list(model.named_parameters())
-    segments = param_segments(named, granularity)
+    segments = param_segments(named, per_layer)
     size = sum(p.numel() for _, p in named)
     grads = torch.randn(3, size, generator=torch.Generator().manual_seed(3))
-    combiner = get_combiner(name)
+    combiner = build_combiner(SETTINGS[name]())
     state = combiner.init_state(3, len(segments))
     expected, _ = combiner.combine(grads, state, torch.Generator().manual_seed(1), segments)
     out = torch.full((size,), float("nan"))
@@ -110,16 +111,14 @@ def test_param_segments_cover_the_vector_and_group_by_layer():
     model = TinyBert()
     named = list(model.named_parameters())
     total = sum(p.numel() for _, p in named)
-    assert param_segments(named, "whole") == [(0, total)]
-    segments = param_segments(named, "layer")
+    assert param_segments(named, False) == [(0, total)]
+    segments = param_segments(named, True)
     starts = [s for s, _ in segments]
     ends = [e for _, e in segments]
     assert starts[0] == 0 and ends[-1] == total and starts[1:] == ends[:-1]
     # scale (listed first: a module's own parameters come before its children's),
     # embeddings (word 15 + LayerNorm 3 + 3), layer 0 (9 + 3 + 3 + 3), layer 1, pooler.dense (6 + 2)
     assert segments == [(0, 1), (1, 22), (22, 40), (40, 58), (58, 66)]
-    with pytest.raises(ValueError):
-        param_segments(named, "neuron")
 
 
 def test_param_segments_layer_rule_on_names():
@@ -132,7 +131,7 @@ def test_param_segments_layer_rule_on_names():
         "bert.encoder.layer.10.output.dense.weight", "bert.pooler.dense.weight", "bert.pooler.dense.bias",
         "bias",
     )
-    assert param_segments(names, "layer") == [(0, 2), (2, 4), (4, 5), (5, 7), (7, 8)]
+    assert param_segments(names, True) == [(0, 2), (2, 4), (4, 5), (5, 7), (7, 8)]
 
 
 @pytest.mark.parametrize("lengths", [[23], [7, 11, 5], [1, 22]])

@@ -338,8 +338,6 @@ def test_without_autocast_both_precisions_compute_the_same_term(model, tokenizer
         output = model(batch)
         values.append(float(smart.regularised_loss(model, batch, output, TASKS["sst"].loss(output, batch.labels)).detach()))
     assert values[0] == values[1]
-    with pytest.raises(ValueError, match="precision"):
-        Smart(model, precision="fp8")
 
 
 def test_adversarial_term_sizes_report_each_precision_and_restore_the_mode(model, tokenizer):

@@ -21,7 +21,7 @@ def train_steps(cfg, make_optimizer, steps: int = 4) -> tuple[dict, dict]:
     optimizer = make_optimizer(model, cfg.train)
     streams = {t: BatchStream(data["train"][t], 8, 1, tokenizer.pad_token_id) for t in TASKS}
     sizes = {t: len(data["train"][t]) for t in TASKS}
-    stepper = Stepper(cfg.train, model, optimizer, torch.amp.GradScaler("cpu", enabled=False), streams,
+    stepper = Stepper(cfg, model, optimizer, torch.amp.GradScaler("cpu", enabled=False), streams,
                       TaskSampler("random", sizes, 2, 1), sizes, torch.device("cpu"), cfg.train.amp)
     torch.manual_seed(0)
     for update in range(steps):

@@ -13,6 +13,7 @@ from mtlib.training.loop import train
 from mtlib.training.stepper import Stepper
 from mtlib.data.encode import BatchStream
 from mtlib.training.samplers import annealed
+from mtlib.settings import UpdateSettings
 from mtlib.training.updates import (UPDATES, PlanContext, compromise_adjusted, compromise_beta, compromise_group,
                                     compromise_weights, reference_code_weights, updates_per_epoch)
 from tests.helpers import crash_on_evaluation, smoke_config
@@ -30,9 +31,9 @@ def context(name="random", epoch=1, epochs=3, k=2, n=8, seed=0):
 
 
 def test_plans():
-    assert [w for _, w in UPDATES["sampled"].plan(context(k=4))] == [0.25] * 4
-    assert sorted(t for t, _ in UPDATES["each_task"].plan(context(k=2))) == ["para", "para", "sst", "sst", "sts", "sts"]
-    plan = UPDATES["compromise"].plan(context(epoch=2, n=8))
+    assert [w for _, w in UPDATES["sampled"](context(k=4))] == [0.25] * 4
+    assert sorted(t for t, _ in UPDATES["each_task"](context(k=2))) == ["para", "para", "sst", "sst", "sts", "sts"]
+    plan = UPDATES["compromise"](context(epoch=2, n=8))
     weights = compromise_weights(SIZES, 2, 3)
     assert len(plan) == 8 and set(t for t, _ in plan) == set(SIZES)
     assert all(w == pytest.approx(weights[t]) for t, w in plan)
@@ -40,8 +41,8 @@ def test_plans():
 
 def test_reference_code_compromise_uses_running_batch_counts():
     ctx = context(epoch=1, epochs=1, n=6)
-    first = UPDATES["compromise_reference"].plan(ctx)
-    second = UPDATES["compromise_reference"].plan(ctx)
+    first = UPDATES["compromise_reference"](ctx)
+    second = UPDATES["compromise_reference"](ctx)
     counts = {t: sum(1 for p in (first, second) for task, _ in p if task == t) for t in SIZES}
     assert ctx.batch_counts == counts
     assert all(w == pytest.approx(1 / counts[t]) for t, w in second)  # alpha = 1 at E = 1
@@ -58,7 +59,7 @@ def setup(tmp_path):
         streams = {t: BatchStream(data["train"][t], 8, 1, tokenizer.pad_token_id) for t in TASKS}
         sizes = {t: len(data["train"][t]) for t in TASKS}
         scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
-        stepper = Stepper(cfg.train, model, optimizer, scaler, streams, TaskSampler("random", sizes, 2, 1), sizes,
+        stepper = Stepper(cfg, model, optimizer, scaler, streams, TaskSampler("random", sizes, 2, 1), sizes,
                           torch.device("cpu"), cfg.train.amp)
         return cfg, model, optimizer, stepper, data, tokenizer
     return make
@@ -248,11 +249,11 @@ def test_compromise_group_extra_draws_follow_adjusted_probabilities():
 
 def test_compromise_then_sampled_switches_to_the_sampler_halfway():
     first, last = context(name="annealed", epoch=2, epochs=4, n=6), context(name="annealed", epoch=3, epochs=4, n=6)
-    early, late = UPDATES["compromise_then_sampled"].plan(first), UPDATES["compromise_then_sampled"].plan(last)
-    assert early == UPDATES["compromise"].plan(context(name="annealed", epoch=2, epochs=4, n=6))
+    early, late = UPDATES["compromise_then_sampled"](first), UPDATES["compromise_then_sampled"](last)
+    assert early == UPDATES["compromise"](context(name="annealed", epoch=2, epochs=4, n=6))
     assert len(late) == 6 and all(w == pytest.approx(1 / 6) for _, w in late)
     assert last.sampler.draws == 6 and first.sampler.draws == 0  # the second phase draws from the sampler
-    assert UPDATES["compromise_then_sampled"].batches(type("T", (), {"group_size": 6})) == 6
+    assert UpdateSettings("compromise_then_sampled", 1, 6, 3).batches == 6
 
 
 def test_evaluations_fall_at_matched_micro_batches_whatever_the_update_rule(tmp_path):

@@ -1,13 +1,12 @@
 """Task heads: what turns the shared encoder's output into one task's prediction.
 
-Every head takes :class:`Features` and returns ``(B, num_outputs)``. The registry ``HEADS``
-maps the name used in params.yaml to a constructor
-``(cfg: HeadConfig, encoder_size, num_parts, num_outputs) -> nn.Module``; ``num_parts`` is
-2 for a pair task encoded in embedding-concatenation mode (two [CLS] vectors side by side).
+Every head takes :class:`Features` and returns ``(B, num_outputs)``. Each is built from its
+settings (mtlib.settings: the head kinds' names, knobs and checks) and the encoder's width
+by :func:`build_head`; ``parts`` is 2 for a pair task encoded in embedding-concatenation
+mode (two sentence vectors side by side).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -15,35 +14,31 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from mtlib.config import HeadConfig
-
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+from mtlib.settings import ACTIVATIONS, CosineHeadSettings, MlpHeadSettings, RecurrentHeadSettings
 
 
 @dataclass
 class Features:
-    pooled: torch.Tensor        # (B, num_parts * H): each part's sentence vector ([CLS] or mean, model.pooling)
+    pooled: torch.Tensor        # (B, parts * H): each part's sentence vector ([CLS] or mean, model.pooling)
     tokens: list[torch.Tensor]  # per part (B, T, H): every token's hidden state
     masks: list[torch.Tensor]   # per part (B, T): 1 on real tokens
 
 
-def mlp(in_features: int, cfg: HeadConfig, hidden_size: int, num_outputs: int) -> nn.Sequential:
+def mlp(in_features: int, cfg: MlpHeadSettings, hidden_size: int) -> nn.Sequential:
     """Dropout + linear, with ``cfg.hidden_layers`` (linear, activation, dropout) blocks before it."""
-    if cfg.activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {cfg.activation!r}; choose one of {sorted(ACTIVATIONS)}")
     layers, width = [], in_features
     for _ in range(cfg.hidden_layers):
-        layers += [nn.Dropout(cfg.dropout), nn.Linear(width, hidden_size), ACTIVATIONS[cfg.activation]()]
+        layers += [nn.Dropout(cfg.dropout), nn.Linear(width, hidden_size), getattr(nn, ACTIVATIONS[cfg.activation])()]
         width = hidden_size
-    return nn.Sequential(*layers, nn.Dropout(cfg.dropout), nn.Linear(width, num_outputs))
+    return nn.Sequential(*layers, nn.Dropout(cfg.dropout), nn.Linear(width, cfg.outputs))
 
 
 class PooledHead(nn.Module):
     """The report's baseline (0 hidden layers) and its MLP variant, on the sentence vector(s)."""
 
-    def __init__(self, cfg: HeadConfig, encoder_size: int, num_parts: int, num_outputs: int):
+    def __init__(self, cfg: MlpHeadSettings, encoder_size: int):
         super().__init__()
-        self.net = mlp(encoder_size * num_parts, cfg, cfg.hidden_size or encoder_size, num_outputs)
+        self.net = mlp(encoder_size * cfg.parts, cfg, cfg.hidden_size or encoder_size)
 
     def forward(self, features: Features) -> torch.Tensor:
         return self.net(features.pooled)
@@ -57,12 +52,12 @@ class RecurrentHead(nn.Module):
     position 1, and the sentence vector (the [CLS] state under cls pooling) goes straight to
     the MLP beside the RNN's state. Without it the RNN reads every token, [CLS] included."""
 
-    def __init__(self, cfg: HeadConfig, encoder_size: int, num_parts: int, num_outputs: int, cell: type):
+    def __init__(self, cfg: RecurrentHeadSettings, encoder_size: int):
         super().__init__()
-        self.rnn = cell(encoder_size, cfg.rnn_size, batch_first=True)
+        self.rnn = getattr(nn, cfg.cell)(encoder_size, cfg.rnn_size, batch_first=True)
         self.with_cls = cfg.with_cls
-        width = num_parts * (cfg.rnn_size + (encoder_size if cfg.with_cls else 0))
-        self.net = mlp(width, cfg, cfg.hidden_size or encoder_size, num_outputs)
+        width = cfg.parts * (cfg.rnn_size + (encoder_size if cfg.with_cls else 0))
+        self.net = mlp(width, cfg, cfg.hidden_size or encoder_size)
 
     def forward(self, features: Features) -> torch.Tensor:
         states = []
@@ -88,11 +83,8 @@ class CosineHead(nn.Module):
     report's "cosine similarity" experiments it left out); for paraphrase, the same is the
     logit. Starts at a = 5, b = 0: cosines of 0..1 map onto STS's 0..5 scale."""
 
-    def __init__(self, cfg: HeadConfig, encoder_size: int, num_parts: int, num_outputs: int):
+    def __init__(self, cfg: CosineHeadSettings, encoder_size: int):
         super().__init__()
-        if num_parts != 2 or num_outputs != 1:
-            raise ValueError("a cosine head needs a pair task encoded in embedding mode (model.pair_mode: embedding) "
-                             "and one output")
         self.scale = nn.Parameter(torch.tensor(5.0))
         self.bias = nn.Parameter(torch.tensor(0.0))
 
@@ -101,16 +93,9 @@ class CosineHead(nn.Module):
         return (self.scale * F.cosine_similarity(u, v, dim=-1) + self.bias).unsqueeze(-1)  # (B, 1)
 
 
-HEADS = {
-    "linear": lambda cfg, h, parts, out: PooledHead(dataclasses.replace(cfg, hidden_layers=0), h, parts, out),
-    "mlp": PooledHead,
-    "cosine": CosineHead,
-    "rnn": lambda cfg, h, parts, out: RecurrentHead(cfg, h, parts, out, nn.RNN),
-    "lstm": lambda cfg, h, parts, out: RecurrentHead(cfg, h, parts, out, nn.LSTM),
-}
+HEADS = {MlpHeadSettings: PooledHead, RecurrentHeadSettings: RecurrentHead, CosineHeadSettings: CosineHead}
 
 
-def build_head(cfg: HeadConfig, encoder_size: int, num_parts: int, num_outputs: int) -> nn.Module:
-    if cfg.kind not in HEADS:
-        raise ValueError(f"unknown head {cfg.kind!r}; choose one of {sorted(HEADS)}")
-    return HEADS[cfg.kind](cfg, encoder_size, num_parts, num_outputs)
+def build_head(settings, encoder_size: int) -> nn.Module:
+    """The head ``settings`` describe (mtlib.settings.head_settings) on an encoder of that width."""
+    return HEADS[type(settings)](settings, encoder_size)

@@ -79,10 +79,6 @@ class MultitaskModel(nn.Module):
         return modules
 
 
-def num_parts(task: str, pair_mode: str) -> int:
-    return 2 if TASKS[task].is_pair and pair_mode == "embedding" else 1
-
-
 def build_model(cfg: Config, encoder: nn.Module | None = None, with_pals: bool = True) -> MultitaskModel:
     """The model a config describes; heads (and PALs) are initialised from the training seed.
 
@@ -92,20 +88,17 @@ def build_model(cfg: Config, encoder: nn.Module | None = None, with_pals: bool =
     encoder = encoder if encoder is not None else load_encoder(cfg.backbone, seed=cfg.train.seed)
     size = encoder.config.hidden_size
     torch.manual_seed(cfg.train.seed)
-    heads = {
-        task: build_head(cfg.model.head_for(task), size, num_parts(task, cfg.model.pair_mode), TASKS[task].num_outputs)
-        for task in TASK_NAMES
-    }
+    heads = {task: build_head(cfg.methods.heads[task], size) for task in TASK_NAMES}
     model = MultitaskModel(encoder, heads, pooling=cfg.model.pooling)
-    if with_pals and cfg.model.pals != "none":
+    if with_pals and cfg.methods.pals is not None:
         add_task_pals(model, cfg)
     return model
 
 
 def add_task_pals(model: MultitaskModel, cfg: Config) -> None:
     """Attach one no-influence PAL per task; with ``pals: after``, freeze everything else."""
-    model.pals = add_pals(model.encoder, list(TASK_NAMES), seed=cfg.train.seed, **cfg.model.pal_args)
-    if cfg.model.pals == "after":
+    model.pals = add_pals(model.encoder, list(TASK_NAMES), seed=cfg.train.seed, **cfg.methods.pals.knobs())
+    if cfg.methods.pals.after:
         freeze_all_but_pals(model, model.pals)
 
 

@@ -110,8 +110,6 @@ class PalBank(nn.Module):
     def __init__(self, tasks: list[str], hidden_size: int, num_layers: int, num_heads: int,
                  head_dim: int, dropout: float = 0.0, placement: str = "output"):
         super().__init__()
-        if placement not in PLACEMENTS:
-            raise ValueError(f"unknown PAL placement {placement!r}; choose one of {sorted(PLACEMENTS)}")
         self.num_layers, self.placement = num_layers, placement
         self._layer_inputs: dict[int, torch.Tensor] = {}
         self.pals = nn.ModuleDict({t: TaskPal(hidden_size, num_layers, num_heads, head_dim, dropout) for t in tasks})
@@ -192,7 +190,8 @@ class PalBank(nn.Module):
         return (args[0], x + pal(h, index, self._mask).to(x.dtype), *args[2:]), kwargs
 
 
-# Where a PAL's output is added: the BertLayer sub-module whose LayerNorm takes the sum.
+# Where a PAL's output is added: the BertLayer sub-module whose LayerNorm takes the sum
+# (model.pal_args.placement, checked by mtlib.settings.PalSettings).
 PLACEMENTS = {
     "output": lambda layer: layer.output,              # LN(FFN(a) + a + PAL(h)): the reference code
     "attention": lambda layer: layer.attention.output,  # LN(h + SA(h) + PAL(h)): the paper's shorthand

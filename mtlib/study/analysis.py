@@ -21,7 +21,7 @@ import yaml
 from mtlib.data.augment import OPERATIONS, eda, length_filter
 from mtlib.data.files import file_name, find_data_dir, load_split, read_task_file
 from mtlib.tasks import TASKS
-from mtlib.training.samplers import SAMPLERS, get_sampler
+from mtlib.training.samplers import SAMPLERS
 
 #: Display names of the classification labels (the figures use the same, with line breaks).
 LABEL_NAMES = {
@@ -140,7 +140,7 @@ def sampler_probabilities(sizes: Mapping[str, int], epochs: int,
     """``{sampler: {epoch: {task: P(task)}}}`` for every sampler of mtlib.training.samplers.SAMPLERS
     (or those named), epochs 1..``epochs``: the input of figures.plot_sampler_probabilities."""
     names = list(samplers) if samplers is not None else list(SAMPLERS)
-    return {name: {e: get_sampler(name).probabilities(dict(sizes), e, epochs) for e in range(1, epochs + 1)} for name in names}
+    return {name: {e: SAMPLERS[name].probabilities(dict(sizes), e, epochs) for e in range(1, epochs + 1)} for name in names}
 
 
 def sampler_table(probabilities: Mapping[str, Mapping[int, Mapping[str, float]]]) -> pd.DataFrame:

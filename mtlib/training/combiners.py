@@ -1,10 +1,9 @@
 """Gradient combiners: how the per-task gradients of the shared parameters become one.
 
 Every combiner takes the (T, P) matrix of per-task gradients (:mod:`mtlib.training.gradients`)
-and follows one contract for the training loop:
+and follows one contract for the training loop (its name, knobs and whether it needs the
+tasks' gradients apart are its settings', in mtlib.settings):
 
-* ``needs_task_gradients``: whether it needs the tasks' gradients apart (a plain sum does
-  not, so the loop lets backward add them up as usual);
 * ``init_state(num_tasks, num_segments) -> state``: a dict of tensors (safetensors-ready);
 * ``combine(grads, state, generator, segments, out=None) -> (combined (P,), new state)``,
   the result written into ``out`` when given; randomness only from ``generator``;
@@ -31,8 +30,6 @@ def _others_in_random_order(i: int, num_tasks: int, generator: torch.Generator) 
 
 class Sum:
     """Plain multitask learning: g = sum_i g_i. No state."""
-
-    needs_task_gradients = False
 
     def init_state(self, num_tasks: int, num_segments: int = 1) -> dict[str, torch.Tensor]:
         return {}
@@ -73,8 +70,6 @@ class PCGrad(Sum):
     projected gradients never conflict. With three or more tasks a later projection can undo
     an earlier one, and the result depends on the order.
     """
-
-    needs_task_gradients = True
 
     def _coefficients(self, grads, generator):
         return _pcgrad_coefficients(gram(grads, [grads.shape[1]])[0].cpu(), generator)
@@ -140,11 +135,8 @@ class GradVac:
     meets the target of the last task j it visited.
     """
 
-    needs_task_gradients = True
-
     def __init__(self, beta: float = 0.01):
-        if not 0 < beta <= 1:
-            raise ValueError(f"GradVac beta must be in (0, 1], got {beta}")
+        assert 0 < beta <= 1, beta  # checked by mtlib.settings.GradVacSettings
         self.beta = beta
 
     def init_state(self, num_tasks: int, num_segments: int = 1) -> dict[str, torch.Tensor]:
@@ -169,13 +161,9 @@ class GradVac:
         return combine_rows(coefficients.sum(1, keepdim=True), grads, lengths, rows)[0], new_state
 
 
-COMBINERS = {"sum": Sum, "pcgrad": PCGrad, "gradvac": GradVac}
+COMBINERS = {"sum": Sum, "pcgrad": PCGrad, "gradvac": GradVac}  # names, knobs and checks: mtlib.settings
 
 
-def get_combiner(name: str, **knobs):
-    """``COMBINERS[name](**knobs)``; an unknown name raises ValueError with the valid ones."""
-    try:
-        cls = COMBINERS[name]
-    except KeyError:
-        raise ValueError(f"unknown combiner {name!r}; choose one of {sorted(COMBINERS)}") from None
-    return cls(**knobs)
+def build_combiner(settings):
+    """The combiner ``settings`` describe (mtlib.settings.COMBINERS: SumSettings, GradVacSettings, ...)."""
+    return COMBINERS[settings.name](**settings.knobs())

@@ -36,8 +36,7 @@ def frozen_scores(cfg: Config, data_dir=None) -> dict:
                              amp=resolve_amp(t.amp, device), pad_id=tokenizer.pad_token_id,
                              eval_batch_size=t.eval_batch_size, bucketing=cfg.data.bucketing,
                              cache_dir=Path(cfg.data.cache_dir) / "features",
-                             selection="individual" if t.pretrain_heads == "none" else t.pretrain_heads,
-                             **t.pretrain_args)
+                             selection=cfg.methods.pretrain.selection or "individual", **cfg.methods.pretrain.knobs())
     kept = {task: next(row for row in rows if row["kept"]) for task, rows in history.items()}
     scores = {metric_key(task): row[metric_key(task)] for task, row in kept.items()}
     return {**scores, "mean": sum(scores.values()) / len(scores),

@@ -74,13 +74,14 @@ def _group_key(name: str) -> str:
 
 
 def param_segments(
-    named_params: Iterable[tuple[str, nn.Parameter]], granularity: str
+    named_params: Iterable[tuple[str, nn.Parameter]], per_layer: bool
 ) -> list[tuple[int, int]]:
-    """Split the flat gradient of ``named_params`` into contiguous (start, end) slices.
+    """Split the flat gradient of ``named_params`` into contiguous (start, end) slices
+    (``train.granularity``, mtlib.settings.GRANULARITIES).
 
-    ``"whole"``: one segment, (0, P).
+    Not ``per_layer`` ("whole"): one segment, (0, P).
 
-    ``"layer"``: parameters are grouped by name:
+    ``per_layer`` ("layer"): parameters are grouped by name:
 
     * a name containing ``layer.<k>.`` (or ``layers.<k>.``) belongs to the group named by
       its prefix up to and including that index, e.g. ``encoder.layer.3.``;
@@ -94,10 +95,8 @@ def param_segments(
     """
     named_params = list(named_params)
     total = sum(p.numel() for _, p in named_params)
-    if granularity == "whole":
+    if not per_layer:
         return [(0, total)]
-    if granularity != "layer":
-        raise ValueError(f"unknown granularity {granularity!r}; choose 'whole' or 'layer'")
     segments: list[tuple[int, int]] = []
     previous, start = None, 0
     for name, p in named_params:

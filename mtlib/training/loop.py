@@ -1,6 +1,6 @@
 """Training one experiment: data -> model -> updates -> evaluation -> run folder.
 
-:func:`train` reads top to bottom: check the config, prepare the data, claim the run folder
+:func:`train` reads top to bottom: check the backbone's limits, prepare the data, claim the run folder
 (mtlib.training.runs.claim), then hand over to the run's method (``METHODS``): fine-tuning,
 heads on the frozen encoder, or the random predictor.
 
@@ -26,14 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 from mtlib import seeds
-from mtlib.config import Config, ConfigError, TrainConfig
+from mtlib.config import Config, TrainConfig
 from mtlib.data.encode import BatchStream, EncodedSplit
 from mtlib.data.prepare import prepare_data
 from mtlib.io import write_csv, write_json
 from mtlib.model.backbone import check_max_length, load_tokenizer
 from mtlib.model.multitask import MultitaskModel, add_task_pals, build_model, parameter_counts
 from mtlib.tasks import TASK_NAMES, TASKS, metric_key
-from mtlib.training import methods
 from mtlib.training.adjust import fit_adjustment, save_adjustment, sst_probabilities
 from mtlib.training.checkpoint import checkpoint_exists, load_checkpoint, load_model_weights, save_checkpoint
 from mtlib.training.evaluate import evaluate, prediction_frame, score
@@ -89,10 +88,10 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True) -> dict:
     """Train ``cfg`` into ``out_dir``; returns metrics.json's content.
 
-    The config, the backbone's limits, the device and the data are all checked before the
+    The config (its methods' settings, when it loaded), the backbone's limits (from its
+    config file, so before any data), the device and the data are all checked before the
     run folder is touched; the folder is then held for the whole run (:func:`runs.claim`)."""
-    methods.check(cfg)
-    method = methods.lookup(METHODS, cfg.train.method, "train.method").run
+    method = METHODS[cfg.methods.method].run
     check_max_length(cfg.backbone)
     t = cfg.train
     if t.num_threads:
@@ -118,7 +117,7 @@ def finetune(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> 
     """Build the model (heads pretrained first if asked), then update and evaluate until done."""
     cfg, t = run.cfg, run.cfg.train
     resuming = resume and checkpoint_exists(run.folder.last)
-    _build(run, pretrain=t.pretrain_heads != "none" and not resuming, progress=progress)
+    _build(run, pretrain=cfg.methods.pretrain.selection is not None and not resuming, progress=progress)
     state = RunState()
     if resuming:
         state = _restore(run)
@@ -149,7 +148,7 @@ def _build(run: Run, pretrain: bool, progress: bool) -> None:
     model = build_model(cfg, with_pals=False)
     if t.init_from:
         load_model_weights(Path(t.init_from.format(seed=t.seed)) / "checkpoints" / "best", model)
-    if cfg.model.pals != "none":
+    if cfg.methods.pals is not None:
         add_task_pals(model, cfg)
     run.model = model.to(run.device)
     if pretrain:
@@ -160,7 +159,7 @@ def _build(run: Run, pretrain: bool, progress: bool) -> None:
                                      cfg.data.bucketing) for task in t.tasks}
     sizes = {task: len(run.data["train"][task]) for task in t.tasks}
     run.sampler = TaskSampler(t.sampler, sizes, t.epochs, t.seed)
-    run.stepper = Stepper(t, model, run.optimizer, run.scaler, run.streams, run.sampler, sizes, run.device, run.amp)
+    run.stepper = Stepper(cfg, model, run.optimizer, run.scaler, run.streams, run.sampler, sizes, run.device, run.amp)
 
 
 def _features_dir(run: Run) -> Path:
@@ -173,7 +172,7 @@ def _pretrain_heads(run: Run, progress: bool) -> dict[str, list[dict]]:
                              seed=t.seed, batch_size={k: t.batch_size[k] for k in t.tasks}, device=run.device,
                              amp=run.amp, pad_id=run.pad_id, eval_batch_size=t.eval_batch_size,
                              bucketing=run.cfg.data.bucketing, cache_dir=_features_dir(run), progress=progress,
-                             selection=t.pretrain_heads, **t.pretrain_args)
+                             selection=run.cfg.methods.pretrain.selection, **run.cfg.methods.pretrain.knobs())
     run.folder.path.mkdir(parents=True, exist_ok=True)
     write_csv(run.folder.path / "pretrain_history.csv",
               pd.concat([pd.DataFrame(rows).assign(task=task) for task, rows in history.items()]))
@@ -304,8 +303,6 @@ def heads_only(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -
     """Heads trained on the frozen encoder, no fine-tuning: the baseline every fine-tuned row
     must beat. Dev (and test) are scored from cached encoder features."""
     cfg, t = run.cfg, run.cfg.train
-    if t.pretrain_heads == "none":
-        raise ConfigError("train.method=heads trains only the heads: set train.pretrain_heads to joint or individual")
     run.model = build_model(cfg).to(run.device)
     history = _pretrain_heads(run, progress)
     kept = {task: next(row for row in rows if row["kept"]) for task, rows in history.items()}
@@ -334,15 +331,15 @@ def warm_caches(cfg: Config, data_dir=None, tasks=None) -> None:
         torch.set_num_threads(t.num_threads)
     tokenizer = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tokenizer, data_dir)
-    splits = METHODS[t.method].feature_splits
-    if not splits or t.pretrain_heads == "none" or not cfg.backbone.pretrained or t.init_from:
+    splits, pretrain = METHODS[t.method].feature_splits, cfg.methods.pretrain
+    if not splits or pretrain.selection is None or not cfg.backbone.pretrained or t.init_from:
         return
     device = resolve_device(t.device)
     model = build_model(cfg).to(device).eval()
     fingerprint = encoder_fingerprint(model)
     for task in tasks or t.tasks:
         encoded = [data[split][task] for split in splits]
-        encoded[0] = pretraining_sample(encoded[0], t.pretrain_args.get("max_examples"))
+        encoded[0] = pretraining_sample(encoded[0], pretrain.max_examples)
         feature_sources(model, encoded, needs_tokens(model.heads[task]),
                         t.eval_batch_size, tokenizer.pad_token_id, device, resolve_amp(t.amp, device),
                         cache_dir=Path(cfg.data.cache_dir) / "features", fingerprint=fingerprint)
@@ -363,8 +360,6 @@ def posthoc(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> d
     adjustment matrix when ``train.sst_adjustment`` is on: what a post-hoc step adds, with
     the weights held fixed."""
     cfg, t = run.cfg, run.cfg.train
-    if not t.init_from:
-        raise ConfigError("train.method=posthoc scores a trained run: set train.init_from to its folder")
     run.model = build_model(cfg).to(run.device)
     load_model_weights(Path(t.init_from.format(seed=t.seed)) / "checkpoints" / "best", run.model)
     adjustments = {"sst": fit_sst_adjustment(run)} if t.sst_adjustment else None
@@ -382,7 +377,7 @@ class Method:
     feature_splits: tuple[str, ...]   # splits it reads frozen-encoder features of, when heads are pretrained
 
 
-METHODS = {  # train.method
+METHODS = {  # train.method; names and constraints: mtlib.settings.METHODS
     "finetune": Method(finetune, ("train", "validation")),
     "heads": Method(heads_only, ("train", "validation", "dev")),
     "posthoc": Method(posthoc, ()),

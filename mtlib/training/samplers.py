@@ -74,20 +74,13 @@ class Sampler:
     cyclic: bool = False  # visit the tasks in turn instead of drawing from the probabilities
 
 
-SAMPLERS = {
+SAMPLERS = {  # train.sampler; its names are checked by mtlib.settings.SamplerSettings
     "random": Sampler(uniform),
     "round_robin": Sampler(round_robin, cyclic=True),
     "proportional": Sampler(proportional),
     "square_root": Sampler(square_root),
     "annealed": Sampler(annealed),
 }
-
-
-def get_sampler(name: str) -> Sampler:
-    try:
-        return SAMPLERS[name]
-    except KeyError:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}") from None
 
 
 class TaskSampler:
@@ -100,7 +93,7 @@ class TaskSampler:
 
     def __init__(self, name: str, sizes: dict[str, int], epochs: int, seed: int):
         self.name = name
-        self.sampler = get_sampler(name)
+        self.sampler = SAMPLERS[name]
         self.tasks = list(sizes)
         self.sizes = dict(sizes)
         self.epochs = epochs

@@ -185,13 +185,7 @@ class Smart:
                  noise_std: float = 1e-5, step_size: float = 1e-3, steps: int = 1, ema_decay: float = 0.99,
                  ema_decay_late: float = 0.999, total_steps: int | None = None,
                  generator: torch.Generator | None = None, precision: str = "fp32"):
-        if min(lambda_s, mu, epsilon, noise_std, step_size) < 0 or steps < 0:
-            raise ValueError("SMART weights, radii, step sizes and steps must be >= 0")
-        if precision not in ("fp32", "amp"):
-            raise ValueError(f"SMART precision must be 'fp32' or 'amp', got {precision!r}")
-        self.precision = precision
-        if not (0.0 <= ema_decay <= 1.0 and 0.0 <= ema_decay_late <= 1.0):
-            raise ValueError("SMART EMA decays must lie in [0, 1]")
+        self.precision = precision  # the config's knobs are checked by mtlib.settings.SmartSettings
         self.lambda_s, self.mu = lambda_s, mu
         self.epsilon, self.noise_std, self.step_size, self.steps = epsilon, noise_std, step_size, steps
         self.ema_decay, self.ema_decay_late, self.total_steps = ema_decay, ema_decay_late, total_steps

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 
 from mtlib import seeds
-from mtlib.config import TrainConfig
+from mtlib.config import Config, TrainConfig
 from mtlib.model.multitask import MultitaskModel
 from mtlib.tasks import TASKS
-from mtlib.training.combiners import get_combiner
+from mtlib.training.combiners import build_combiner
 from mtlib.training.gradients import param_segments, point_grads
 from mtlib.training.precision import autocast
 from mtlib.training.smart import Smart
@@ -40,19 +40,21 @@ class Stepper:
     Heads and PALs are task-specific: they keep their own task's gradient untouched.
     """
 
-    def __init__(self, t: TrainConfig, model: MultitaskModel, optimizer, scaler, streams, sampler,
+    def __init__(self, cfg: Config, model: MultitaskModel, optimizer, scaler, streams, sampler,
                  sizes: dict[str, int], device: torch.device, amp: str):
+        t, methods = cfg.train, cfg.methods
         self.t, self.model, self.optimizer, self.scaler = t, model, optimizer, scaler
         self.streams, self.sampler, self.sizes, self.device, self.amp = streams, sampler, sizes, device, amp
-        self.rule = UPDATES[t.update]
-        self.combiner = get_combiner(t.combiner, **t.combiner_args)
+        self.plan, self.apart = UPDATES[t.update], methods.combiner.needs_task_gradients
+        self.combiner = build_combiner(methods.combiner)
         named = [(n, p) for n, p in model.encoder.named_parameters() if p.requires_grad]
         self.shared = [p for _, p in named]
-        self.segments = param_segments(named, t.granularity)
+        self.segments = param_segments(named, methods.per_layer)
         self.task_index = {task: i for i, task in enumerate(t.tasks)}
         self.combiner_state = self.combiner.init_state(len(t.tasks), len(self.segments))
         total = t.epochs * updates_per_epoch(t)
-        self.smart = Smart(model, **{"total_steps": total, **t.smart_args}) if t.smart else None
+        smart = methods.smart
+        self.smart = Smart(model, **{**smart.knobs(), "total_steps": smart.total_steps or total}) if smart else None
         self.batch_counts: dict[str, int] = {}
         self.counts_epoch = 0
         self.grads: torch.Tensor | None = None     # (tasks, params), when the combiner needs them apart
@@ -72,10 +74,10 @@ class Stepper:
         generator = seeds.generator(seeds.counter_seed(self.t.seed, update))
         ctx = PlanContext(self.sampler, epoch, self.t.epochs, self.sizes, self.t.accumulation, self.t.group_size,
                           generator, self.batch_counts)
-        apart = self.combiner.needs_task_gradients
+        apart = self.apart
         if apart:
             self._zero_task_gradients()
-        examples, tokens = self._backward(self.rule.plan(ctx), apart)
+        examples, tokens = self._backward(self.plan(ctx), apart)
         if apart:
             self._combine(generator)
         if self.t.max_grad_norm:

@@ -3,10 +3,10 @@
 An update rule's ``plan`` is a function of :class:`PlanContext` returning a list of
 ``(task, weight)`` pairs: one training batch of ``task`` is drawn per pair and its loss is
 multiplied by ``weight``. How the per-task gradients are then combined (summed, PCGrad,
-GradVac) is the combiner's business (:mod:`mtlib.training.combiners`). Each entry of
-``UPDATES`` also declares what the loop needs to know about it: the micro-batches one update
-consumes, whether every task has a batch in every update (so per-task gradients exist),
-and any constraint on the config.
+GradVac) is the combiner's business (:mod:`mtlib.training.combiners`). What the loop needs
+to know about a rule (the micro-batches one update consumes, whether every task has a batch
+in every update, its constraints on the config) is in its settings,
+:class:`mtlib.settings.UpdateSettings`.
 
 The Gradient Compromise (Pritsky, Somerville and Huynh 2023, the report's own method) lives
 here whole: its task groups, its loss weights 1 / N_i^beta with the beta schedule, and the
@@ -14,11 +14,11 @@ public reference code's variant of the weights.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from mtlib.settings import update_settings
 from mtlib.training.samplers import TaskSampler, annealed, annealed_alpha
 
 
@@ -159,40 +159,18 @@ def compromise_then_sampled(ctx: PlanContext) -> list[tuple[str, float]]:
 
 # ---------------------------------------------------------------------------- registry
 
-
-def _group_holds_every_task(t) -> str | None:
-    if t.group_size < len(t.tasks):
-        return f"train.group_size: must be >= the number of tasks ({len(t.tasks)})"
-    return None
-
-
-@dataclass(frozen=True)
-class UpdateRule:
-    plan: Callable[[PlanContext], list[tuple[str, float]]]
-    batches: Callable[[object], int]  # micro-batches one update consumes, from a TrainConfig
-    per_task: bool                    # every task has a batch in every update: per-task gradients exist
-    check: Callable[[object], str | None] = lambda t: None  # a problem with a TrainConfig, or None
-
-
-UPDATES = {
-    "sampled": UpdateRule(sampled, lambda t: t.accumulation, per_task=False),
-    "each_task": UpdateRule(each_task, lambda t: len(t.tasks) * t.accumulation, per_task=True),
-    "compromise": UpdateRule(compromise, lambda t: t.group_size, per_task=True, check=_group_holds_every_task),
-    "compromise_reference": UpdateRule(compromise_reference, lambda t: t.group_size, per_task=True,
-                                       check=_group_holds_every_task),
-    "compromise_then_sampled": UpdateRule(compromise_then_sampled, lambda t: t.group_size, per_task=True,
-                                          check=_group_holds_every_task),
+UPDATES = {  # train.update -> plan; each rule's batches and constraints: mtlib.settings.UpdateSettings
+    "sampled": sampled,
+    "each_task": each_task,
+    "compromise": compromise,
+    "compromise_reference": compromise_reference,
+    "compromise_then_sampled": compromise_then_sampled,
 }
-
-
-def batches_per_update(t) -> int:
-    """Micro-batches one update consumes under ``t`` (a TrainConfig)."""
-    return UPDATES[t.update].batches(t)
 
 
 def updates_per_epoch(t) -> int:
     """Updates per epoch, so that every update rule sees ``batches_per_epoch`` batches."""
-    return max(1, round(t.batches_per_epoch / batches_per_update(t)))
+    return max(1, round(t.batches_per_epoch / update_settings(t).batches))
 
 
 def evaluation_interval(t) -> int:
@@ -201,4 +179,4 @@ def evaluation_interval(t) -> int:
     numbers of examples seen; once per epoch when ``eval_every`` is None."""
     if t.eval_every is None:
         return updates_per_epoch(t)
-    return max(1, round(t.eval_every / batches_per_update(t)))
+    return max(1, round(t.eval_every / update_settings(t).batches))
