@@ -182,8 +182,8 @@ class Variant:
                                        multiple=multiple, max_length=cfg.backbone.max_length) for task in t.tasks}
         sizes = {task: len(data[task]) for task in t.tasks}
         cpu = torch.device("cpu")
-        self.stepper = RecordingStepper(cfg, model, optimizer, grad_scaler(t.amp, cpu), streams,
-                                        TaskSampler(t.sampler, sizes, t.epochs, t.seed), sizes, cpu, t.amp)
+        self.stepper = RecordingStepper(dataclasses.replace(cfg, train=t), model, optimizer, grad_scaler(t.amp, cpu),
+                                        streams, TaskSampler(t.sampler, sizes, t.epochs, t.seed), sizes, cpu, t.amp)
         self.t, self.per_epoch = t, updates_per_epoch(t)
         torch.manual_seed(t.seed)
         self.rng = torch.get_rng_state()
