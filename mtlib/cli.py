@@ -15,8 +15,9 @@ import traceback
 import warnings
 from pathlib import Path
 
-from mtlib.config import ConfigError, load_config
-from mtlib.errors import BackboneError, CheckpointError, DataError, DeviceError, OutputError, RunFolderError
+from mtlib.config import load_config
+from mtlib.errors import (BackboneError, CheckpointError, ConfigError, DataError, DeviceError, OutputError,
+                          RunFolderError)
 from mtlib.tasks import TASK_NAMES
 
 HELP = __doc__

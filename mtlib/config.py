@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from mtlib.settings import ConfigError, Methods, choose, resolve  # ConfigError: mtlib.config's error too
+from mtlib.errors import ConfigError
+from mtlib.settings import Methods, choose, resolve
 from mtlib.tasks import TASK_NAMES
 
 TOP_LEVEL_KEYS = ("profile", "seeds", "base", "profiles", "experiments", "pipeline")

@@ -2,9 +2,12 @@
 imports nothing: the modules that raise them need torch, pandas or transformers (seconds to
 import), and the command line must name them without those for ``mtlib --help`` and a
 settings error to answer at once. Each is re-exported by the module that raises it
-(``from mtlib.data.files import DataError`` works); ConfigError stays in mtlib.config,
-which is torch-free itself.
+(``from mtlib.data.files import DataError`` works, and ``from mtlib.config import ConfigError``).
 """
+
+
+class ConfigError(ValueError):
+    """A params.yaml or override problem; the message names the key path."""
 
 
 class DataError(ValueError):

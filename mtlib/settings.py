@@ -18,11 +18,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
+from mtlib.errors import ConfigError
 from mtlib.tasks import TASK_NAMES, TASKS
-
-
-class ConfigError(ValueError):
-    """A params.yaml or override problem; the message names the key path."""
 
 
 def check(ok: bool, key: str, problem: str) -> None:
