@@ -14,7 +14,7 @@ from mtlib.training.updates import UPDATES
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mtlib"
 # Foundation (every layer may use it), then the layers, bottom up, then the command line.
-RANKS = {"tasks": 0, "config": 0, "io": 0, "seeds": 0, "data": 1, "model": 2, "training": 3, "study": 4,
+RANKS = {"tasks": 0, "config": 0, "io": 0, "seeds": 0, "record": 0, "data": 1, "model": 2, "training": 3, "study": 4,
          "cli": 5, "__main__": 5, "__init__": 5}
 REGISTRIES = {  # registry -> the module that owns it (the only place its keys may be compared)
     "SAMPLERS": (SAMPLERS, "mtlib.training.samplers"), "UPDATES": (UPDATES, "mtlib.training.updates"),
@@ -132,3 +132,28 @@ def test_every_module_has_a_test_file_of_its_own():
     leaves = {m.split(".")[-1] for m in MODULES if m.split(".")[-1] not in ("mtlib", "__main__")}
     leaves -= {m.split(".")[-1] for m in MODULES if any(o.startswith(m + ".") for o in MODULES)}  # packages
     assert sorted(name for name in leaves if not (tests / f"test_{name}.py").exists()) == []
+
+
+# ---------------------------------------------------------------------------------------
+# One place per concept (grep-level)
+
+NOTEBOOKS = sorted((PACKAGE.parent / "notebooks").glob("*.py"))
+
+
+def _sources() -> dict[str, str]:
+    return {str(p.relative_to(PACKAGE.parent)): p.read_text() for p in [*PACKAGE.rglob("*.py"), *NOTEBOOKS]}
+
+
+def test_the_validation_curve_is_never_called_dev():
+    assert [name for name, text in _sources().items() if "dev_mean" in text] == []
+
+
+def test_one_reader_of_a_run_config():
+    """A run's config.yaml is read by mtlib.training.runs.read_run_config only (typed and checked)."""
+    readers = [name for name, text in _sources().items()
+               if "config.yaml" in text and "yaml.safe_load" in text and name != "mtlib/training/runs.py"]
+    assert readers == []
+
+
+def test_one_parser_of_run_folder_names():
+    assert [name for name, text in _sources().items() if r"seed(\d+)" in text] == ["mtlib/record.py"]

@@ -7,7 +7,7 @@ import torch
 
 from mtlib.model.multitask import MultitaskModel
 from mtlib.training.loop import learning_rate, train
-from mtlib.training.provenance import describe_machine
+from mtlib.training.precision import describe_machine
 from tests.helpers import crash_on_evaluation, smoke_config
 
 

@@ -9,7 +9,6 @@ defaults a profile uses, on the validation split, never on dev.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 
@@ -19,7 +18,7 @@ from mtlib.model.backbone import load_tokenizer
 from mtlib.model.multitask import build_model
 from mtlib.tasks import metric_key
 from mtlib.training.precision import resolve_amp, resolve_device
-from mtlib.training.pretrain import pretrain_heads
+from mtlib.training.pretrain import HeadPretraining, pretrain_heads
 
 
 def frozen_scores(cfg: Config, data_dir=None) -> dict:
@@ -31,13 +30,9 @@ def frozen_scores(cfg: Config, data_dir=None) -> dict:
     tokenizer = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tokenizer, data_dir, splits=("train", "validation"))
     model = build_model(cfg).to(device)
-    history = pretrain_heads(model, {k: data["train"][k] for k in t.tasks}, data["validation"], seed=t.seed,
-                             batch_size={k: t.batch_size[k] for k in t.tasks}, device=device,
-                             amp=resolve_amp(t.amp, device), pad_id=tokenizer.pad_token_id,
-                             eval_batch_size=t.eval_batch_size, bucketing=cfg.data.bucketing,
-                             cache_dir=Path(cfg.data.cache_dir) / "features",
-                             selection="individual" if t.pretrain_heads == "none" else t.pretrain_heads,
-                             **t.pretrain_args)
+    how = HeadPretraining.for_run(cfg, device, resolve_amp(t.amp, device), tokenizer.pad_token_id,
+                                  "individual" if t.pretrain_heads == "none" else t.pretrain_heads)
+    history = pretrain_heads(model, {k: data["train"][k] for k in t.tasks}, data["validation"], how)
     kept = {task: next(row for row in rows if row["kept"]) for task, rows in history.items()}
     scores = {metric_key(task): row[metric_key(task)] for task, row in kept.items()}
     return {**scores, "mean": sum(scores.values()) / len(scores),

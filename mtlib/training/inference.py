@@ -1,8 +1,6 @@
 """Using a finished run: re-score its best checkpoint, or predict any file in the course layout."""
 from __future__ import annotations
 
-import json
-
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from mtlib.data.prepare import prepare_data
 from mtlib.io import atomic_path, check_output, write_csv, write_json
 from mtlib.model.backbone import check_max_length, load_tokenizer
 from mtlib.model.multitask import build_model
+from mtlib.record import RunRecord
 from mtlib.tasks import TASKS, metric_key
 from mtlib.training import runs
 from mtlib.training.adjust import load_adjustment
@@ -29,7 +28,7 @@ CHUNK_ROWS = 10_000  # rows predicted at a time: memory does not grow with the i
 
 def _trained_nothing(run_dir: Path) -> bool:
     metrics = run_dir / "metrics.json"
-    return metrics.exists() and json.loads(metrics.read_text()).get("updates") == 0
+    return metrics.exists() and RunRecord.read(metrics).updates == 0
 
 
 def load_run(run_dir: str | Path, device: str | None = None):

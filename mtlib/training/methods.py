@@ -16,7 +16,7 @@ from mtlib.model.heads import HEADS
 from mtlib.model.pal import add_pals
 from mtlib.tasks import TASK_NAMES
 from mtlib.training.combiners import COMBINERS
-from mtlib.training.pretrain import pretrain_heads
+from mtlib.training.pretrain import HeadPretraining
 from mtlib.training.samplers import SAMPLERS
 from mtlib.training.smart import Smart
 from mtlib.training.updates import UPDATES
@@ -25,8 +25,7 @@ from mtlib.training.updates import UPDATES
 _SET_BY_THE_RUN = {
     "pal_args": {"bert", "tasks", "seed"},
     "smart_args": {"model"},
-    "pretrain_args": {"model", "train", "validation", "batch_size", "seed", "cache_dir", "device", "amp", "pad_id",
-                      "eval_batch_size", "bucketing", "cache", "progress", "selection"},
+    "pretrain_args": HeadPretraining.SET_BY_THE_RUN,
 }
 
 
@@ -63,4 +62,4 @@ def check(cfg: Config, where: str = "config") -> None:
     check_knobs(combiner, t.combiner_args, f"{where}.train.combiner_args")
     check_knobs(Smart, t.smart_args, f"{where}.train.smart_args", _SET_BY_THE_RUN["smart_args"])
     check_knobs(add_pals, m.pal_args, f"{where}.model.pal_args", _SET_BY_THE_RUN["pal_args"])
-    check_knobs(pretrain_heads, t.pretrain_args, f"{where}.train.pretrain_args", _SET_BY_THE_RUN["pretrain_args"])
+    check_knobs(HeadPretraining, t.pretrain_args, f"{where}.train.pretrain_args", _SET_BY_THE_RUN["pretrain_args"])

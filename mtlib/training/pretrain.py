@@ -42,6 +42,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mtlib import seeds
+from mtlib.config import Config
 from mtlib.data.encode import EncodedSplit, collate, epoch_batches, eval_batches
 from mtlib.training.evaluate import score
 from mtlib.training.precision import autocast, torch_threads
@@ -103,7 +105,7 @@ class CachedFeatures:
 
 
 class EncoderFeatures:
-    """The uncached alternative: runs the encoder on every batch (``pretrain_heads(cache=False)``).
+    """The uncached alternative: runs the encoder on every batch (``HeadPretraining(cache=False)``).
 
     Its output is rounded as :class:`CachedFeatures` stores it, so the two agree. The model
     must be in eval mode, as :func:`pretrain_heads` puts it."""
@@ -391,45 +393,77 @@ def feature_sources(model, splits: list[EncodedSplit], token_level: bool, eval_b
     return [EncoderFeatures(model, s, pad_id, device, amp, token_level) for s in splits]
 
 
-def pretrain_heads(model, train: dict[str, EncodedSplit], validation: dict[str, EncodedSplit], lr: float = 1e-3,
-                   epochs: int = 25, patience: int | None = 3, batch_size: int | dict = 32, seed: int = 0,
-                   cache_dir: str | Path | None = None, device: torch.device | str = "cpu", amp: str = "none",
-                   pad_id: int = 0, eval_batch_size: int = 128, weight_decay: float = 0.0,
-                   bucketing: bool = True, cache: bool = True, progress: bool = False,
-                   selection: str = "individual", max_examples: int | None = None) -> dict[str, list[dict]]:
-    """Train the heads of ``train``'s tasks with the encoder frozen (module docstring).
+@dataclass(frozen=True)
+class HeadPretraining:
+    """How the heads pretrain: the knobs of ``train.pretrain_args`` (lr to max_examples), then
+    what the run decides (:data:`SET_BY_THE_RUN`, from :meth:`for_run`).
 
-    Per task: AdamW(``lr``, ``weight_decay``) on the head's parameters, up to ``epochs``
-    shuffled passes (mini-batches of ``batch_size`` — an int or ``{task: int}``), the
-    validation metric after every pass, ``patience`` passes without improvement to stop
-    (None: never), weights kept at the epoch ``selection`` picks. ``max_examples``: train
-    each head on at most that many examples, a fixed sample (:data:`SAMPLE_SEED`), so that
-    every seed reads the same cached features.
-    ``cache=False`` runs the encoder on every batch instead of once. The encoder and the
-    global RNG states are left as they were.
+    AdamW(``lr``, ``weight_decay``) on each head, up to ``epochs`` shuffled passes of
+    ``batch_size`` (an int or ``{task: int}``), the validation metric after every pass,
+    ``patience`` passes without improvement to stop (None: never), weights kept at the epoch
+    ``selection`` picks (:data:`SELECTIONS`). ``max_examples``: each head trains on at most
+    that many examples, a fixed sample (:data:`SAMPLE_SEED`), so that every seed reads the
+    same cached features. ``cache=False`` runs the encoder on every batch instead of once;
+    features are cached on disk in ``cache_dir`` when it is given."""
+
+    lr: float = 1e-3
+    epochs: int = 25
+    patience: int | None = 3
+    weight_decay: float = 0.0
+    max_examples: int | None = None
+    cache: bool = True
+    selection: str = "individual"
+    seed: int = 0
+    batch_size: int | dict = 32
+    eval_batch_size: int = 128
+    bucketing: bool = True
+    device: torch.device = torch.device("cpu")
+    amp: str = "none"
+    pad_id: int = 0
+    cache_dir: Path | None = None
+    progress: bool = False
+
+    SET_BY_THE_RUN: ClassVar[frozenset] = frozenset({"cache", "selection", "seed", "batch_size", "eval_batch_size",
+                                                     "bucketing", "device", "amp", "pad_id", "cache_dir", "progress"})
+
+    @classmethod
+    def for_run(cls, cfg: Config, device: torch.device, amp: str, pad_id: int, selection: str,
+                progress: bool = False) -> "HeadPretraining":
+        """The settings of ``cfg``'s heads: its pretrain_args, seed, batch sizes and caches."""
+        t = cfg.train
+        return cls(**t.pretrain_args, selection=selection, seed=t.seed,
+                   batch_size={task: t.batch_size[task] for task in t.tasks}, eval_batch_size=t.eval_batch_size,
+                   bucketing=cfg.data.bucketing, device=device, amp=amp, pad_id=pad_id,
+                   cache_dir=Path(cfg.data.cache_dir) / "features", progress=progress)
+
+
+def pretrain_heads(model, train: dict[str, EncodedSplit], validation: dict[str, EncodedSplit],
+                   how: HeadPretraining = HeadPretraining()) -> dict[str, list[dict]]:
+    """Train the heads of ``train``'s tasks with the encoder frozen (module docstring), as
+    ``how`` says. The encoder and the global RNG states are left as they were.
 
     Returns ``{task: [{'epoch', 'loss', '<task>/<metric>', 'kept', 'seconds'}, ...]}``;
     ``seconds`` of the first row includes encoding (or loading) the features.
     """
-    device = torch.device(device)
+    device = torch.device(how.device)
     was_training = model.training
     model.eval()  # encoder (and PALs) without dropout; each head switches itself to train mode
-    fingerprint = encoder_fingerprint(model) if cache and cache_dir is not None else None
+    fingerprint = encoder_fingerprint(model) if how.cache and how.cache_dir is not None else None
     trainers, started = {}, time.perf_counter()
     for task, split in train.items():
         head = model.heads[task]
-        split = pretraining_sample(split, max_examples)
-        sources = feature_sources(model, [split, validation[task]], needs_tokens(head), eval_batch_size, pad_id,
-                                  device, amp, cache, cache_dir, fingerprint)
-        size = batch_size if isinstance(batch_size, int) else batch_size[task]
-        trainers[task] = HeadTrainer(head, split, validation[task], sources, size, seed, lr, weight_decay,
-                                     bucketing, eval_batch_size, device, amp)
+        split = pretraining_sample(split, how.max_examples)
+        sources = feature_sources(model, [split, validation[task]], needs_tokens(head), how.eval_batch_size,
+                                  how.pad_id, device, how.amp, how.cache, how.cache_dir, fingerprint)
+        size = how.batch_size if isinstance(how.batch_size, int) else how.batch_size[task]
+        trainers[task] = HeadTrainer(head, split, validation[task], sources, size, how.seed, how.lr,
+                                     how.weight_decay, how.bucketing, how.eval_batch_size, device, how.amp)
     setup = time.perf_counter() - started
     # A head's batches are far too small for a second thread, which only waits for hand-offs:
     # on a busy 2-core EPYC an AdvancedModel run with 2 threads spent 342 s pretraining its
     # heads against 195 s of training (benchmarks/bench_overhead.py). Heads train on one.
     with torch_threads(1):
-        history = train_heads(trainers, epochs, patience, selection, progress)
+        history = train_heads(trainers, how.epochs, how.patience, how.selection, how.progress)
     for rows in history.values():
         for row in rows:
             row["seconds"] = setup if row["epoch"] == 1 else 0.0
