@@ -49,7 +49,8 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto wi
 
 from IPython.display import Markdown, display
 
-from mtlib.study.finetuning import describe_setup, plot_validation_curves, seed_jobs, train_seeds
+from mtlib.study.finetuning import (describe_setup, plot_validation_curves, run_summary, seed_jobs, seeds_table,
+                                    train_seeds)
 
 jobs = seed_jobs(params, experiment, profile, seeds, runs_dir)
 seeds = [job.cfg.train.seed for job in jobs]
@@ -58,9 +59,9 @@ seeds = [job.cfg.train.seed for job in jobs]
 Markdown(describe_setup(jobs[0].cfg, seeds))
 
 # %%
-runs = train_seeds(jobs, workers, metrics_dir, curves_dir)
-summaries = runs.summaries
-runs.table.round(4)
+records = train_seeds(jobs, workers, metrics_dir, curves_dir)
+summaries = [run_summary(record) for record in records]
+seeds_table(records).round(4)
 
 # %% tags=["hide-input"]
 Markdown(
@@ -79,6 +80,6 @@ Markdown(
 # evaluation; dev is scored once per run, with the selected weights.
 
 # %% tags=["hide-input"]
-if plot_validation_curves(runs) is None:
+if plot_validation_curves(jobs, summaries[0]["curve_metric"]) is None:
     display(Markdown("This experiment does not fine-tune (the random predictor, the heads alone): "
                      "it has no learning curve."))

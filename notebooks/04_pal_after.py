@@ -58,7 +58,8 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto wi
 from IPython.display import Markdown, display
 
 from mtlib.record import RunRecord
-from mtlib.study.finetuning import describe_setup, plot_validation_curves, run_summary, seed_jobs, train_seeds
+from mtlib.study.finetuning import (describe_setup, plot_validation_curves, run_summary, seed_jobs, seeds_table,
+                                    train_seeds)
 
 jobs = seed_jobs(params, experiment, profile, seeds, runs_dir)
 seeds = [job.cfg.train.seed for job in jobs]
@@ -79,9 +80,9 @@ Markdown(
     f"{m.pal_args['num_heads'] * m.pal_args['head_dim']}; SST adjustment matrix: {t.sst_adjustment}.")
 
 # %%
-runs = train_seeds(jobs, workers, metrics_dir, curves_dir)
-summaries = runs.summaries
-runs.table.round(4)
+records = train_seeds(jobs, workers, metrics_dir, curves_dir)
+summaries = [run_summary(record) for record in records]
+seeds_table(records).round(4)
 
 # %% tags=["hide-input"]
 Markdown(
@@ -100,5 +101,5 @@ Markdown(
 # evaluation; dev is scored once per run, with the selected weights.
 
 # %% tags=["hide-input"]
-if plot_validation_curves(runs) is None:
+if plot_validation_curves(jobs, summaries[0]["curve_metric"]) is None:
     display(Markdown("This experiment does not train: it has no learning curve."))

@@ -51,8 +51,7 @@ from IPython.display import Markdown, display
 
 from mtlib.config import load_config, resolve_seeds, with_overrides
 from mtlib.study import plotting
-from mtlib.record import RunRecord
-from mtlib.study.finetuning import run_history
+from mtlib.record import RunRecord, read_history
 from mtlib.training.sweep import Job, train_many
 
 seeds = resolve_seeds(seeds, params)
@@ -74,7 +73,7 @@ for experiment, factor in settings:
 records = [RunRecord.from_json(content) for content in train_many(jobs, workers)]
 
 # %%
-history = pd.concat([run_history(job.out_dir).assign(experiment=names[job.out_dir]) for job in jobs],
+history = pd.concat([read_history(job.out_dir).assign(experiment=names[job.out_dir]) for job in jobs],
                     ignore_index=True)
 final = pd.DataFrame([{"experiment": names[job.out_dir], "seed": r.seed, "dev mean": r.dev["mean"],
                        "best validation mean": r.validation["mean"]} for job, r in zip(jobs, records)])

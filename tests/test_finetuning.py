@@ -41,7 +41,8 @@ def test_export_runs_flattens_metrics_and_curves_of_every_seed(tmp_path):
 def test_curves_of_single_task_and_untrained_runs(tmp_path):
     single = _run(tmp_path / "single", {"sts/pearson": 0.5},
                   pd.DataFrame({"update": [1], "epoch": [1], "examples": [8], "sts/pearson": [0.5]}))
-    assert finetuning.run_curve(single)["validation_mean"].tolist() == [0.5]
+    finetuning.export_runs({1: single}, tmp_path / "s.json", tmp_path / "s.csv")
+    assert pd.read_csv(tmp_path / "s.csv")["validation_mean"].tolist() == [0.5]
     untrained = _run(tmp_path / "random", {"sst/acc": 0.2})
     finetuning.export_runs({1: untrained}, tmp_path / "r.json", tmp_path / "r.csv")
     assert (tmp_path / "r.csv").read_text().strip() == "seed,update,epoch,examples,validation_mean"
@@ -68,16 +69,5 @@ def test_run_summary_for_multitask_single_task_and_random_runs():
     assert single["dev_score"] == pytest.approx(0.6) and single["curve_metric"] == "sts/pearson"
     random = finetuning.run_summary(RunRecord(dev={"sst/acc": 0.2}, updates=0, train_seconds=0.0))
     assert math.isnan(random["examples_per_second"]) and random["params_total"] == 0
-    table = finetuning.metrics_table(RunRecord(dev={"sst/acc": 0.5}, test={"sst/acc": 0.4}, updates=3))
-    assert table.index.tolist() == ["dev", "test"] and table.loc["test", "sst/acc"] == 0.4
-
-
-def test_run_history_reads_identity_from_the_folder(tmp_path):
-    run = tmp_path / "hidden" / "seed2"
-    run.mkdir(parents=True)
-    assert finetuning.run_history(run).empty
-    pd.DataFrame({"examples": [10, 20], "mean": [0.3, 0.4]}).to_csv(run / "history.csv", index=False)
-    history = finetuning.run_history(run)
-    assert history["experiment"].unique().tolist() == ["hidden"] and history["seed"].unique().tolist() == [2]
-
-
+    assert finetuning.run_scores(RunRecord(dev={"sst/acc": 0.5}, test={"sst/acc": 0.4}, updates=3, params={"a": 1})) == {
+        "dev": {"sst/acc": 0.5}, "test": {"sst/acc": 0.4}, "updates": 3}

@@ -205,8 +205,8 @@ def test_joint_heads_equal_each_head_trained_alone_for_the_jointly_chosen_epoch(
         alone = build_model(cfg)
         sources = pretrain.feature_sources(alone, [data["train"][task], data["validation"][task]], False, 128, pad_id,
                                            torch.device("cpu"), "none")
-        trainer = pretrain.HeadTrainer(alone.heads[task], data["train"][task], data["validation"][task], sources, 8, 0,
-                                       3e-3, 0.0, True, 128, torch.device("cpu"), "none")
+        trainer = pretrain.HeadTrainer(alone.heads[task], data["train"][task], data["validation"][task], sources, 8,
+                                       HeadPretraining(lr=3e-3, seed=0))
         alone.eval()
         rows = [trainer.epoch() for _ in range(epoch)]
         assert [r[metric_key(task)] for r in rows] == [r[metric_key(task)] for r in history[task][:epoch]]

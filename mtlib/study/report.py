@@ -37,7 +37,7 @@ import pandas as pd
 
 from mtlib.data.files import file_name, find_data_dir, read_task_file
 from mtlib.io import write_csv, write_text
-from mtlib.record import RecordError, RunRecord, folder_seed
+from mtlib.record import RecordError, RunRecord, folder_seed, read_history
 from mtlib.study.stats import (REPLICATES, Interval, Replicates, interval, minimal_detectable_effect, pooled_sd,
                                replicate_scores, t_half_width)
 from mtlib.tasks import TASK_NAMES, TASKS, metric_key
@@ -179,25 +179,9 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
 
 
 def collect_histories(root: str | Path) -> pd.DataFrame:
-    """Every history.csv under ``root`` in long form: ``experiment``, ``seed``, then its columns.
-
-    Experiment and seed come from the folder layout ``<experiment>/seed<k>/history.csv``.
-    """
-    root = Path(root)
-    frames = []
-    for path in _run_files(root, "history.csv"):
-        seed = folder_seed(path.parent)
-        if seed is None:
-            raise ValueError(f"{path}: not inside a seed<k> folder")
-        try:
-            frame = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path}: malformed history.csv: {error}") from error
-        frames.append(frame.assign(experiment=path.parent.parent.name, seed=seed))
-    if not frames:
-        return pd.DataFrame(columns=["experiment", "seed"])
-    long = pd.concat(frames, ignore_index=True)
-    return long[["experiment", "seed", *[c for c in long.columns if c not in ("experiment", "seed")]]]
+    """Every history.csv under ``root`` (mtlib.record.read_history) in one long frame."""
+    frames = [read_history(path.parent) for path in _run_files(Path(root), "history.csv")]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["experiment", "seed"])
 
 
 # ---------------------------------------------------------------------------------------

@@ -52,12 +52,13 @@ from mtlib.training.updates import evaluation_interval, updates_per_epoch
 
 @dataclass(frozen=True)
 class Experiment:
-    """One run's inputs, checked and prepared before its folder is touched: the config as
-    run (``train.amp`` resolved for this machine), the tokenizer, the device, and the data,
+    """One run, assembled before its folder is touched: the config as run (``train.amp``
+    resolved for this machine), the folder's paths, the tokenizer, the device and the data,
     prepared ONCE: ``{"train"/"validation"/"dev" (and "test", when the profile predicts the
     test-student files): {task: split}}``, every split but train cut to the trained tasks."""
 
     cfg: Config
+    folder: RunFolder
     tokenizer: object
     device: torch.device
     data: dict[str, dict[str, EncodedSplit]]
@@ -72,21 +73,18 @@ class Experiment:
         return self.tokenizer.pad_token_id
 
     @property
+    def eval_args(self) -> tuple:
+        """How every split is scored: (eval batch size, pad id, device, precision)."""
+        return self.cfg.train.eval_batch_size, self.pad_id, self.device, self.amp
+
+    @property
     def scored(self) -> dict[str, dict[str, EncodedSplit]]:
         """The splits scored once at the end: dev, and test where predicted."""
         return {split: self.data[split] for split in ("dev", "test") if split in self.data}
 
-
-@dataclass(frozen=True)
-class Training:
-    """What fine-tuning updates: the model and everything its Stepper draws on."""
-
-    model: MultitaskModel
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    streams: dict[str, BatchStream]
-    sampler: TaskSampler
-    stepper: Stepper
+    def write_predictions(self, split: str, encoded: dict[str, EncodedSplit], predictions: dict) -> None:
+        for task, values in predictions.items():
+            write_csv(self.folder.predictions(task, split), prediction_frame(encoded[task], values))
 
 
 def learning_rate(update: int, cfg: TrainConfig) -> float:
@@ -112,7 +110,7 @@ def as_run(cfg: Config) -> tuple[Config, torch.device]:
     return cfg, device
 
 
-def build_experiment(cfg: Config, device: torch.device, data_dir=None) -> Experiment:
+def build_experiment(cfg: Config, device: torch.device, out_dir: str | Path, data_dir=None) -> Experiment:
     """The run's tokenizer and data (``cfg`` as :func:`as_run` returns it), seeded first."""
     t = cfg.train
     seeds.seed_everything(t.seed)
@@ -125,7 +123,7 @@ def build_experiment(cfg: Config, device: torch.device, data_dir=None) -> Experi
             data[name] = {task: encoded for task, encoded in prepared[split].items() if task in t.tasks}
     counts.update({split: {task: len(encoded) for task, encoded in data[split].items()}
                    for split in ("validation", "dev")})
-    return Experiment(cfg, tokenizer, device, data, counts)
+    return Experiment(cfg, RunFolder(Path(out_dir)), tokenizer, device, data, counts)
 
 
 def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
@@ -138,43 +136,43 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
     method = methods.lookup(METHODS, cfg.train.method, "train.method")
     cfg, device = as_run(cfg)
     runs.check_folder(Path(out_dir), cfg, resume, overwrite)  # again under the lock; here it fails fast
-    experiment = build_experiment(cfg, device, data_dir)
+    experiment = build_experiment(cfg, device, out_dir, data_dir)
     options = {"resume": resume, "progress": progress}
-    with runs.claim(Path(out_dir), cfg, resume, overwrite) as folder:
-        return method.run(experiment, folder, **{name: options[name] for name in method.options})
+    with runs.claim(Path(out_dir), cfg, resume, overwrite):
+        return method.run(experiment, **{name: options[name] for name in method.options})
 
 
-def finetune(experiment: Experiment, folder: RunFolder, resume: bool, progress: bool) -> dict:
+def finetune(experiment: Experiment, resume: bool, progress: bool) -> dict:
     """Build the model (heads pretrained first if asked), then update and evaluate until done."""
     cfg, t = experiment.cfg, experiment.cfg.train
-    resuming = resume and checkpoint_exists(folder.last)
-    run = build_training(experiment, folder, pretrain=t.pretrain_heads != "none" and not resuming, progress=progress)
+    resuming = resume and checkpoint_exists(experiment.folder.last)
+    stepper = build_training(experiment, pretrain=t.pretrain_heads != "none" and not resuming, progress=progress)
     state = RunState()
     if resuming:
-        state = _restore(run, folder, cfg)
-    elif resume and folder.metrics.exists():
-        raise FileExistsError(f"{folder.path}: the run is complete (metrics.json exists); nothing to resume")
+        state = _restore(stepper, experiment)
+    elif resume and experiment.folder.metrics.exists():
+        raise FileExistsError(f"{experiment.folder.path}: the run is complete (metrics.json exists); nothing to resume")
     per_epoch = updates_per_epoch(t)
     total, eval_every = t.epochs * per_epoch, evaluation_interval(t)
     bar = tqdm(total=total, initial=state.update, disable=not progress, desc=cfg.experiment, mininterval=5)
-    run.model.train()
+    stepper.model.train()
     while state.update < total and not state.stopped_early:
         started, epoch = time.perf_counter(), state.update // per_epoch + 1
-        for group in run.optimizer.param_groups:
+        for group in stepper.optimizer.param_groups:
             group["lr"] = learning_rate(state.update, t)
-        examples, tokens = run.stepper.step(state.update, epoch)
+        examples, tokens = stepper.step(state.update, epoch)
         state.examples, state.tokens, state.update = state.examples + examples, state.tokens + tokens, state.update + 1
         state.train_seconds += time.perf_counter() - started
         bar.update(1)
         if state.update % eval_every == 0 or state.update == total:
-            _evaluate_and_checkpoint(experiment, run, folder, state, epoch)
+            _evaluate_and_checkpoint(experiment, stepper, state, epoch)
     bar.close()
-    return finish_run(experiment, run.model, folder, state)
+    return finish_run(experiment, stepper.model, state)
 
 
-def build_training(experiment: Experiment, folder: RunFolder, pretrain: bool, progress: bool) -> Training:
-    """The model (from ``init_from`` when set, PALs added, heads pretrained when asked), its
-    optimiser, the batch streams, the sampler and the Stepper."""
+def build_training(experiment: Experiment, pretrain: bool, progress: bool) -> Stepper:
+    """The Stepper and all it updates and draws on: the model (from ``init_from`` when set,
+    PALs added, heads pretrained when asked), its optimiser, the batch streams, the sampler."""
     cfg, t, device = experiment.cfg, experiment.cfg.train, experiment.device
     model = build_model(cfg, with_pals=False)
     if t.init_from:
@@ -183,15 +181,14 @@ def build_training(experiment: Experiment, folder: RunFolder, pretrain: bool, pr
         add_task_pals(model, cfg)
     model = model.to(device)
     if pretrain:
-        _pretrain_heads(experiment, model, folder, progress)
+        _pretrain_heads(experiment, model, progress)
     optimizer, scaler = adamw(model, t), grad_scaler(experiment.amp, device)
     train_data = experiment.data["train"]
     streams = {task: BatchStream(train_data[task], t.batch_size[task], t.seed, experiment.pad_id, cfg.data.bucketing)
                for task in t.tasks}
     sizes = {task: len(train_data[task]) for task in t.tasks}
     sampler = TaskSampler(t.sampler, sizes, t.epochs, t.seed)
-    stepper = Stepper(t, model, optimizer, scaler, streams, sampler, sizes, device, experiment.amp)
-    return Training(model, optimizer, scaler, streams, sampler, stepper)
+    return Stepper(t, model, optimizer, scaler, streams, sampler, sizes, device, experiment.amp)
 
 
 def _init_folder(t: TrainConfig) -> Path:
@@ -202,54 +199,52 @@ def _features_dir(cfg: Config) -> Path:
     return Path(cfg.data.cache_dir) / "features"
 
 
-def _pretrain_heads(experiment: Experiment, model: MultitaskModel, folder: RunFolder,
-                    progress: bool) -> dict[str, list[dict]]:
+def _pretrain_heads(experiment: Experiment, model: MultitaskModel, progress: bool) -> dict[str, list[dict]]:
     """Pretrain the heads (train.pretrain_heads) and keep their history beside the run."""
     t = experiment.cfg.train
     how = HeadPretraining.for_run(experiment.cfg, experiment.device, experiment.amp, experiment.pad_id,
                                   t.pretrain_heads, progress)
     history = pretrain_heads(model, {k: experiment.data["train"][k] for k in t.tasks},
                              experiment.data["validation"], how)
-    folder.path.mkdir(parents=True, exist_ok=True)
-    write_csv(folder.path / "pretrain_history.csv",
+    experiment.folder.path.mkdir(parents=True, exist_ok=True)
+    write_csv(experiment.folder.path / "pretrain_history.csv",
               pd.concat([pd.DataFrame(rows).assign(task=task) for task, rows in history.items()]))
     return history
 
 
-def _restore(run: Training, folder: RunFolder, cfg: Config) -> RunState:
+def _restore(stepper: Stepper, experiment: Experiment) -> RunState:
     """The training state of the last checkpoint, loaded into the run's objects."""
-    saved, tensors = load_checkpoint(folder.last, run.model, run.optimizer, config=runs.fingerprint(cfg))
-    run.sampler.load_state_dict(saved["sampler"])
-    for task, stream in run.streams.items():
+    saved, tensors = load_checkpoint(experiment.folder.last, stepper.model, stepper.optimizer,
+                                     config=runs.fingerprint(experiment.cfg))
+    stepper.sampler.load_state_dict(saved["sampler"])
+    for task, stream in stepper.streams.items():
         stream.load_state_dict(saved["streams"][task])
-    run.scaler.load_state_dict(saved["scaler"])
-    run.stepper.load_state(saved["stepper"], tensors)
+    stepper.scaler.load_state_dict(saved["scaler"])
+    stepper.load_state(saved["stepper"], tensors)
     seeds.restore_rng(saved["rng"], tensors)
     return RunState.from_json(saved["run"])
 
 
-def _evaluate_and_checkpoint(experiment: Experiment, run: Training, folder: RunFolder, state: RunState,
-                             epoch: int) -> None:
+def _evaluate_and_checkpoint(experiment: Experiment, stepper: Stepper, state: RunState, epoch: int) -> None:
     """Score the validation split, keep the weights if they are the best so far, checkpoint."""
-    cfg, t = experiment.cfg, experiment.cfg.train
-    metrics, _, _ = evaluate(run.model, experiment.data["validation"], t.eval_batch_size, experiment.pad_id,
-                             experiment.device, experiment.amp)
+    t, fingerprint, folder = experiment.cfg.train, runs.fingerprint(experiment.cfg), experiment.folder
+    metrics, _, _ = evaluate(stepper.model, experiment.data["validation"], *experiment.eval_args)
     state.history.append({"update": state.update, "epoch": epoch, "examples": state.examples,
                           "train_seconds": round(state.train_seconds, 3), **metrics})
     if score_that_counts(metrics) > state.best_score:
         state.best_score, state.best_update, state.bad_evals = score_that_counts(metrics), state.update, 0
-        save_checkpoint(folder.best, run.model, state={"update": state.update, "metrics": metrics},
-                        config=runs.fingerprint(cfg))
+        save_checkpoint(folder.best, stepper.model, state={"update": state.update, "metrics": metrics},
+                        config=fingerprint)
     else:
         state.bad_evals += 1
         state.stopped_early = t.patience is not None and state.bad_evals >= t.patience
-    stepper_state, stepper_tensors = run.stepper.state()
+    stepper_state, stepper_tensors = stepper.state()
     rng_state, rng_tensors = seeds.rng_state()
-    saved = {"run": state.to_json(), "sampler": run.sampler.state_dict(), "scaler": run.scaler.state_dict(),
-             "streams": {k: s.state_dict() for k, s in run.streams.items()}, "stepper": stepper_state,
+    saved = {"run": state.to_json(), "sampler": stepper.sampler.state_dict(), "scaler": stepper.scaler.state_dict(),
+             "streams": {k: s.state_dict() for k, s in stepper.streams.items()}, "stepper": stepper_state,
              "rng": rng_state}
-    save_checkpoint(folder.last, run.model, run.optimizer, state=saved, tensors={**rng_tensors, **stepper_tensors},
-                    config=runs.fingerprint(cfg))
+    save_checkpoint(folder.last, stepper.model, stepper.optimizer, state=saved,
+                    tensors={**rng_tensors, **stepper_tensors}, config=fingerprint)
     write_history(folder, state.history)
 
 
@@ -260,16 +255,17 @@ def _identity(experiment: Experiment) -> dict:
             "seed": cfg.train.seed, "machine": describe_machine(experiment.device)}
 
 
-def _untrained(experiment: Experiment, model: MultitaskModel | None, scores: dict) -> RunRecord:
-    """The record of a run that trains no update (heads, posthoc, random: no model, no params)."""
+def _untrained(experiment: Experiment, model: MultitaskModel | None, scores: dict) -> dict:
+    """Write the record of a run that makes no update (heads, posthoc; random: no model)."""
     params = ({"total": 0, "trainable": 0, "shared": 0, "task_specific": {t: 0 for t in TASK_NAMES}}
               if model is None else parameter_counts(model))
-    return RunRecord(**scores, best_update=0, updates=0, stopped_early=False, train_seconds=0.0,
-                     data=experiment.counts, params=params, precision=None if model is None else experiment.amp,
-                     **_identity(experiment))
+    record = RunRecord(**scores, best_update=0, updates=0, stopped_early=False, train_seconds=0.0,
+                       data=experiment.counts, params=params, precision=None if model is None else experiment.amp,
+                       **_identity(experiment))
+    return record.write(experiment.folder.metrics)
 
 
-def random_predictor(experiment: Experiment, folder: RunFolder) -> dict:
+def random_predictor(experiment: Experiment) -> dict:
     """The random predictor: uniformly drawn labels (a floor every method must clear)."""
     rng = np.random.default_rng(experiment.cfg.train.seed)
     scores = {"dev": {}}
@@ -278,19 +274,19 @@ def random_predictor(experiment: Experiment, folder: RunFolder) -> dict:
         labelled = score({t: s for t, s in encoded.items() if s.labels is not None}, predictions)
         if labelled:
             scores[split] = labelled
-        _write_predictions(folder, split, encoded, predictions)
-    return _untrained(experiment, None, scores).write(folder.metrics)
+        experiment.write_predictions(split, encoded, predictions)
+    return _untrained(experiment, None, scores)
 
 
-def finish_run(experiment: Experiment, model: MultitaskModel, folder: RunFolder, state: RunState) -> dict:
+def finish_run(experiment: Experiment, model: MultitaskModel, state: RunState) -> dict:
     """Score dev ONCE with the weights the validation split selected; write predictions and
     metrics.json; drop what is not kept."""
     t = experiment.cfg.train
-    load_model_weights(folder.best, model)
-    adjustments = {"sst": fit_sst_adjustment(experiment, model, folder)} if t.sst_adjustment else None
+    load_model_weights(experiment.folder.best, model)
+    adjustments = {"sst": fit_sst_adjustment(experiment, model)} if t.sst_adjustment else None
     best = next(row for row in state.history if row["update"] == state.best_update)
     seconds = max(state.train_seconds, 1e-9)
-    record = RunRecord(**_score_splits(experiment, model, folder, adjustments),
+    record = RunRecord(**_score_splits(experiment, model, adjustments),
                        validation={k: v for k, v in best.items() if "/" in k or k == "mean"},
                        best_update=state.best_update, updates=state.update, stopped_early=state.stopped_early,
                        train_seconds=round(state.train_seconds, 2),
@@ -298,20 +294,18 @@ def finish_run(experiment: Experiment, model: MultitaskModel, folder: RunFolder,
                        train_tokens_per_second=round(state.tokens / seconds, 2),
                        params=parameter_counts(model), data=experiment.counts, precision=experiment.amp,
                        **_identity(experiment))
-    content = record.write(folder.metrics, TRAINED_ORDER)
-    shutil.rmtree(folder.last, ignore_errors=True)
+    content = record.write(experiment.folder.metrics, TRAINED_ORDER)
+    shutil.rmtree(experiment.folder.last, ignore_errors=True)
     if not t.keep_checkpoint:
-        shutil.rmtree(folder.path / "checkpoints", ignore_errors=True)
+        shutil.rmtree(experiment.folder.path / "checkpoints", ignore_errors=True)
     return content
 
 
-def _score_splits(experiment: Experiment, model: MultitaskModel, folder: RunFolder,
-                  adjustments: dict | None) -> dict:
+def _score_splits(experiment: Experiment, model: MultitaskModel, adjustments: dict | None) -> dict:
     """Score dev (and test) once and write the predictions; returns the record's score fields.
     With ``adjustments`` ({task: W}) only those tasks are predicted a second time, through
     W; the scores without it go to ``<split>_unadjusted``."""
-    t, fields = experiment.cfg.train, {"dev": {}}
-    args = (t.eval_batch_size, experiment.pad_id, experiment.device, experiment.amp)
+    fields, args = {"dev": {}}, experiment.eval_args
     for split, encoded in experiment.scored.items():
         scores, predictions, timing = evaluate(model, encoded, *args)
         if adjustments:
@@ -324,33 +318,27 @@ def _score_splits(experiment: Experiment, model: MultitaskModel, folder: RunFold
         if scores:
             fields[split] = scores
         fields.setdefault("eval_examples_per_second", round(timing["examples_per_second"], 2))
-        _write_predictions(folder, split, encoded, predictions)
+        experiment.write_predictions(split, encoded, predictions)
     return fields
 
 
-def _write_predictions(folder: RunFolder, split: str, encoded: dict[str, EncodedSplit], predictions: dict) -> None:
-    for task, values in predictions.items():
-        write_csv(folder.predictions(task, split), prediction_frame(encoded[task], values))
-
-
-def heads_only(experiment: Experiment, folder: RunFolder, progress: bool) -> dict:
+def heads_only(experiment: Experiment, progress: bool) -> dict:
     """Heads trained on the frozen encoder, no fine-tuning: the baseline every fine-tuned row
     must beat. Dev (and test) are scored from cached encoder features."""
     cfg, t = experiment.cfg, experiment.cfg.train
     if t.pretrain_heads == "none":
         raise ConfigError("train.method=heads trains only the heads: set train.pretrain_heads to joint or individual")
     model = build_model(cfg).to(experiment.device)
-    history = _pretrain_heads(experiment, model, folder, progress)
+    history = _pretrain_heads(experiment, model, progress)
     kept = {task: next(row for row in rows if row["kept"]) for task, rows in history.items()}
     scores = {"dev": {}, "validation": {metric_key(task): row[metric_key(task)] for task, row in kept.items()},
               "head_epochs": {task: row["epoch"] for task, row in kept.items()}}
     for split, encoded in experiment.scored.items():
-        labelled, predictions = evaluate_heads(model, encoded, t.eval_batch_size, experiment.pad_id,
-                                               experiment.device, experiment.amp, _features_dir(cfg))
+        labelled, predictions = evaluate_heads(model, encoded, *experiment.eval_args, _features_dir(cfg))
         if labelled:
             scores[split] = labelled
-        _write_predictions(folder, split, encoded, predictions)
-    return _untrained(experiment, model, scores).write(folder.metrics)
+        experiment.write_predictions(split, encoded, predictions)
+    return _untrained(experiment, model, scores)
 
 
 def warm_caches(cfg: Config, data_dir=None, tasks=None) -> None:
@@ -378,18 +366,17 @@ def warm_caches(cfg: Config, data_dir=None, tasks=None) -> None:
                         cache_dir=_features_dir(cfg), fingerprint=fingerprint)
 
 
-def fit_sst_adjustment(experiment: Experiment, model: MultitaskModel, folder: RunFolder) -> torch.Tensor:
+def fit_sst_adjustment(experiment: Experiment, model: MultitaskModel) -> torch.Tensor:
     """The 5x5 SST adjustment matrix, fitted on the frozen model's training-set probabilities
     and saved beside the run (``sst_adjustment.safetensors``) for evaluate and predict."""
-    train_sst, t = experiment.data["train"]["sst"], experiment.cfg.train
-    probs = sst_probabilities(model, train_sst, t.eval_batch_size, experiment.pad_id, experiment.device,
-                              experiment.amp)
+    train_sst = experiment.data["train"]["sst"]
+    probs = sst_probabilities(model, train_sst, *experiment.eval_args)
     matrix = fit_adjustment(probs, torch.tensor(np.asarray(train_sst.labels, dtype=np.int64)))
-    save_adjustment(folder.adjustment, matrix, {"fitted_on": "sst train", "examples": len(train_sst)})
+    save_adjustment(experiment.folder.adjustment, matrix, {"fitted_on": "sst train", "examples": len(train_sst)})
     return matrix
 
 
-def posthoc(experiment: Experiment, folder: RunFolder) -> dict:
+def posthoc(experiment: Experiment) -> dict:
     """A trained run (``train.init_from``) scored again without training, through the SST
     adjustment matrix when ``train.sst_adjustment`` is on: what a post-hoc step adds, with
     the weights held fixed."""
@@ -398,13 +385,13 @@ def posthoc(experiment: Experiment, folder: RunFolder) -> dict:
         raise ConfigError("train.method=posthoc scores a trained run: set train.init_from to its folder")
     model = build_model(cfg).to(experiment.device)
     load_model_weights(_init_folder(t) / "checkpoints" / "best", model)
-    adjustments = {"sst": fit_sst_adjustment(experiment, model, folder)} if t.sst_adjustment else None
-    return _untrained(experiment, model, _score_splits(experiment, model, folder, adjustments)).write(folder.metrics)
+    adjustments = {"sst": fit_sst_adjustment(experiment, model)} if t.sst_adjustment else None
+    return _untrained(experiment, model, _score_splits(experiment, model, adjustments))
 
 
 @dataclass(frozen=True)
 class Method:
-    run: Callable[..., dict]          # (experiment, folder, **options) -> metrics.json's content
+    run: Callable[..., dict]          # (experiment, **options) -> metrics.json's content
     options: tuple[str, ...]          # what it takes of train()'s options: resume, progress
     feature_splits: tuple[str, ...]   # splits it reads frozen-encoder features of, when heads are pretrained
 

@@ -265,17 +265,16 @@ class HeadTrainer:
     """
 
     def __init__(self, head: nn.Module, train: EncodedSplit, validation: EncodedSplit, sources, batch_size: int,
-                 seed: int, lr: float, weight_decay: float, bucketing: bool, eval_batch_size: int,
-                 device: torch.device, amp: str):
+                 how: "HeadPretraining"):
         self.head, self.train, self.validation = head, train, validation
         self.train_source, self.validation_source = sources
-        self.batch_size, self.bucketing, self.eval_batch_size = batch_size, bucketing, eval_batch_size
-        self.device, self.amp = device, amp
-        self.optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-        self.generator = seeds.generator(seeds.task_seed(seed, train.task))
+        self.batch_size, self.bucketing, self.eval_batch_size = batch_size, how.bucketing, how.eval_batch_size
+        self.device, self.amp = torch.device(how.device), how.amp
+        self.optimizer = torch.optim.AdamW(head.parameters(), lr=how.lr, weight_decay=how.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=how.amp == "fp16")
+        self.generator = seeds.generator(seeds.task_seed(how.seed, train.task))
         with torch.random.fork_rng(devices=self._rng_devices()):
-            torch.manual_seed(seeds.task_seed(seed, train.task))
+            torch.manual_seed(seeds.task_seed(how.seed, train.task))
             self.rng = self._get_rng()
         self.epochs = 0
         self.snapshots: dict[int, dict] = {0: copy.deepcopy(head.state_dict())}
@@ -395,16 +394,13 @@ def feature_sources(model, splits: list[EncodedSplit], token_level: bool, eval_b
 
 @dataclass(frozen=True)
 class HeadPretraining:
-    """How the heads pretrain: the knobs of ``train.pretrain_args`` (lr to max_examples), then
-    what the run decides (:data:`SET_BY_THE_RUN`, from :meth:`for_run`).
-
-    AdamW(``lr``, ``weight_decay``) on each head, up to ``epochs`` shuffled passes of
-    ``batch_size`` (an int or ``{task: int}``), the validation metric after every pass,
-    ``patience`` passes without improvement to stop (None: never), weights kept at the epoch
-    ``selection`` picks (:data:`SELECTIONS`). ``max_examples``: each head trains on at most
-    that many examples, a fixed sample (:data:`SAMPLE_SEED`), so that every seed reads the
-    same cached features. ``cache=False`` runs the encoder on every batch instead of once;
-    features are cached on disk in ``cache_dir`` when it is given."""
+    """How the heads pretrain: ``train.pretrain_args`` (lr to max_examples), then what the run
+    sets (:meth:`for_run`). AdamW(``lr``, ``weight_decay``) on each head, up to ``epochs``
+    passes of ``batch_size`` (an int or ``{task: int}``), ``patience`` passes without a better
+    validation metric to stop (None: never), weights kept at the epoch ``selection`` picks.
+    ``max_examples``: a fixed sample (:data:`SAMPLE_SEED`) of at most that many examples per
+    head, so every seed reads the same cached features (in ``cache_dir``, when given);
+    ``cache=False`` runs the encoder on every batch instead of once."""
 
     lr: float = 1e-3
     epochs: int = 25
@@ -456,8 +452,7 @@ def pretrain_heads(model, train: dict[str, EncodedSplit], validation: dict[str, 
         sources = feature_sources(model, [split, validation[task]], needs_tokens(head), how.eval_batch_size,
                                   how.pad_id, device, how.amp, how.cache, how.cache_dir, fingerprint)
         size = how.batch_size if isinstance(how.batch_size, int) else how.batch_size[task]
-        trainers[task] = HeadTrainer(head, split, validation[task], sources, size, how.seed, how.lr,
-                                     how.weight_decay, how.bucketing, how.eval_batch_size, device, how.amp)
+        trainers[task] = HeadTrainer(head, split, validation[task], sources, size, how)
     setup = time.perf_counter() - started
     # A head's batches are far too small for a second thread, which only waits for hand-offs:
     # on a busy 2-core EPYC an AdvancedModel run with 2 threads spent 342 s pretraining its
