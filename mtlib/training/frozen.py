@@ -16,9 +16,9 @@ from mtlib.config import Config, with_overrides
 from mtlib.data.prepare import prepare_data
 from mtlib.model.backbone import load_tokenizer
 from mtlib.model.multitask import build_model
-from mtlib.tasks import metric_key
+from mtlib.record import score_that_counts
 from mtlib.training.precision import resolve_amp, resolve_device
-from mtlib.training.pretrain import HeadPretraining, pretrain_heads
+from mtlib.training.pretrain import HeadPretraining, kept_scores, pretrain_heads
 
 
 def frozen_scores(cfg: Config, data_dir=None) -> dict:
@@ -33,10 +33,8 @@ def frozen_scores(cfg: Config, data_dir=None) -> dict:
     how = HeadPretraining.for_run(cfg, device, resolve_amp(t.amp, device), tokenizer.pad_token_id,
                                   "individual" if t.pretrain_heads == "none" else t.pretrain_heads)
     history = pretrain_heads(model, {k: data["train"][k] for k in t.tasks}, data["validation"], how)
-    kept = {task: next(row for row in rows if row["kept"]) for task, rows in history.items()}
-    scores = {metric_key(task): row[metric_key(task)] for task, row in kept.items()}
-    return {**scores, "mean": sum(scores.values()) / len(scores),
-            "epochs": {task: row["epoch"] for task, row in kept.items()}}
+    scores, epochs = kept_scores(history)
+    return {**scores, "mean": score_that_counts(scores), "epochs": epochs}
 
 
 def compare(cfg: Config, variants: dict[str, list[str]], data_dir=None) -> pd.DataFrame:

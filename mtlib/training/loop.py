@@ -35,14 +35,14 @@ from mtlib.io import write_csv
 from mtlib.model.backbone import check_max_length, load_tokenizer
 from mtlib.model.multitask import MultitaskModel, add_task_pals, build_model, parameter_counts
 from mtlib.record import TRAINED_ORDER, RunRecord, score_that_counts
-from mtlib.tasks import TASK_NAMES, TASKS, metric_key
+from mtlib.tasks import TASK_NAMES, TASKS
 from mtlib.training import methods
 from mtlib.training.adjust import fit_adjustment, save_adjustment, sst_probabilities
 from mtlib.training.checkpoint import checkpoint_exists, load_checkpoint, load_model_weights, save_checkpoint
 from mtlib.training.evaluate import evaluate, prediction_frame, score
 from mtlib.training.precision import amp_reason, describe_machine, grad_scaler, resolve_amp, resolve_device
 from mtlib.training.pretrain import (HeadPretraining, encoder_fingerprint, evaluate_heads, feature_sources,
-                                     needs_tokens, pretrain_heads, pretraining_sample)
+                                     kept_scores, needs_tokens, pretrain_heads, pretraining_sample)
 from mtlib.training import runs
 from mtlib.training.runs import RunFolder, RunState, write_history
 from mtlib.training.samplers import TaskSampler
@@ -330,9 +330,8 @@ def heads_only(experiment: Experiment, progress: bool) -> dict:
         raise ConfigError("train.method=heads trains only the heads: set train.pretrain_heads to joint or individual")
     model = build_model(cfg).to(experiment.device)
     history = _pretrain_heads(experiment, model, progress)
-    kept = {task: next(row for row in rows if row["kept"]) for task, rows in history.items()}
-    scores = {"dev": {}, "validation": {metric_key(task): row[metric_key(task)] for task, row in kept.items()},
-              "head_epochs": {task: row["epoch"] for task, row in kept.items()}}
+    validation, epochs = kept_scores(history)
+    scores = {"dev": {}, "validation": validation, "head_epochs": epochs}
     for split, encoded in experiment.scored.items():
         labelled, predictions = evaluate_heads(model, encoded, *experiment.eval_args, _features_dir(cfg))
         if labelled:

@@ -368,6 +368,12 @@ def train_heads(trainers: dict[str, HeadTrainer], epochs: int, patience: int | N
     return history
 
 
+def kept_scores(history: dict[str, list[dict]]) -> tuple[dict[str, float], dict[str, int]]:
+    """``{'<task>/<metric>': validation metric}`` of each head at the epoch it was kept, and those epochs."""
+    kept = {task: next(row for row in rows if row["kept"]) for task, rows in history.items()}
+    return {metric_key(t): row[metric_key(t)] for t, row in kept.items()}, {t: row["epoch"] for t, row in kept.items()}
+
+
 def _scores(history: dict[str, list[dict]]) -> dict[str, list[float]]:
     return {task: [row[metric_key(task)] for row in rows] for task, rows in history.items()}
 
