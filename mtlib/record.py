@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +89,8 @@ class RunRecord:
     train_seconds: float | None = None
     train_examples_per_second: float | None = None
     train_tokens_per_second: float | None = None
-    data: dict = field(default_factory=dict)    # training rows after each preparation step; validation, dev rows
-    params: dict = field(default_factory=dict)  # mtlib.model.multitask.parameter_counts
+    data: dict | None = None                    # training rows after each preparation step; validation, dev rows
+    params: dict | None = None                  # mtlib.model.multitask.parameter_counts
     precision: str | None = None                # train.amp as resolved on the machine that ran it
     backbone: str | None = None
     profile: str | None = None

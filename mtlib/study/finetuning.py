@@ -45,14 +45,13 @@ def run_summary(record: RunRecord) -> dict:
     score that counts, on dev), ``curve_metric`` (the history.csv column that score is),
     updates, best_update, train_seconds, examples_per_second (NaN without training),
     params_total, params_trainable."""
-    speed, seconds = record.train_examples_per_second, record.train_seconds
+    speed, seconds, params = record.train_examples_per_second, record.train_seconds, record.params or {}
     return {"dev_score": score_that_counts(record.dev),
             "curve_metric": "mean" if "mean" in record.dev else next(iter(record.dev), "mean"),
             "updates": int(record.updates or 0), "best_update": int(record.best_update or 0),
             "train_seconds": math.nan if seconds is None else float(seconds),
             "examples_per_second": math.nan if speed is None else float(speed),
-            "params_total": int(record.params.get("total", 0)),
-            "params_trainable": int(record.params.get("trainable", 0))}
+            "params_total": int(params.get("total", 0)), "params_trainable": int(params.get("trainable", 0))}
 
 
 def seeds_table(records: Sequence[RunRecord]) -> pd.DataFrame:

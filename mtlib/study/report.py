@@ -115,9 +115,6 @@ def score_tolerance(integer_labels: bool, values: np.ndarray) -> float:
     return SCORE_TOLERANCE + (math.inf if spread == 0 else 2 * ROUNDING / spread)
 
 
-MetricsError = RecordError  # a metrics.json that cannot be read as a run's record; the message names the file
-
-
 # ---------------------------------------------------------------------------------------
 # Reading run folders
 
@@ -125,21 +122,21 @@ def _number(value, path: Path, key: str) -> float:
     if value is None:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MetricsError(f"{path}: malformed metrics.json: {key} is {value!r}, not a number")
+        raise RecordError(f"{path}: malformed metrics.json: {key} is {value!r}, not a number")
     return float(value)
 
 
 def read_metrics(path: str | Path) -> dict:
-    """One row of :func:`collect_runs` from a metrics.json; :class:`MetricsError` names the file."""
+    """One row of :func:`collect_runs` from a metrics.json; :class:`RecordError` names the file."""
     path = Path(path)
     record = RunRecord.read(path)
-    params = record.params
+    params = {} if record.params is None else record.params
     if not isinstance(params, dict) or not isinstance(params.get("task_specific", {}), dict):
-        raise MetricsError(f"{path}: malformed metrics.json: 'params' is not an object of counts")
+        raise RecordError(f"{path}: malformed metrics.json: 'params' is not an object of counts")
     specific = params.get("task_specific", {})
     seed = folder_seed(path.parent) if record.seed is None else record.seed
     if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not float(seed).is_integer():
-        raise MetricsError(f"{path}: malformed metrics.json: seed is {seed!r}, not an integer "
+        raise RecordError(f"{path}: malformed metrics.json: seed is {seed!r}, not an integer "
                            "(and the folder is not named seed<k>)")
     row = {"experiment": str(record.experiment or path.parent.parent.name), "seed": int(seed)}
     for column, key in METRICS.items():

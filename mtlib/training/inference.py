@@ -11,7 +11,7 @@ from mtlib.config import PerTask
 from mtlib.data.encode import encode_split
 from mtlib.data.files import iter_task_file
 from mtlib.data.prepare import prepare_data
-from mtlib.io import atomic_path, check_output, write_csv, write_json
+from mtlib.io import atomic_path, check_output, write_csv
 from mtlib.model.backbone import check_max_length, load_tokenizer
 from mtlib.model.multitask import build_model
 from mtlib.record import RunRecord
@@ -79,8 +79,7 @@ def evaluate_run(run_dir: str | Path, data_dir=None, full_dev: bool = False,
                 results[name] = scores
             for task, values in predictions.items():
                 write_csv(out / f"{task}-{name}.csv", prediction_frame(data[split][task], values))
-        write_json(out / "metrics.json", results)
-    return results
+        return RunRecord(**results).write(out / "metrics.json")  # the record's dev and test, nothing else
 
 
 def predict_file(run_dir: str | Path, task: str, input_path: str | Path, output_path: str | Path,
