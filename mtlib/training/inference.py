@@ -42,7 +42,7 @@ def load_run(run_dir: str | Path, device: str | None = None):
     best = run_dir / "checkpoints" / "best"
     own = (best / "model.safetensors").exists()
     if not own and cfg.train.init_from and _trained_nothing(run_dir):
-        best = Path(cfg.train.init_from.format(seed=cfg.train.seed)) / "checkpoints" / "best"
+        best = runs.init_checkpoint(cfg.train)
     if not (best / "model.safetensors").exists():
         raise CheckpointError(f"{best}: no checkpoint (was the run trained with train.keep_checkpoint=false?)")
     device = resolve_device(device or cfg.train.device)

@@ -176,7 +176,7 @@ def build_training(experiment: Experiment, pretrain: bool, progress: bool) -> St
     cfg, t, device = experiment.cfg, experiment.cfg.train, experiment.device
     model = build_model(cfg, with_pals=False)
     if t.init_from:
-        load_model_weights(_init_folder(t) / "checkpoints" / "best", model)
+        load_model_weights(runs.init_checkpoint(t), model)
     if cfg.model.pals != "none":
         add_task_pals(model, cfg)
     model = model.to(device)
@@ -189,10 +189,6 @@ def build_training(experiment: Experiment, pretrain: bool, progress: bool) -> St
     sizes = {task: len(train_data[task]) for task in t.tasks}
     sampler = TaskSampler(t.sampler, sizes, t.epochs, t.seed)
     return Stepper(t, model, optimizer, scaler, streams, sampler, sizes, device, experiment.amp)
-
-
-def _init_folder(t: TrainConfig) -> Path:
-    return Path(t.init_from.format(seed=t.seed))
 
 
 def _features_dir(cfg: Config) -> Path:
@@ -383,7 +379,7 @@ def posthoc(experiment: Experiment) -> dict:
     if not t.init_from:
         raise ConfigError("train.method=posthoc scores a trained run: set train.init_from to its folder")
     model = build_model(cfg).to(experiment.device)
-    load_model_weights(_init_folder(t) / "checkpoints" / "best", model)
+    load_model_weights(runs.init_checkpoint(t), model)
     adjustments = {"sst": fit_sst_adjustment(experiment, model)} if t.sst_adjustment else None
     return _untrained(experiment, model, _score_splits(experiment, model, adjustments))
 

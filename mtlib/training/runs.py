@@ -29,7 +29,7 @@ import filelock
 import pandas as pd
 import yaml
 
-from mtlib.config import Config, ConfigError, config_from_dict, yaml_problem
+from mtlib.config import Config, ConfigError, TrainConfig, config_from_dict, yaml_problem
 from mtlib.io import write_csv, write_text
 from mtlib.training.checkpoint import checkpoint_exists
 
@@ -104,6 +104,11 @@ class RunFolder:
 
     def predictions(self, task: str, split: str) -> Path:
         return self.path / "predictions" / f"{task}-{split}.csv"
+
+
+def init_checkpoint(t: TrainConfig) -> Path:
+    """The best weights of the run ``train.init_from`` names (``{seed}``: this run's seed)."""
+    return RunFolder(Path(t.init_from.format(seed=t.seed))).best
 
 
 def save_config(cfg: Config, path: Path) -> None:
