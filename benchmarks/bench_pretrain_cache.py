@@ -47,7 +47,7 @@ from mtlib.model.backbone import load_tokenizer
 from mtlib.config import load_config
 from mtlib.tasks import TASK_NAMES
 from mtlib.model.multitask import build_model
-from mtlib.training.pretrain import pretrain_heads
+from mtlib.training.pretrain import HeadPretraining, pretrain_heads
 from mtlib.data.prepare import prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,9 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def timed_run(model, initial: dict, data, cfg, args, pad_id: int, **kwargs) -> tuple[float, dict, dict]:
     model.load_state_dict(initial)
     start = time.perf_counter()
-    history = pretrain_heads(model, data["train"], data["dev"], lr=1e-3, epochs=args.epochs, patience=None,
-                             batch_size=cfg.train.batch_size, seed=cfg.train.seed, device="cpu", amp=args.amp,
-                             pad_id=pad_id, eval_batch_size=cfg.train.eval_batch_size, **kwargs)
+    how = HeadPretraining(lr=1e-3, epochs=args.epochs, patience=None, batch_size=cfg.train.batch_size,
+                          seed=cfg.train.seed, amp=args.amp, pad_id=pad_id,
+                          eval_batch_size=cfg.train.eval_batch_size, **kwargs)
+    history = pretrain_heads(model, data["train"], data["dev"], how)
     seconds = time.perf_counter() - start
     return seconds, history, {k: v.clone() for k, v in model.heads.state_dict().items()}
 

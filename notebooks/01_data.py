@@ -32,7 +32,7 @@ figures_dir = "figures"
 # %% tags=["hide-input"]
 from IPython.display import Markdown
 
-from mtlib.training.provenance import config_header
+from mtlib.study.provenance import config_header
 
 Markdown(config_header(params, experiment, profile, seed, computes=False))
 
@@ -49,7 +49,7 @@ from mtlib.model.backbone import load_tokenizer
 from mtlib.config import load_config
 from mtlib.data.encode import encode_split
 from mtlib.tasks import TASKS
-from mtlib.data.prepare import prepare_data
+from mtlib.data.prepare import prepare_counted
 
 cfg = load_config(params, experiment, profile, seed)
 frames = analysis.training_frames(cfg)
@@ -110,11 +110,10 @@ data_figures.plot_token_lengths(lengths, f"{figures_dir}/01_token_lengths.png")
 # Every under-represented class of SST and Quora is raised to the size of the largest with
 # EDA (Wei and Zou 2019): synonym replacement, random insertion, random swap and random
 # deletion, each touching about 10% of the words. The data below is what training uses
-# (`mtlib.data.prepare.prepare_data`, cached in `data/processed`).
+# (`mtlib.data.prepare.prepare_counted`, cached in `data/processed`).
 
 # %%
-counts = {}
-data = prepare_data(cfg, tokenizer, splits=("train",), counts=counts)
+data, counts = prepare_counted(cfg, tokenizer, splits=("train",))
 balance = {task: analysis.augmentation_counts(data["train"][task].ids, data["train"][task].labels, task)
            for task in ("sst", "para")}
 display(analysis.data_counts_table(counts), *balance.values())

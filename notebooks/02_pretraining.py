@@ -46,14 +46,13 @@ figure_path = "results/pretrain/history.png"
 # %% tags=["hide-input"]
 from IPython.display import Markdown
 
-from mtlib.training.provenance import config_header
+from mtlib.study.provenance import config_header
 
 Markdown(config_header(params, experiment, profile, seed))
 
 # %%
 # %matplotlib inline
 import warnings
-from pathlib import Path
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
 import pandas as pd
@@ -70,7 +69,7 @@ from mtlib.seeds import seed_everything
 from mtlib.study import analysis, plotting
 from mtlib.training.frozen import compare
 from mtlib.training.precision import resolve_amp, resolve_device
-from mtlib.training.pretrain import pretrain_heads
+from mtlib.training.pretrain import HeadPretraining, pretrain_heads
 from mtlib.training.smart import adversarial_term_sizes
 
 cfg = load_config(params, experiment, profile, seed)
@@ -129,11 +128,9 @@ data = prepare_data(cfg, tokenizer, splits=("train", "validation"))
 histories = {}
 for selection in ("joint", "individual"):
     model = build_model(cfg).to(device)
-    histories[selection] = pretrain_heads(
-        model, {task: data["train"][task] for task in t.tasks}, data["validation"], seed=t.seed,
-        batch_size={task: t.batch_size[task] for task in t.tasks}, device=device, amp=amp,
-        pad_id=tokenizer.pad_token_id, eval_batch_size=t.eval_batch_size, bucketing=cfg.data.bucketing,
-        cache_dir=Path(cfg.data.cache_dir) / "features", selection=selection, **t.pretrain_args)
+    how = HeadPretraining.for_run(cfg, device, amp, tokenizer.pad_token_id, selection)
+    histories[selection] = pretrain_heads(model, {task: data["train"][task] for task in t.tasks},
+                                          data["validation"], how)
 frame = pd.concat({selection: analysis.pretrain_frame(history) for selection, history in histories.items()},
                   names=["selection"]).reset_index(level=0)
 write_csv(history_path, frame)

@@ -44,44 +44,33 @@ curves_dir = "results/curves"
 # %% tags=["hide-input"]
 from IPython.display import Markdown
 
-from mtlib.training.provenance import config_header
+from mtlib.study.provenance import config_header
 
 Markdown(config_header(params, experiment, profile, seeds))
 
 # %%
 # %matplotlib inline
-import json
 import warnings
 from pathlib import Path
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
 
-import pandas as pd
-import seaborn as sns
 from IPython.display import Markdown, display
 
-from mtlib.config import load_config, resolve_seeds
-from mtlib.training.runs import export_runs, run_history, run_summary, seeds_table
-from mtlib.training.sweep import Job, train_many
+from mtlib.record import RunRecord
+from mtlib.study.finetuning import (describe_setup, plot_validation_curves, run_summary, seed_jobs, seeds_table,
+                                    train_seeds)
 
-seeds = resolve_seeds(seeds, params)
-jobs = [Job(load_config(params, experiment, profile, seed), Path(runs_dir) / experiment / f"seed{seed}",
-            overwrite=True) for seed in seeds]
-cfg = jobs[0].cfg
-m, t, d = cfg.model, cfg.train, cfg.data
+jobs = seed_jobs(params, experiment, profile, seeds, runs_dir)
+seeds = [job.cfg.train.seed for job in jobs]
+m, t = jobs[0].cfg.model, jobs[0].cfg.train
 
 # %% tags=["hide-input"]
-Markdown(
-    f"Experiment **{experiment}**, seeds {', '.join(map(str, seeds))}, profile **{cfg.profile}** "
-    f"(backbone `{cfg.backbone.name}`): "
-    f"{m.pair_mode} concatenation, heads {dict((task, m.head_for(task).kind) for task in t.tasks)}, "
-    f"PALs {m.pals}; sampler {t.sampler}, update {t.update}, combiner {t.combiner}, SMART {t.smart}, "
-    f"head pretraining {t.pretrain_heads}; length filter {d.length_filter:.0%}, EDA balancing {d.augment}; "
-    f"{t.epochs} epochs of {t.batches_per_epoch} micro-batches at learning rate {t.lr:g}.")
+Markdown(describe_setup(jobs[0].cfg, seeds))
 
 # %%
 init_dirs = {seed: Path(job.cfg.train.init_from.format(seed=seed)) for seed, job in zip(seeds, jobs)}
-starts = {seed: run_summary(json.loads((folder / "metrics.json").read_text())) for seed, folder in init_dirs.items()}
+starts = {seed: run_summary(RunRecord.read(folder / "metrics.json")) for seed, folder in init_dirs.items()}
 
 # %% tags=["hide-input"]
 Markdown(
@@ -91,11 +80,9 @@ Markdown(
     f"{m.pal_args['num_heads'] * m.pal_args['head_dim']}; SST adjustment matrix: {t.sst_adjustment}.")
 
 # %%
-metrics = train_many(jobs, workers)
-export_runs({seed: job.out_dir for seed, job in zip(seeds, jobs)},
-            f"{metrics_dir}/{experiment}.json", f"{curves_dir}/{experiment}.csv")
-summaries = [run_summary(run) for run in metrics]
-seeds_table(metrics).round(4)
+records = train_seeds(jobs, workers, metrics_dir, curves_dir)
+summaries = [run_summary(record) for record in records]
+seeds_table(records).round(4)
 
 # %% tags=["hide-input"]
 Markdown(
@@ -109,14 +96,10 @@ Markdown(
 
 # %% [markdown]
 # ## Learning curves
+#
+# The score that counts on the VALIDATION split (the one that picks the checkpoint) at every
+# evaluation; dev is scored once per run, with the selected weights.
 
 # %% tags=["hide-input"]
-history = pd.concat([run_history(job.out_dir) for job in jobs], ignore_index=True)
-metric = summaries[0]["curve_metric"]
-if len(history):
-    ax = sns.lineplot(data=history.assign(seed=history["seed"].astype(str)), x="examples", y=metric,
-                      hue="seed", marker="o")
-    ax.set(title=f"{experiment}: dev {metric} during training, one line per seed",
-           xlabel="training examples seen", ylabel=f"dev {metric}")
-else:
+if plot_validation_curves(jobs, summaries[0]["curve_metric"]) is None:
     display(Markdown("This experiment does not train: it has no learning curve."))

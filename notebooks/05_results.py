@@ -39,7 +39,7 @@ from pathlib import Path
 
 from IPython.display import Markdown
 
-from mtlib.training.provenance import runs_header
+from mtlib.study.provenance import runs_header
 
 Markdown(runs_header(sorted(Path(runs_dir).glob("*/seed*/metrics.json"))))
 

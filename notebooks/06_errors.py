@@ -34,7 +34,7 @@ from IPython.display import Markdown, display
 from mtlib.study import analysis, figures
 from mtlib.study.report import collect_runs
 from mtlib.tasks import TASKS
-from mtlib.training.provenance import runs_header
+from mtlib.study.provenance import runs_header
 
 runs = collect_runs(runs_dir)
 chosen = experiment or analysis.best_experiment(runs, exclude=exclude.split(","))

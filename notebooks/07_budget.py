@@ -36,7 +36,7 @@ figure_path = "results/budget/curves.png"
 # %% tags=["hide-input"]
 from IPython.display import Markdown
 
-from mtlib.training.provenance import config_header
+from mtlib.study.provenance import config_header
 
 Markdown(config_header(params, experiments.split(",")[0], profile, seeds))
 
@@ -51,7 +51,7 @@ from IPython.display import Markdown, display
 
 from mtlib.config import load_config, resolve_seeds, with_overrides
 from mtlib.study import plotting
-from mtlib.training.runs import run_history
+from mtlib.record import RunRecord, read_history
 from mtlib.training.sweep import Job, train_many
 
 seeds = resolve_seeds(seeds, params)
@@ -70,13 +70,13 @@ for experiment, factor in settings:
         folder = Path(runs_dir) / name.replace(", lr x", "-lr") / f"seed{seed}"
         jobs.append(Job(cfg, folder, overwrite=True))
         names[folder] = name
-metrics = train_many(jobs, workers)
+records = [RunRecord.from_json(content) for content in train_many(jobs, workers)]
 
 # %%
-history = pd.concat([run_history(job.out_dir).assign(experiment=names[job.out_dir]) for job in jobs],
+history = pd.concat([read_history(job.out_dir).assign(experiment=names[job.out_dir]) for job in jobs],
                     ignore_index=True)
-final = pd.DataFrame([{"experiment": names[job.out_dir], "seed": m["seed"], "dev mean": m["dev"]["mean"],
-                       "best validation mean": m["validation"]["mean"]} for job, m in zip(jobs, metrics)])
+final = pd.DataFrame([{"experiment": names[job.out_dir], "seed": r.seed, "dev mean": r.dev["mean"],
+                       "best validation mean": r.validation["mean"]} for job, r in zip(jobs, records)])
 final.groupby("experiment")[["dev mean", "best validation mean"]].agg(["mean", "std"]).round(3)
 
 # %% tags=["hide-input"]

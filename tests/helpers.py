@@ -121,7 +121,8 @@ def write_predicted_run(root: Path, experiment: str, seed: int, data_dir: Path, 
                "train_seconds": 1.0, "params": {"total": 10, "trainable": 10, "shared": 4,
                                                  "task_specific": {t: 2 for t in TASKS}}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
-    (folder / "config.yaml").write_text(yaml.safe_dump({"data": {"dir": str(data_dir)}}))
+    cfg = load_config(ROOT / "params.yaml", "base_model", "smoke", overrides=[f"data.dir={data_dir}"])
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # as mtlib.training.runs saves it
     return folder
 
 

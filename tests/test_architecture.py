@@ -1,6 +1,7 @@
 """The library's shape: layers import downwards only, no cycles, short functions, and
 behaviour chosen through registries rather than by comparing names."""
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ from mtlib.training import combiners, loop, samplers, updates
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mtlib"
 # Foundation (every layer may use it), then the layers, bottom up, then the command line.
-RANKS = {"tasks": 0, "settings": 0, "config": 0, "errors": 0, "io": 0, "seeds": 0, "data": 1, "model": 2,
-         "training": 3, "study": 4, "cli": 5, "__main__": 5, "__init__": 5}
+RANKS = {"tasks": 0, "settings": 0, "config": 0, "errors": 0, "io": 0, "seeds": 0, "record": 0, "data": 1,
+         "model": 2, "training": 3, "study": 4, "cli": 5, "__main__": 5, "__init__": 5}
 SETTINGS = "mtlib.settings"
 REGISTRIES = {  # registry -> the module that owns it (the only place its keys may be compared)
     "SAMPLERS": (settings.SAMPLERS, SETTINGS), "UPDATES": (settings.UPDATES, SETTINGS),
@@ -149,3 +150,28 @@ def test_every_module_has_a_test_file_of_its_own():
 def test_every_name_the_settings_accept_is_implemented_and_no_other(registry):
     assert sorted(getattr(settings, registry)) == sorted(IMPLEMENTED[registry])
 
+
+# ---------------------------------------------------------------------------------------
+# One place per concept (grep-level)
+
+NOTEBOOKS = sorted((PACKAGE.parent / "notebooks").glob("*.py"))
+
+
+def _sources() -> dict[str, str]:
+    return {str(p.relative_to(PACKAGE.parent)): p.read_text() for p in [*PACKAGE.rglob("*.py"), *NOTEBOOKS]}
+
+
+def test_the_validation_curve_is_never_called_dev():
+    assert [name for name, text in _sources().items() if "dev_mean" in text] == []
+
+
+def test_one_reader_of_a_run_config():
+    """A run's config.yaml is read by mtlib.training.runs.read_run_config only (typed and checked)."""
+    readers = [name for name, text in _sources().items()
+               if re.search(r"[\"']config\.yaml[\"']", text) and "yaml.safe_load" in text
+               and name != "mtlib/training/runs.py"]
+    assert readers == []
+
+
+def test_one_parser_of_run_folder_names():
+    assert [name for name, text in _sources().items() if r"seed(\d+)" in text] == ["mtlib/record.py"]

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from mtlib.model.multitask import MultitaskModel
+from mtlib.training import loop
 from mtlib.training.loop import learning_rate, train
-from mtlib.training.provenance import describe_machine
+from mtlib.training.precision import describe_machine
 from tests.helpers import crash_on_evaluation, smoke_config
 
 
@@ -114,3 +115,18 @@ def test_asking_for_a_missing_gpu_is_a_clear_error(name):
 
     with pytest.raises(RuntimeError, match=f"train.device={name} but no CUDA device"):
         resolve_device(name)
+
+
+@pytest.mark.parametrize("experiment", ["base_model", "random_predictor"])
+def test_a_run_prepares_its_data_once_test_split_included(tmp_path, monkeypatch, experiment):
+    """The test-student files are prepared with the rest, not a second time at the end."""
+    prepared = []
+    real = loop.prepare_counted
+    monkeypatch.setattr(loop, "prepare_counted", lambda *args: prepared.append(args[3]) or real(*args))
+    cfg = smoke_config(tmp_path, experiment, "train.predict_test=true", "train.tasks=[sst, sts]",
+                       "train.epochs=1", "train.batches_per_epoch=2")
+    metrics = train(cfg, tmp_path / "run", progress=False)
+    assert prepared == [("train", "validation", "dev", "test-student")]
+    assert set(metrics["data"]["dev"]) == {"sst", "sts"} and "loaded" in metrics["data"]
+    assert sorted(p.name for p in (tmp_path / "run" / "predictions").iterdir()) == [
+        "sst-dev.csv", "sst-test.csv", "sts-dev.csv", "sts-test.csv"]

@@ -1,4 +1,5 @@
 """``train.amp: auto``: the precision chosen per machine, its warning, and what a run records."""
+import os
 import warnings
 
 import pytest
@@ -88,3 +89,11 @@ def test_a_run_records_the_resolved_precision_and_matches_the_explicit_value(tmp
     assert auto["precision"] == explicit["precision"] == resolved
     assert yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text())["train"]["amp"] == resolved
     assert result_values(auto) == result_values(explicit)
+
+
+def test_describe_machine_names_the_cpu_threads_and_a_gpu(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_model", lambda: "Some CPU 9000")
+    assert precision.describe_machine("cpu", 1) == f"Some CPU 9000 ({os.cpu_count()} logical CPUs), 1 torch thread"
+    assert precision.describe_machine("cpu", 4).endswith("4 torch threads")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"Fake GPU {device.index}")
+    assert precision.describe_machine("cuda:1", 2).startswith("Fake GPU 1 GPU; host: Some CPU 9000")

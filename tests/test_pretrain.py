@@ -6,7 +6,7 @@ import mtlib.training.pretrain as pretrain
 from mtlib.model.backbone import load_tokenizer
 from mtlib.data.encode import collate
 from mtlib.model.multitask import build_model
-from mtlib.training.pretrain import encode_features, load_or_encode, pretrain_heads
+from mtlib.training.pretrain import HeadPretraining, encode_features, load_or_encode, pretrain_heads
 from mtlib.tasks import TASKS, metric_key
 from mtlib.data.prepare import prepare_data
 from tests.helpers import smoke_config
@@ -33,7 +33,7 @@ def lstm(tmp_path_factory):
 def run(cfg, data, pad_id, model=None, **kwargs):
     model = model if model is not None else build_model(cfg)
     kwargs = {"epochs": 4, "patience": None, "batch_size": 8, "seed": 0, "pad_id": pad_id, **kwargs}
-    return model, pretrain_heads(model, data["train"], data["validation"], **kwargs)
+    return model, pretrain_heads(model, data["train"], data["validation"], HeadPretraining(**kwargs))
 
 
 def count_encoder_calls(model) -> list:
@@ -205,8 +205,8 @@ def test_joint_heads_equal_each_head_trained_alone_for_the_jointly_chosen_epoch(
         alone = build_model(cfg)
         sources = pretrain.feature_sources(alone, [data["train"][task], data["validation"][task]], False, 128, pad_id,
                                            torch.device("cpu"), "none")
-        trainer = pretrain.HeadTrainer(alone.heads[task], data["train"][task], data["validation"][task], sources, 8, 0,
-                                       3e-3, 0.0, True, 128, torch.device("cpu"), "none")
+        trainer = pretrain.HeadTrainer(alone.heads[task], data["train"][task], data["validation"][task], sources, 8,
+                                       HeadPretraining(lr=3e-3, seed=0))
         alone.eval()
         rows = [trainer.epoch() for _ in range(epoch)]
         assert [r[metric_key(task)] for r in rows] == [r[metric_key(task)] for r in history[task][:epoch]]

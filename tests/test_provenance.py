@@ -1,13 +1,12 @@
-"""mtlib.training.provenance: the "what was run" header every page of the report opens with."""
+"""mtlib.study.provenance: the "what was run" header every page of the report opens with."""
 import json
-import os
 
 import pytest
-import torch
 import yaml
 
-from mtlib.training import provenance
-from mtlib.training.provenance import MINILM_CAVEAT, config_header, describe_machine, runs_header
+from mtlib.study import provenance
+from mtlib.study.provenance import MINILM_CAVEAT, config_header, runs_header
+from mtlib.training.precision import describe_machine
 from tests.helpers import ROOT
 
 PARAMS = ROOT / "params.yaml"
@@ -22,14 +21,6 @@ def rows(header: str) -> dict:
 def test_is_minilm_knows_the_alias_and_the_hub_id():
     assert provenance.is_minilm("minilm") and provenance.is_minilm("sentence-transformers/all-MiniLM-L6-v2")
     assert not provenance.is_minilm("tiny-random") and not provenance.is_minilm("bert-base-uncased")
-
-
-def test_describe_machine_names_the_cpu_threads_and_a_gpu(monkeypatch):
-    monkeypatch.setattr(provenance, "cpu_model", lambda: "Some CPU 9000")
-    assert describe_machine("cpu", 1) == f"Some CPU 9000 ({os.cpu_count()} logical CPUs), 1 torch thread"
-    assert describe_machine("cpu", 4).endswith("4 torch threads")
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"Fake GPU {device.index}")
-    assert describe_machine("cuda:1", 2).startswith("Fake GPU 1 GPU; host: Some CPU 9000")
 
 
 def test_config_header_states_the_run_and_the_caveat_only_for_minilm():

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from mtlib.config import read_params
-from mtlib.study.report import (METRICS, MINILM_CAVEAT, MetricsError, bootstrap_runs, collect_histories,
-                                collect_predictions, collect_runs, detectable_effects, effects_markdown,
-                                interval_sources, report_row, summarise, table_markdown, write_table)
+from mtlib.record import RecordError
+from mtlib.study.report import (METRICS, MINILM_CAVEAT, bootstrap_runs, collect_histories, collect_predictions,
+                                collect_runs, detectable_effects, effects_markdown, interval_sources, report_row,
+                                summarise, table_markdown, write_table)
 from mtlib.tasks import TASKS, metric_key
 from tests.helpers import ROOT, dev_labels, write_predicted_run, write_task_files
 
@@ -83,7 +84,7 @@ def test_malformed_metrics_error_names_the_file(tmp_path, content, words):
     bad = tmp_path / "broken" / "seed3"
     bad.mkdir(parents=True)
     (bad / "metrics.json").write_text(content)
-    with pytest.raises(MetricsError) as error:
+    with pytest.raises(RecordError) as error:
         collect_runs(tmp_path)
     assert str(bad / "metrics.json") in str(error.value) and words in str(error.value)
 

@@ -41,12 +41,18 @@ def split_train(frame: pd.DataFrame, validation_size: int) -> tuple[pd.DataFrame
     return rest, validation
 
 
-def prepare_data(cfg: Config, tokenizer, data_dir=None, splits=("train", "validation", "dev"),
-                 counts: dict | None = None) -> dict[str, dict[str, EncodedSplit]]:
-    """``{split: {task: EncodedSplit}}`` for ``splits`` (see the module docstring); ``counts``, if
-    given, receives the training-set size per task after each preparation step."""
+def prepare_data(cfg: Config, tokenizer, data_dir=None,
+                 splits=("train", "validation", "dev")) -> dict[str, dict[str, EncodedSplit]]:
+    """``{split: {task: EncodedSplit}}`` for ``splits`` (see the module docstring)."""
+    return prepare_counted(cfg, tokenizer, data_dir, splits)[0]
+
+
+def prepare_counted(cfg: Config, tokenizer, data_dir=None, splits=("train", "validation", "dev"),
+                    ) -> tuple[dict[str, dict[str, EncodedSplit]], dict[str, dict[str, int]]]:
+    """:func:`prepare_data`, and the training-set size per task after each preparation step
+    (``{"loaded"|"length_filtered"|"augmented": {task: rows}}``)."""
     folder = find_data_dir(data_dir or cfg.data.dir)
-    counts = {} if counts is None else counts
+    counts: dict[str, dict[str, int]] = {}
     out: dict[str, dict[str, EncodedSplit]] = {split: {} for split in splits}
     for task in TASK_NAMES:
         frames = {}
@@ -62,9 +68,11 @@ def prepare_data(cfg: Config, tokenizer, data_dir=None, splits=("train", "valida
             if split in frames:
                 frame = frames[split]
                 if split == "train":
-                    frame = _prepare_training(cfg, tokenizer, frame, task, counts)
+                    frame, steps = _prepare_training(cfg, tokenizer, frame, task)
+                    for step, rows in steps.items():
+                        counts.setdefault(step, {})[task] = rows
                 out[split][task] = _encode(cfg, tokenizer, frame, task)
-    return out
+    return out, counts
 
 
 def _encode(cfg: Config, tokenizer, frame, task: str) -> EncodedSplit:
@@ -72,18 +80,19 @@ def _encode(cfg: Config, tokenizer, frame, task: str) -> EncodedSplit:
                         cfg.data.cache_dir, cfg.backbone.name)
 
 
-def _prepare_training(cfg: Config, tokenizer, frame, task: str, counts: dict) -> pd.DataFrame:
-    """Drop the longest inputs, then EDA-balance the classes (cached in data/processed)."""
+def _prepare_training(cfg: Config, tokenizer, frame, task: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop the longest inputs, then EDA-balance the classes (cached in data/processed);
+    also returns the rows left after each step."""
     d = cfg.data
-    counts.setdefault("loaded", {})[task] = len(frame)
+    steps = {"loaded": len(frame)}
     if d.length_filter > 0:
         frame, _ = length_filter(frame, _encode(cfg, tokenizer, frame, task).lengths(), d.length_filter)
         frame = frame.reset_index(drop=True)
-        counts.setdefault("length_filtered", {})[task] = len(frame)
+        steps["length_filtered"] = len(frame)
     if d.augment and TASKS[task].balanced:
         frame = _augmented(frame, task, Path(d.processed_dir))
-        counts.setdefault("augmented", {})[task] = len(frame)
-    return frame
+        steps["augmented"] = len(frame)
+    return frame, steps
 
 
 def _augmented(frame, task: str, folder: Path):

@@ -65,8 +65,10 @@ class MultitaskModel(nn.Module):
         out = self.heads[batch.task](self.features(batch, inputs_embeds))
         return out.squeeze(-1) if out.shape[-1] == 1 else out
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        return TASKS[batch.task].loss(self(batch), batch.labels)
+    def loss(self, batch: Batch, output: torch.Tensor | None = None) -> torch.Tensor:
+        """The task's loss of ``output`` (default: this model's output for ``batch``); the one
+        loss of training: the Stepper passes the output it keeps for SMART."""
+        return TASKS[batch.task].loss(self(batch) if output is None else output, batch.labels)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.encoder.parameters() if p.requires_grad]  # PALs and heads are task-specific

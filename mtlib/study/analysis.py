@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mtlib.data.augment import OPERATIONS, eda, length_filter
 from mtlib.data.files import file_name, find_data_dir, load_split, read_task_file
 from mtlib.tasks import TASKS
+from mtlib.training.runs import read_run_config
 from mtlib.training.samplers import SAMPLERS
 
 #: Display names of the classification labels (the figures use the same, with line breaks).
@@ -237,7 +237,7 @@ def read_predictions(run_dir, task: str, split: str = "dev", data_dir=None) -> p
     """
     run_dir, spec = Path(run_dir), TASKS[task]
     if data_dir is None and (run_dir / "config.yaml").exists():
-        data_dir = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["dir"]
+        data_dir = read_run_config(run_dir).data.dir
     path = run_dir / "predictions" / f"{task}-{split}.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no predictions for {task} {split}")

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from mtlib.study.plotting import METRIC_TITLES, SST_CLASSES, draw_curves, long_histories, new_figure, save
 from mtlib.study.report import METRICS
 from mtlib.tasks import TASK_NAMES, metric_key
-from mtlib.training.provenance import is_minilm
+from mtlib.study.provenance import is_minilm
 
 
 # ---------------------------------------------------------------------------------------

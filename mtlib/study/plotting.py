@@ -101,18 +101,19 @@ def draw_curves(ax, histories, metric: str, x: str, labels: Mapping[str, str] | 
         ax.fill_between(part[x], part["mean"] - part["std"], part["mean"] + part["std"], color=color, alpha=0.2,
                         linewidth=0)
     ax.set_xlabel(X_TITLES.get(x, x))
-    ax.set_ylabel(f"dev {METRIC_TITLES.get(metric, metric)}")
+    ax.set_ylabel(f"validation {METRIC_TITLES.get(metric, metric)}")
     ax.grid(alpha=0.3)
 
 
 def plot_learning_curves(histories, path: str | Path, metric: str = "mean", x: str = "examples",
                          labels: Mapping[str, str] | None = None, title: str | None = None) -> Figure:
-    """Dev ``metric`` against ``x``: one line per experiment (mean over seeds), a ±1 std band.
+    """Validation ``metric`` against ``x``: one line per experiment (mean over seeds), a ±1 std band.
 
     ``histories``: collect_histories' long frame, or {experiment: [history frame per seed]}.
     """
     fig, (ax,) = new_figure(1, width=6.4, height=4.2)
     draw_curves(ax, histories, metric, x, labels)
-    ax.set_title(title or f"Dev {METRIC_TITLES.get(metric, metric)} during training (mean ± std over seeds)")
+    metric_title = METRIC_TITLES.get(metric, metric)
+    ax.set_title(title or f"Validation {metric_title} during training (mean ± std over seeds)")
     ax.legend(fontsize=8)
     return save(fig, path)

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from mtlib.config import merge
+from mtlib.record import PRECISIONS
 
 
 def _sizes(sizes: Mapping) -> str:
@@ -27,7 +28,7 @@ def profile_row(name: str, settings: Mapping, default: bool = False) -> str:
     if train["accumulation"] > 1:
         budget += f", {train['accumulation']} per update"
     budget += f"; heads pretrained up to {train['pretrain_args']['epochs']} epochs"
-    precision = {"none": "fp32", "auto": "auto (bf16 where native)"}.get(train["amp"], train["amp"])
+    precision = {**PRECISIONS, "auto": "auto (bf16 where native)"}.get(train["amp"], train["amp"])
     cells = [f"`{name}`" + (" (default)" if default else ""), model, _sizes(data["train_size"]),
              _sizes(data["validation_size"]), _sizes(data["dev_size"]), budget, f"{precision}, device {train['device']}"]
     return "| " + " | ".join(cells) + " |"

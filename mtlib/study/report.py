@@ -28,22 +28,21 @@ From the results notebook (``params``, ``runs_dir``, ``table_csv``, ``table_md``
 """
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mtlib.data.files import file_name, find_data_dir, read_task_file
 from mtlib.io import write_csv, write_text
+from mtlib.record import RecordError, RunRecord, folder_seed, read_history
 from mtlib.study.stats import (REPLICATES, Interval, Replicates, interval, minimal_detectable_effect, pooled_sd,
                                replicate_scores, t_half_width)
 from mtlib.tasks import TASK_NAMES, TASKS, metric_key
-from mtlib.training.provenance import MINILM_CAVEAT, is_minilm
+from mtlib.study.provenance import MINILM_CAVEAT, is_minilm
+from mtlib.training.runs import read_run_config
 
 # Column name in our frames -> key in metrics.json's "dev".
 METRICS = {**{task: metric_key(task) for task in TASK_NAMES}, "mean": "mean"}
@@ -90,10 +89,6 @@ def score_tolerance(integer_labels: bool, values: np.ndarray) -> float:
     return SCORE_TOLERANCE + (math.inf if spread == 0 else 2 * ROUNDING / spread)
 
 
-class MetricsError(ValueError):
-    """A metrics.json that cannot be read as a run's metrics; the message names the file."""
-
-
 # ---------------------------------------------------------------------------------------
 # Reading run folders
 
@@ -101,48 +96,35 @@ def _number(value, path: Path, key: str) -> float:
     if value is None:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MetricsError(f"{path}: malformed metrics.json: {key} is {value!r}, not a number")
+        raise RecordError(f"{path}: malformed metrics.json: {key} is {value!r}, not a number")
     return float(value)
 
 
-def _seed_from_folder(folder: Path) -> int | None:
-    match = re.fullmatch(r"seed(\d+)", folder.name)
-    return int(match.group(1)) if match else None
-
-
 def read_metrics(path: str | Path) -> dict:
-    """One row of :func:`collect_runs` from a metrics.json; :class:`MetricsError` names the file."""
+    """One row of :func:`collect_runs` from a metrics.json; :class:`RecordError` names the file."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise MetricsError(f"{path}: malformed metrics.json: {error}") from error
-    if not isinstance(data, dict) or not isinstance(data.get("dev"), dict):
-        raise MetricsError(f"{path}: malformed metrics.json: no 'dev' object of scores")
-    params = data.get("params", {})
+    record = RunRecord.read(path)
+    params = {} if record.params is None else record.params
     if not isinstance(params, dict) or not isinstance(params.get("task_specific", {}), dict):
-        raise MetricsError(f"{path}: malformed metrics.json: 'params' is not an object of counts")
+        raise RecordError(f"{path}: malformed metrics.json: 'params' is not an object of counts")
     specific = params.get("task_specific", {})
-
-    seed = data.get("seed")
-    if seed is None:
-        seed = _seed_from_folder(path.parent)
+    seed = folder_seed(path.parent) if record.seed is None else record.seed
     if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not float(seed).is_integer():
-        raise MetricsError(f"{path}: malformed metrics.json: seed is {seed!r}, not an integer "
+        raise RecordError(f"{path}: malformed metrics.json: seed is {seed!r}, not an integer "
                            "(and the folder is not named seed<k>)")
-    row = {"experiment": str(data.get("experiment") or path.parent.parent.name), "seed": int(seed)}
+    row = {"experiment": str(record.experiment or path.parent.parent.name), "seed": int(seed)}
     for column, key in METRICS.items():
-        row[column] = _number(data["dev"].get(key), path, f"dev[{key!r}]")
+        row[column] = _number(record.dev.get(key), path, f"dev[{key!r}]")
     for key in ("best_update", "updates", "train_seconds", "train_examples_per_second",
                 "train_tokens_per_second", "eval_examples_per_second"):
-        row[key] = _number(data.get(key), path, key)
-    row["stopped_early"] = data.get("stopped_early")
+        row[key] = _number(getattr(record, key), path, key)
+    row["stopped_early"] = record.stopped_early
     for key in ("total", "trainable", "shared"):
         row[f"params_{key}"] = _number(params.get(key), path, f"params[{key!r}]")
     per_task = {t: _number(specific.get(t), path, f"params['task_specific'][{t!r}]") for t in TASK_NAMES}
     row["params_task_specific"] = float(np.nansum(list(per_task.values()))) if specific else math.nan
     row.update({f"params_{t}": n for t, n in per_task.items()})
-    row.update(backbone=data.get("backbone"), profile=data.get("profile"), path=str(path.parent))
+    row.update(backbone=record.backbone, profile=record.profile, path=str(path.parent))
     return row
 
 
@@ -168,25 +150,9 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
 
 
 def collect_histories(root: str | Path) -> pd.DataFrame:
-    """Every history.csv under ``root`` in long form: ``experiment``, ``seed``, then its columns.
-
-    Experiment and seed come from the folder layout ``<experiment>/seed<k>/history.csv``.
-    """
-    root = Path(root)
-    frames = []
-    for path in _run_files(root, "history.csv"):
-        seed = _seed_from_folder(path.parent)
-        if seed is None:
-            raise ValueError(f"{path}: not inside a seed<k> folder")
-        try:
-            frame = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path}: malformed history.csv: {error}") from error
-        frames.append(frame.assign(experiment=path.parent.parent.name, seed=seed))
-    if not frames:
-        return pd.DataFrame(columns=["experiment", "seed"])
-    long = pd.concat(frames, ignore_index=True)
-    return long[["experiment", "seed", *[c for c in long.columns if c not in ("experiment", "seed")]]]
+    """Every history.csv under ``root`` (mtlib.record.read_history) in one long frame."""
+    frames = [read_history(path.parent) for path in _run_files(Path(root), "history.csv")]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["experiment", "seed"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -196,9 +162,8 @@ def _data_folder(runs: pd.DataFrame, data_dir) -> Path:
     """``data_dir``, else the first run's config.yaml ``data.dir``, else the usual search."""
     if data_dir is None:
         for folder in runs["path"]:
-            config = Path(folder) / "config.yaml"
-            if config.exists():
-                data_dir = (yaml.safe_load(config.read_text()).get("data") or {}).get("dir")
+            if (Path(folder) / "config.yaml").exists():
+                data_dir = read_run_config(folder).data.dir
                 break
     return find_data_dir(data_dir)
 

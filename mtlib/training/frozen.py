@@ -9,7 +9,6 @@ defaults a profile uses, on the validation split, never on dev.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 
@@ -17,9 +16,9 @@ from mtlib.config import Config, with_overrides
 from mtlib.data.prepare import prepare_data
 from mtlib.model.backbone import load_tokenizer
 from mtlib.model.multitask import build_model
-from mtlib.tasks import metric_key
+from mtlib.record import score_that_counts
 from mtlib.training.precision import resolve_amp, resolve_device
-from mtlib.training.pretrain import pretrain_heads
+from mtlib.training.pretrain import HeadPretraining, kept_scores, pretrain_heads
 
 
 def frozen_scores(cfg: Config, data_dir=None) -> dict:
@@ -31,16 +30,11 @@ def frozen_scores(cfg: Config, data_dir=None) -> dict:
     tokenizer = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tokenizer, data_dir, splits=("train", "validation"))
     model = build_model(cfg).to(device)
-    history = pretrain_heads(model, {k: data["train"][k] for k in t.tasks}, data["validation"], seed=t.seed,
-                             batch_size={k: t.batch_size[k] for k in t.tasks}, device=device,
-                             amp=resolve_amp(t.amp, device), pad_id=tokenizer.pad_token_id,
-                             eval_batch_size=t.eval_batch_size, bucketing=cfg.data.bucketing,
-                             cache_dir=Path(cfg.data.cache_dir) / "features",
-                             selection=cfg.methods.pretrain.selection or "individual", **cfg.methods.pretrain.knobs())
-    kept = {task: next(row for row in rows if row["kept"]) for task, rows in history.items()}
-    scores = {metric_key(task): row[metric_key(task)] for task, row in kept.items()}
-    return {**scores, "mean": sum(scores.values()) / len(scores),
-            "epochs": {task: row["epoch"] for task, row in kept.items()}}
+    how = HeadPretraining.for_run(cfg, device, resolve_amp(t.amp, device), tokenizer.pad_token_id,
+                                  cfg.methods.pretrain.selection or "individual")
+    history = pretrain_heads(model, {k: data["train"][k] for k in t.tasks}, data["validation"], how)
+    scores, epochs = kept_scores(history)
+    return {**scores, "mean": score_that_counts(scores), "epochs": epochs}
 
 
 def compare(cfg: Config, variants: dict[str, list[str]], data_dir=None) -> pd.DataFrame:

@@ -1,8 +1,6 @@
 """Using a finished run: re-score its best checkpoint, or predict any file in the course layout."""
 from __future__ import annotations
 
-import json
-
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,9 +10,10 @@ from mtlib.config import PerTask
 from mtlib.data.encode import encode_split
 from mtlib.data.files import iter_task_file
 from mtlib.data.prepare import prepare_data
-from mtlib.io import atomic_path, check_output, write_csv, write_json
+from mtlib.io import atomic_path, check_output, write_csv
 from mtlib.model.backbone import check_max_length, load_tokenizer
 from mtlib.model.multitask import build_model
+from mtlib.record import RunRecord
 from mtlib.tasks import TASKS, metric_key
 from mtlib.training import runs
 from mtlib.training.adjust import load_adjustment
@@ -28,7 +27,7 @@ CHUNK_ROWS = 10_000  # rows predicted at a time: memory does not grow with the i
 
 def _trained_nothing(run_dir: Path) -> bool:
     metrics = run_dir / "metrics.json"
-    return metrics.exists() and json.loads(metrics.read_text()).get("updates") == 0
+    return metrics.exists() and RunRecord.read(metrics).updates == 0
 
 
 def load_run(run_dir: str | Path, device: str | None = None):
@@ -42,7 +41,7 @@ def load_run(run_dir: str | Path, device: str | None = None):
     best = run_dir / "checkpoints" / "best"
     own = (best / "model.safetensors").exists()
     if not own and cfg.train.init_from and _trained_nothing(run_dir):
-        best = Path(cfg.train.init_from.format(seed=cfg.train.seed)) / "checkpoints" / "best"
+        best = runs.init_checkpoint(cfg.train)
     if not (best / "model.safetensors").exists():
         raise CheckpointError(f"{best}: no checkpoint (was the run trained with train.keep_checkpoint=false?)")
     device = resolve_device(device or cfg.train.device)
@@ -79,8 +78,7 @@ def evaluate_run(run_dir: str | Path, data_dir=None, full_dev: bool = False,
                 results[name] = scores
             for task, values in predictions.items():
                 write_csv(out / f"{task}-{name}.csv", prediction_frame(data[split][task], values))
-        write_json(out / "metrics.json", results)
-    return results
+        return RunRecord(**results).write(out / "metrics.json")  # the record's dev and test, nothing else
 
 
 def predict_file(run_dir: str | Path, task: str, input_path: str | Path, output_path: str | Path,

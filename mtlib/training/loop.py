@@ -1,15 +1,17 @@
 """Training one experiment: data -> model -> updates -> evaluation -> run folder.
 
-:func:`train` reads top to bottom: check the backbone's limits, prepare the data, claim the run folder
-(mtlib.training.runs.claim), then hand over to the run's method (``METHODS``): fine-tuning,
-heads on the frozen encoder, or the random predictor.
+:func:`train` reads top to bottom: check the config, prepare the data once
+(:func:`build_experiment`), claim the run folder (mtlib.training.runs.claim), then hand over
+to the run's method (``METHODS``): fine-tuning, heads on the frozen encoder, a trained run
+scored again, or the random predictor. Each method writes one
+:class:`~mtlib.record.RunRecord` (metrics.json).
 
 Every run follows the report's protocol: the heads are first trained on the frozen encoder
 (``train.pretrain_heads``: joint or individual; mtlib.training.pretrain), then fine-tuning
-builds the :class:`~mtlib.training.stepper.Stepper` and alternates updates and evaluations on
-the VALIDATION split held out of train (each checkpointed, so ``resume`` continues exactly);
-the best validation score picks the checkpoint, and dev is scored once, at that checkpoint
-(:func:`finish_run`).
+builds the :class:`~mtlib.training.stepper.Stepper` (:func:`build_training`) and alternates
+updates and evaluations on the VALIDATION split held out of train (each checkpointed, so
+``resume`` continues exactly); the best validation score picks the checkpoint, and dev is
+scored once, at that checkpoint (:func:`finish_run`).
 """
 from __future__ import annotations
 
@@ -28,18 +30,18 @@ from tqdm.auto import tqdm
 from mtlib import seeds
 from mtlib.config import Config, TrainConfig
 from mtlib.data.encode import BatchStream, EncodedSplit
-from mtlib.data.prepare import prepare_data
-from mtlib.io import write_csv, write_json
+from mtlib.data.prepare import prepare_counted, prepare_data
+from mtlib.io import write_csv
 from mtlib.model.backbone import check_max_length, load_tokenizer
 from mtlib.model.multitask import MultitaskModel, add_task_pals, build_model, parameter_counts
-from mtlib.tasks import TASK_NAMES, TASKS, metric_key
+from mtlib.record import TRAINED_ORDER, RunRecord, score_that_counts
+from mtlib.tasks import TASK_NAMES, TASKS
 from mtlib.training.adjust import fit_adjustment, save_adjustment, sst_probabilities
 from mtlib.training.checkpoint import checkpoint_exists, load_checkpoint, load_model_weights, save_checkpoint
 from mtlib.training.evaluate import evaluate, prediction_frame, score
-from mtlib.training.precision import amp_reason, grad_scaler, resolve_amp, resolve_device
-from mtlib.training.pretrain import (encoder_fingerprint, evaluate_heads, feature_sources, needs_tokens,
-                                     pretrain_heads, pretraining_sample)
-from mtlib.training.provenance import describe_machine
+from mtlib.training.precision import amp_reason, describe_machine, grad_scaler, resolve_amp, resolve_device
+from mtlib.training.pretrain import (HeadPretraining, encoder_fingerprint, evaluate_heads, feature_sources,
+                                     kept_scores, needs_tokens, pretrain_heads, pretraining_sample)
 from mtlib.training import runs
 from mtlib.training.runs import RunFolder, RunState, write_history
 from mtlib.training.samplers import TaskSampler
@@ -47,26 +49,41 @@ from mtlib.training.stepper import Stepper, adamw
 from mtlib.training.updates import evaluation_interval, updates_per_epoch
 
 
-@dataclass
-class Run:
-    """Everything one training run holds between its updates."""
+@dataclass(frozen=True)
+class Experiment:
+    """One run, assembled before its folder is touched: the config as run (``train.amp``
+    resolved for this machine), the folder's paths, the tokenizer, the device and the data,
+    prepared ONCE: ``{"train"/"validation"/"dev" (and "test", when the profile predicts the
+    test-student files): {task: split}}``, every split but train cut to the trained tasks."""
 
     cfg: Config
     folder: RunFolder
-    data: dict[str, dict[str, EncodedSplit]]  # {"train"/"dev": {task: split}}
     tokenizer: object
     device: torch.device
-    amp: str                                   # the precision resolved for this machine (cfg.train.amp)
-    model: MultitaskModel | None = None
-    optimizer: torch.optim.Optimizer | None = None
-    scaler: torch.amp.GradScaler | None = None
-    sampler: TaskSampler | None = None
-    streams: dict[str, BatchStream] | None = None
-    stepper: Stepper | None = None
+    data: dict[str, dict[str, EncodedSplit]]
+    counts: dict[str, dict[str, int]]  # training rows after each preparation step; validation and dev rows
+
+    @property
+    def amp(self) -> str:
+        return self.cfg.train.amp
 
     @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
+
+    @property
+    def eval_args(self) -> tuple:
+        """How every split is scored: (eval batch size, pad id, device, precision)."""
+        return self.cfg.train.eval_batch_size, self.pad_id, self.device, self.amp
+
+    @property
+    def scored(self) -> dict[str, dict[str, EncodedSplit]]:
+        """The splits scored once at the end: dev, and test where predicted."""
+        return {split: self.data[split] for split in ("dev", "test") if split in self.data}
+
+    def write_predictions(self, split: str, encoded: dict[str, EncodedSplit], predictions: dict) -> None:
+        for task, values in predictions.items():
+            write_csv(self.folder.predictions(task, split), prediction_frame(encoded[task], values))
 
 
 def learning_rate(update: int, cfg: TrainConfig) -> float:
@@ -79,9 +96,33 @@ def learning_rate(update: int, cfg: TrainConfig) -> float:
     return cfg.lr * max(0.0, (total - update) / max(1, total - cfg.warmup_steps))
 
 
-def selection_score(metrics: dict[str, float]) -> float:
-    """What early stopping and the best checkpoint follow: the validation mean (of the trained tasks)."""
-    return metrics["mean"] if "mean" in metrics else float(np.mean(list(metrics.values())))
+def as_run(cfg: Config) -> tuple[Config, torch.device]:
+    """``cfg`` checked (its methods, the backbone's limits, the device) with ``train.amp``
+    resolved for this machine, as the run records it; and the device."""
+    check_max_length(cfg.backbone)
+    t = cfg.train
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    device = resolve_device(t.device)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, amp=resolve_amp(t.amp, device)))
+    print(f"{cfg.experiment} seed {t.seed}: {amp_reason(t.amp, cfg.train.amp, device)}", flush=True)
+    return cfg, device
+
+
+def build_experiment(cfg: Config, device: torch.device, out_dir: str | Path, data_dir=None) -> Experiment:
+    """The run's tokenizer and data (``cfg`` as :func:`as_run` returns it), seeded first."""
+    t = cfg.train
+    seeds.seed_everything(t.seed)
+    tokenizer = load_tokenizer(cfg.backbone)
+    splits = ("train", "validation", "dev", "test-student") if t.predict_test else ("train", "validation", "dev")
+    prepared, counts = prepare_counted(cfg, tokenizer, data_dir, splits)
+    data = {"train": prepared["train"]}
+    for split, name in (("validation", "validation"), ("dev", "dev"), ("test-student", "test")):
+        if split in prepared:
+            data[name] = {task: encoded for task, encoded in prepared[split].items() if task in t.tasks}
+    counts.update({split: {task: len(encoded) for task, encoded in data[split].items()}
+                   for split in ("validation", "dev")})
+    return Experiment(cfg, RunFolder(Path(out_dir)), tokenizer, device, data, counts)
 
 
 def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
@@ -89,235 +130,207 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
     """Train ``cfg`` into ``out_dir``; returns metrics.json's content.
 
     The config (its methods' settings, when it loaded), the backbone's limits (from its
-    config file, so before any data), the device and the data are all checked before the
+    config file, before any data), the device and the data are all checked before the
     run folder is touched; the folder is then held for the whole run (:func:`runs.claim`)."""
-    method = METHODS[cfg.methods.method].run
-    check_max_length(cfg.backbone)
-    t = cfg.train
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
-    device = resolve_device(t.device)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, amp=resolve_amp(t.amp, device)))  # as run
-    print(f"{cfg.experiment} seed {t.seed}: {amp_reason(t.amp, cfg.train.amp, device)}", flush=True)
-    t = cfg.train
+    method = METHODS[cfg.methods.method]
+    cfg, device = as_run(cfg)
     runs.check_folder(Path(out_dir), cfg, resume, overwrite)  # again under the lock; here it fails fast
-    seeds.seed_everything(t.seed)
-    tokenizer = load_tokenizer(cfg.backbone)
-    counts: dict = {}
-    data = prepare_data(cfg, tokenizer, data_dir, counts=counts)
-    for split in ("validation", "dev"):
-        data[split] = {task: data[split][task] for task in t.tasks}
-        counts[split] = {task: len(encoded) for task, encoded in data[split].items()}
-    with runs.claim(Path(out_dir), cfg, resume, overwrite) as folder:
-        run = Run(cfg, folder, data, tokenizer, device, t.amp)
-        return method(run, resume, data_dir, counts, progress)
+    experiment = build_experiment(cfg, device, out_dir, data_dir)
+    options = {"resume": resume, "progress": progress}
+    with runs.claim(Path(out_dir), cfg, resume, overwrite):
+        return method.run(experiment, **{name: options[name] for name in method.options})
 
 
-def finetune(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> dict:
+def finetune(experiment: Experiment, resume: bool, progress: bool) -> dict:
     """Build the model (heads pretrained first if asked), then update and evaluate until done."""
-    cfg, t = run.cfg, run.cfg.train
-    resuming = resume and checkpoint_exists(run.folder.last)
-    _build(run, pretrain=cfg.methods.pretrain.selection is not None and not resuming, progress=progress)
+    cfg, t = experiment.cfg, experiment.cfg.train
+    resuming = resume and checkpoint_exists(experiment.folder.last)
+    stepper = build_training(experiment, pretrain=cfg.methods.pretrain.selection is not None and not resuming, progress=progress)
     state = RunState()
     if resuming:
-        state = _restore(run)
-    elif resume and run.folder.metrics.exists():
-        raise FileExistsError(f"{run.folder.path}: the run is complete (metrics.json exists); nothing to resume")
+        state = _restore(stepper, experiment)
+    elif resume and experiment.folder.metrics.exists():
+        raise FileExistsError(f"{experiment.folder.path}: the run is complete (metrics.json exists); nothing to resume")
     per_epoch = updates_per_epoch(t)
     total, eval_every = t.epochs * per_epoch, evaluation_interval(t)
     bar = tqdm(total=total, initial=state.update, disable=not progress, desc=cfg.experiment, mininterval=5)
-    run.model.train()
+    stepper.model.train()
     while state.update < total and not state.stopped_early:
         started, epoch = time.perf_counter(), state.update // per_epoch + 1
-        for group in run.optimizer.param_groups:
+        for group in stepper.optimizer.param_groups:
             group["lr"] = learning_rate(state.update, t)
-        examples, tokens = run.stepper.step(state.update, epoch)
+        examples, tokens = stepper.step(state.update, epoch)
         state.examples, state.tokens, state.update = state.examples + examples, state.tokens + tokens, state.update + 1
         state.train_seconds += time.perf_counter() - started
         bar.update(1)
         if state.update % eval_every == 0 or state.update == total:
-            _evaluate_and_checkpoint(run, state, epoch)
+            _evaluate_and_checkpoint(experiment, stepper, state, epoch)
     bar.close()
-    return finish_run(run, state, data_dir, counts)
+    return finish_run(experiment, stepper.model, state)
 
 
-def _build(run: Run, pretrain: bool, progress: bool) -> None:
-    """The model (from ``init_from`` when set, PALs added, heads pretrained when asked), its
-    optimiser, the batch streams, the sampler and the Stepper."""
-    cfg, t = run.cfg, run.cfg.train
+def build_training(experiment: Experiment, pretrain: bool, progress: bool) -> Stepper:
+    """The Stepper and all it updates and draws on: the model (from ``init_from`` when set,
+    PALs added, heads pretrained when asked), its optimiser, the batch streams, the sampler."""
+    cfg, t, device = experiment.cfg, experiment.cfg.train, experiment.device
     model = build_model(cfg, with_pals=False)
     if t.init_from:
-        load_model_weights(Path(t.init_from.format(seed=t.seed)) / "checkpoints" / "best", model)
+        load_model_weights(runs.init_checkpoint(t), model)
     if cfg.methods.pals is not None:
         add_task_pals(model, cfg)
-    run.model = model.to(run.device)
+    model = model.to(device)
     if pretrain:
-        _pretrain_heads(run, progress)
-    run.optimizer = adamw(model, t)
-    run.scaler = grad_scaler(run.amp, run.device)
-    run.streams = {task: BatchStream(run.data["train"][task], t.batch_size[task], t.seed, run.pad_id,
-                                     cfg.data.bucketing) for task in t.tasks}
-    sizes = {task: len(run.data["train"][task]) for task in t.tasks}
-    run.sampler = TaskSampler(t.sampler, sizes, t.epochs, t.seed)
-    run.stepper = Stepper(cfg, model, run.optimizer, run.scaler, run.streams, run.sampler, sizes, run.device, run.amp)
+        _pretrain_heads(experiment, model, progress)
+    optimizer, scaler = adamw(model, t), grad_scaler(experiment.amp, device)
+    train_data = experiment.data["train"]
+    streams = {task: BatchStream(train_data[task], t.batch_size[task], t.seed, experiment.pad_id, cfg.data.bucketing)
+               for task in t.tasks}
+    sizes = {task: len(train_data[task]) for task in t.tasks}
+    sampler = TaskSampler(t.sampler, sizes, t.epochs, t.seed)
+    return Stepper(cfg, model, optimizer, scaler, streams, sampler, sizes, device, experiment.amp)
 
 
-def _features_dir(run: Run) -> Path:
-    return Path(run.cfg.data.cache_dir) / "features"
+def _features_dir(cfg: Config) -> Path:
+    return Path(cfg.data.cache_dir) / "features"
 
 
-def _pretrain_heads(run: Run, progress: bool) -> dict[str, list[dict]]:
-    t = run.cfg.train
-    history = pretrain_heads(run.model, {k: run.data["train"][k] for k in t.tasks}, run.data["validation"],
-                             seed=t.seed, batch_size={k: t.batch_size[k] for k in t.tasks}, device=run.device,
-                             amp=run.amp, pad_id=run.pad_id, eval_batch_size=t.eval_batch_size,
-                             bucketing=run.cfg.data.bucketing, cache_dir=_features_dir(run), progress=progress,
-                             selection=run.cfg.methods.pretrain.selection, **run.cfg.methods.pretrain.knobs())
-    run.folder.path.mkdir(parents=True, exist_ok=True)
-    write_csv(run.folder.path / "pretrain_history.csv",
+def _pretrain_heads(experiment: Experiment, model: MultitaskModel, progress: bool) -> dict[str, list[dict]]:
+    """Pretrain the heads (train.pretrain_heads) and keep their history beside the run."""
+    t = experiment.cfg.train
+    how = HeadPretraining.for_run(experiment.cfg, experiment.device, experiment.amp, experiment.pad_id,
+                                  experiment.cfg.methods.pretrain.selection, progress)
+    history = pretrain_heads(model, {k: experiment.data["train"][k] for k in t.tasks},
+                             experiment.data["validation"], how)
+    experiment.folder.path.mkdir(parents=True, exist_ok=True)
+    write_csv(experiment.folder.path / "pretrain_history.csv",
               pd.concat([pd.DataFrame(rows).assign(task=task) for task, rows in history.items()]))
     return history
 
 
-def _restore(run: Run) -> RunState:
+def _restore(stepper: Stepper, experiment: Experiment) -> RunState:
     """The training state of the last checkpoint, loaded into the run's objects."""
-    saved, tensors = load_checkpoint(run.folder.last, run.model, run.optimizer, config=runs.fingerprint(run.cfg))
-    run.sampler.load_state_dict(saved["sampler"])
-    for task, stream in run.streams.items():
+    saved, tensors = load_checkpoint(experiment.folder.last, stepper.model, stepper.optimizer,
+                                     config=runs.fingerprint(experiment.cfg))
+    stepper.sampler.load_state_dict(saved["sampler"])
+    for task, stream in stepper.streams.items():
         stream.load_state_dict(saved["streams"][task])
-    run.scaler.load_state_dict(saved["scaler"])
-    run.stepper.load_state(saved["stepper"], tensors)
+    stepper.scaler.load_state_dict(saved["scaler"])
+    stepper.load_state(saved["stepper"], tensors)
     seeds.restore_rng(saved["rng"], tensors)
     return RunState.from_json(saved["run"])
 
 
-def _evaluate_and_checkpoint(run: Run, state: RunState, epoch: int) -> None:
+def _evaluate_and_checkpoint(experiment: Experiment, stepper: Stepper, state: RunState, epoch: int) -> None:
     """Score the validation split, keep the weights if they are the best so far, checkpoint."""
-    t = run.cfg.train
-    metrics, _, _ = evaluate(run.model, run.data["validation"], t.eval_batch_size, run.pad_id, run.device, run.amp)
+    t, fingerprint, folder = experiment.cfg.train, runs.fingerprint(experiment.cfg), experiment.folder
+    metrics, _, _ = evaluate(stepper.model, experiment.data["validation"], *experiment.eval_args)
     state.history.append({"update": state.update, "epoch": epoch, "examples": state.examples,
                           "train_seconds": round(state.train_seconds, 3), **metrics})
-    if selection_score(metrics) > state.best_score:
-        state.best_score, state.best_update, state.bad_evals = selection_score(metrics), state.update, 0
-        save_checkpoint(run.folder.best, run.model, state={"update": state.update, "metrics": metrics},
-                        config=runs.fingerprint(run.cfg))
+    if score_that_counts(metrics) > state.best_score:
+        state.best_score, state.best_update, state.bad_evals = score_that_counts(metrics), state.update, 0
+        save_checkpoint(folder.best, stepper.model, state={"update": state.update, "metrics": metrics},
+                        config=fingerprint)
     else:
         state.bad_evals += 1
         state.stopped_early = t.patience is not None and state.bad_evals >= t.patience
-    stepper_state, stepper_tensors = run.stepper.state()
+    stepper_state, stepper_tensors = stepper.state()
     rng_state, rng_tensors = seeds.rng_state()
-    saved = {"run": state.to_json(), "sampler": run.sampler.state_dict(), "scaler": run.scaler.state_dict(),
-             "streams": {k: s.state_dict() for k, s in run.streams.items()}, "stepper": stepper_state,
+    saved = {"run": state.to_json(), "sampler": stepper.sampler.state_dict(), "scaler": stepper.scaler.state_dict(),
+             "streams": {k: s.state_dict() for k, s in stepper.streams.items()}, "stepper": stepper_state,
              "rng": rng_state}
-    save_checkpoint(run.folder.last, run.model, run.optimizer, state=saved, tensors={**rng_tensors, **stepper_tensors},
-                    config=runs.fingerprint(run.cfg))
-    write_history(run.folder, state.history)
+    save_checkpoint(folder.last, stepper.model, stepper.optimizer, state=saved,
+                    tensors={**rng_tensors, **stepper_tensors}, config=fingerprint)
+    write_history(folder, state.history)
 
 
-def random_predictor(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> dict:
-    """The random predictor: uniformly drawn labels (a floor every method must clear)."""
-    cfg = run.cfg
-    rng = np.random.default_rng(cfg.train.seed)
-    splits = {"dev": run.data["dev"]}
-    if cfg.train.predict_test:
-        splits["test"] = prepare_data(cfg, run.tokenizer, data_dir, splits=("test-student",))["test-student"]
-    metrics = {"dev": {}}
-    for split, encoded in splits.items():
-        predictions = {task: TASKS[task].random_predictions(len(s), rng) for task, s in encoded.items()}
-        scores = score({t: s for t, s in encoded.items() if s.labels is not None}, predictions)
-        if scores:
-            metrics[split] = scores
-        for task, values in predictions.items():
-            write_csv(run.folder.predictions(task, split), prediction_frame(encoded[task], values))
-    metrics.update(best_update=0, updates=0, stopped_early=False, train_seconds=0.0, data=counts,
-                   params={"total": 0, "trainable": 0, "shared": 0, "task_specific": {t: 0 for t in TASK_NAMES}},
-                   **_identity(run))
-    write_json(run.folder.metrics, metrics)
-    return metrics
-
-
-def _identity(run: Run) -> dict:
-    cfg = run.cfg
+def _identity(experiment: Experiment) -> dict:
+    """The record's fields that say which run it is and where it ran."""
+    cfg = experiment.cfg
     return {"backbone": cfg.backbone.name, "profile": cfg.profile, "experiment": cfg.experiment,
-            "seed": cfg.train.seed, "machine": describe_machine(run.device)}
+            "seed": cfg.train.seed, "machine": describe_machine(experiment.device)}
 
 
-def finish_run(run: Run, state: RunState, data_dir, counts: dict) -> dict:
+def _untrained(experiment: Experiment, model: MultitaskModel | None, scores: dict) -> dict:
+    """Write the record of a run that makes no update (heads, posthoc; random: no model)."""
+    params = ({"total": 0, "trainable": 0, "shared": 0, "task_specific": {t: 0 for t in TASK_NAMES}}
+              if model is None else parameter_counts(model))
+    record = RunRecord(**scores, best_update=0, updates=0, stopped_early=False, train_seconds=0.0,
+                       data=experiment.counts, params=params, precision=None if model is None else experiment.amp,
+                       **_identity(experiment))
+    return record.write(experiment.folder.metrics)
+
+
+def random_predictor(experiment: Experiment) -> dict:
+    """The random predictor: uniformly drawn labels (a floor every method must clear)."""
+    rng = np.random.default_rng(experiment.cfg.train.seed)
+    scores = {"dev": {}}
+    for split, encoded in experiment.scored.items():
+        predictions = {task: TASKS[task].random_predictions(len(s), rng) for task, s in encoded.items()}
+        labelled = score({t: s for t, s in encoded.items() if s.labels is not None}, predictions)
+        if labelled:
+            scores[split] = labelled
+        experiment.write_predictions(split, encoded, predictions)
+    return _untrained(experiment, None, scores)
+
+
+def finish_run(experiment: Experiment, model: MultitaskModel, state: RunState) -> dict:
     """Score dev ONCE with the weights the validation split selected; write predictions and
     metrics.json; drop what is not kept."""
-    cfg, t, folder = run.cfg, run.cfg.train, run.folder
-    load_model_weights(folder.best, run.model)
-    adjustments = {"sst": fit_sst_adjustment(run)} if t.sst_adjustment else None
+    t = experiment.cfg.train
+    load_model_weights(experiment.folder.best, model)
+    adjustments = {"sst": fit_sst_adjustment(experiment, model)} if t.sst_adjustment else None
     best = next(row for row in state.history if row["update"] == state.best_update)
-    metrics = {"dev": {}, "validation": {k: v for k, v in best.items() if "/" in k or k == "mean"},
-               "best_update": state.best_update, "updates": state.update, "stopped_early": state.stopped_early}
-    _score_splits(run, data_dir, adjustments, metrics)
     seconds = max(state.train_seconds, 1e-9)
-    metrics.update(train_seconds=round(state.train_seconds, 2),
-                   train_examples_per_second=round(state.examples / seconds, 2),
-                   train_tokens_per_second=round(state.tokens / seconds, 2),
-                   params=parameter_counts(run.model), data=counts, precision=run.amp, **_identity(run))
-    write_json(folder.metrics, metrics)
-    shutil.rmtree(folder.last, ignore_errors=True)
+    record = RunRecord(**_score_splits(experiment, model, adjustments),
+                       validation={k: v for k, v in best.items() if "/" in k or k == "mean"},
+                       best_update=state.best_update, updates=state.update, stopped_early=state.stopped_early,
+                       train_seconds=round(state.train_seconds, 2),
+                       train_examples_per_second=round(state.examples / seconds, 2),
+                       train_tokens_per_second=round(state.tokens / seconds, 2),
+                       params=parameter_counts(model), data=experiment.counts, precision=experiment.amp,
+                       **_identity(experiment))
+    content = record.write(experiment.folder.metrics, TRAINED_ORDER)
+    shutil.rmtree(experiment.folder.last, ignore_errors=True)
     if not t.keep_checkpoint:
-        shutil.rmtree(folder.path / "checkpoints", ignore_errors=True)
-    return metrics
+        shutil.rmtree(experiment.folder.path / "checkpoints", ignore_errors=True)
+    return content
 
 
-def _score_splits(run: Run, data_dir, adjustments: dict | None, metrics: dict) -> None:
-    """Score dev (and test) once, write the predictions, put the scores into ``metrics``.
+def _score_splits(experiment: Experiment, model: MultitaskModel, adjustments: dict | None) -> dict:
+    """Score dev (and test) once and write the predictions; returns the record's score fields.
     With ``adjustments`` ({task: W}) only those tasks are predicted a second time, through
     W; the scores without it go to ``<split>_unadjusted``."""
-    t = run.cfg.train
-    for split, encoded in _scored_splits(run, data_dir).items():
-        scores, predictions, timing = evaluate(run.model, encoded, t.eval_batch_size, run.pad_id, run.device, run.amp)
+    fields, args = {"dev": {}}, experiment.eval_args
+    for split, encoded in experiment.scored.items():
+        scores, predictions, timing = evaluate(model, encoded, *args)
         if adjustments:
             adjusted = {task: encoded[task] for task in adjustments if task in encoded}
-            predictions.update(evaluate(run.model, adjusted, t.eval_batch_size, run.pad_id, run.device, run.amp,
-                                        adjustments)[1])
+            predictions.update(evaluate(model, adjusted, *args, adjustments)[1])
             if scores:
-                metrics[f"{split}_unadjusted"] = scores
+                fields[f"{split}_unadjusted"] = scores
                 scores = score({k: s for k, s in encoded.items() if s.labels is not None},
                                {k: predictions[k] for k, s in encoded.items() if s.labels is not None})
         if scores:
-            metrics[split] = scores
-        metrics.setdefault("eval_examples_per_second", round(timing["examples_per_second"], 2))
-        _write_predictions(run, split, encoded, predictions)
+            fields[split] = scores
+        fields.setdefault("eval_examples_per_second", round(timing["examples_per_second"], 2))
+        experiment.write_predictions(split, encoded, predictions)
+    return fields
 
 
-def _scored_splits(run: Run, data_dir) -> dict[str, dict[str, EncodedSplit]]:
-    """dev, and the test-student files when the profile predicts them."""
-    splits = {"dev": run.data["dev"]}
-    if run.cfg.train.predict_test:
-        test = prepare_data(run.cfg, run.tokenizer, data_dir, splits=("test-student",))["test-student"]
-        splits["test"] = {task: split for task, split in test.items() if task in run.cfg.train.tasks}
-    return splits
-
-
-def _write_predictions(run: Run, split: str, encoded: dict[str, EncodedSplit], predictions: dict) -> None:
-    for task, values in predictions.items():
-        write_csv(run.folder.predictions(task, split), prediction_frame(encoded[task], values))
-
-
-def heads_only(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> dict:
+def heads_only(experiment: Experiment, progress: bool) -> dict:
     """Heads trained on the frozen encoder, no fine-tuning: the baseline every fine-tuned row
     must beat. Dev (and test) are scored from cached encoder features."""
-    cfg, t = run.cfg, run.cfg.train
-    run.model = build_model(cfg).to(run.device)
-    history = _pretrain_heads(run, progress)
-    kept = {task: next(row for row in rows if row["kept"]) for task, rows in history.items()}
-    metrics = {"dev": {}, "validation": {metric_key(task): row[metric_key(task)] for task, row in kept.items()},
-               "head_epochs": {task: row["epoch"] for task, row in kept.items()}}
-    for split, encoded in _scored_splits(run, data_dir).items():
-        scores, predictions = evaluate_heads(run.model, encoded, t.eval_batch_size, run.pad_id, run.device, run.amp,
-                                             _features_dir(run))
-        if scores:
-            metrics[split] = scores
-        _write_predictions(run, split, encoded, predictions)
-    metrics.update(best_update=0, updates=0, stopped_early=False, train_seconds=0.0, data=counts,
-                   params=parameter_counts(run.model), precision=run.amp, **_identity(run))
-    write_json(run.folder.metrics, metrics)
-    return metrics
+    cfg = experiment.cfg
+    model = build_model(cfg).to(experiment.device)
+    history = _pretrain_heads(experiment, model, progress)
+    validation, epochs = kept_scores(history)
+    scores = {"dev": {}, "validation": validation, "head_epochs": epochs}
+    for split, encoded in experiment.scored.items():
+        labelled, predictions = evaluate_heads(model, encoded, *experiment.eval_args, _features_dir(cfg))
+        if labelled:
+            scores[split] = labelled
+        experiment.write_predictions(split, encoded, predictions)
+    return _untrained(experiment, model, scores)
 
 
 def warm_caches(cfg: Config, data_dir=None, tasks=None) -> None:
@@ -331,7 +344,7 @@ def warm_caches(cfg: Config, data_dir=None, tasks=None) -> None:
         torch.set_num_threads(t.num_threads)
     tokenizer = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tokenizer, data_dir)
-    splits, pretrain = METHODS[t.method].feature_splits, cfg.methods.pretrain
+    splits, pretrain = METHODS[cfg.methods.method].feature_splits, cfg.methods.pretrain
     if not splits or pretrain.selection is None or not cfg.backbone.pretrained or t.init_from:
         return
     device = resolve_device(t.device)
@@ -342,44 +355,40 @@ def warm_caches(cfg: Config, data_dir=None, tasks=None) -> None:
         encoded[0] = pretraining_sample(encoded[0], pretrain.max_examples)
         feature_sources(model, encoded, needs_tokens(model.heads[task]),
                         t.eval_batch_size, tokenizer.pad_token_id, device, resolve_amp(t.amp, device),
-                        cache_dir=Path(cfg.data.cache_dir) / "features", fingerprint=fingerprint)
+                        cache_dir=_features_dir(cfg), fingerprint=fingerprint)
 
 
-def fit_sst_adjustment(run: Run) -> torch.Tensor:
+def fit_sst_adjustment(experiment: Experiment, model: MultitaskModel) -> torch.Tensor:
     """The 5x5 SST adjustment matrix, fitted on the frozen model's training-set probabilities
     and saved beside the run (``sst_adjustment.safetensors``) for evaluate and predict."""
-    train_sst, t = run.data["train"]["sst"], run.cfg.train
-    probs = sst_probabilities(run.model, train_sst, t.eval_batch_size, run.pad_id, run.device, run.amp)
+    train_sst = experiment.data["train"]["sst"]
+    probs = sst_probabilities(model, train_sst, *experiment.eval_args)
     matrix = fit_adjustment(probs, torch.tensor(np.asarray(train_sst.labels, dtype=np.int64)))
-    save_adjustment(run.folder.adjustment, matrix, {"fitted_on": "sst train", "examples": len(train_sst)})
+    save_adjustment(experiment.folder.adjustment, matrix, {"fitted_on": "sst train", "examples": len(train_sst)})
     return matrix
 
 
-def posthoc(run: Run, resume: bool, data_dir, counts: dict, progress: bool) -> dict:
+def posthoc(experiment: Experiment) -> dict:
     """A trained run (``train.init_from``) scored again without training, through the SST
     adjustment matrix when ``train.sst_adjustment`` is on: what a post-hoc step adds, with
     the weights held fixed."""
-    cfg, t = run.cfg, run.cfg.train
-    run.model = build_model(cfg).to(run.device)
-    load_model_weights(Path(t.init_from.format(seed=t.seed)) / "checkpoints" / "best", run.model)
-    adjustments = {"sst": fit_sst_adjustment(run)} if t.sst_adjustment else None
-    metrics = {"dev": {}}
-    _score_splits(run, data_dir, adjustments, metrics)
-    metrics.update(best_update=0, updates=0, stopped_early=False, train_seconds=0.0, data=counts,
-                   params=parameter_counts(run.model), precision=run.amp, **_identity(run))
-    write_json(run.folder.metrics, metrics)
-    return metrics
+    cfg, t = experiment.cfg, experiment.cfg.train
+    model = build_model(cfg).to(experiment.device)
+    load_model_weights(runs.init_checkpoint(t), model)
+    adjustments = {"sst": fit_sst_adjustment(experiment, model)} if t.sst_adjustment else None
+    return _untrained(experiment, model, _score_splits(experiment, model, adjustments))
 
 
 @dataclass(frozen=True)
 class Method:
-    run: Callable[..., dict]          # (run, resume, data_dir, counts, progress) -> metrics.json's content
+    run: Callable[..., dict]          # (experiment, **options) -> metrics.json's content
+    options: tuple[str, ...]          # what it takes of train()'s options: resume, progress
     feature_splits: tuple[str, ...]   # splits it reads frozen-encoder features of, when heads are pretrained
 
 
 METHODS = {  # train.method; names and constraints: mtlib.settings.METHODS
-    "finetune": Method(finetune, ("train", "validation")),
-    "heads": Method(heads_only, ("train", "validation", "dev")),
-    "posthoc": Method(posthoc, ()),
-    "random": Method(random_predictor, ()),
+    "finetune": Method(finetune, ("resume", "progress"), ("train", "validation")),
+    "heads": Method(heads_only, ("progress",), ("train", "validation", "dev")),
+    "posthoc": Method(posthoc, (), ()),
+    "random": Method(random_predictor, (), ()),
 }

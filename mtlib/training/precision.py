@@ -8,14 +8,16 @@
 * any other CPU: fp32. There bf16 autocast is emulated and several times SLOWER than fp32
   (../shared/docs/OFFLINE.md measured 13 against 80-99 examples/s on an AVX2 machine).
 
-The resolved value is recorded in the run (config.yaml and metrics.json); params.yaml keeps
-``auto``, so the DVC stage's parameters, and with them its run-cache entry, are the same
-on every machine.
+The resolved value is recorded in the run (config.yaml and metrics.json), beside the
+machine (:func:`describe_machine`); params.yaml keeps ``auto``, so the DVC stage's
+parameters, and with them its run-cache entry, are the same on every machine.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import platform
 import warnings
 from pathlib import Path
 
@@ -124,3 +126,24 @@ def torch_threads(n: int):
 def grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler:
     """A GradScaler, enabled only for fp16 (bf16 has fp32's exponent range)."""
     return torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+
+def cpu_model() -> str:
+    """The CPU's model name as Linux reports it (platform.processor() elsewhere)."""
+    path = Path("/proc/cpuinfo")
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def describe_machine(device: torch.device | str = "cpu", threads: int | None = None) -> str:
+    """The machine in one line: the GPU where ``device`` is one, the CPU with its logical
+    cores, and the torch threads a run uses (``threads``, default: this process's)."""
+    device = torch.device(device)
+    threads = threads or torch.get_num_threads()
+    cpu = f"{cpu_model()} ({os.cpu_count()} logical CPUs), {threads} torch thread{'s' * (threads != 1)}"
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} GPU; host: {cpu}"
+    return cpu

@@ -42,6 +42,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mtlib import seeds
+from mtlib.config import Config
 from mtlib.data.encode import EncodedSplit, collate, epoch_batches, eval_batches
 from mtlib.training.evaluate import score
 from mtlib.training.precision import autocast, torch_threads
@@ -103,7 +105,7 @@ class CachedFeatures:
 
 
 class EncoderFeatures:
-    """The uncached alternative: runs the encoder on every batch (``pretrain_heads(cache=False)``).
+    """The uncached alternative: runs the encoder on every batch (``HeadPretraining(cache=False)``).
 
     Its output is rounded as :class:`CachedFeatures` stores it, so the two agree. The model
     must be in eval mode, as :func:`pretrain_heads` puts it."""
@@ -263,17 +265,16 @@ class HeadTrainer:
     """
 
     def __init__(self, head: nn.Module, train: EncodedSplit, validation: EncodedSplit, sources, batch_size: int,
-                 seed: int, lr: float, weight_decay: float, bucketing: bool, eval_batch_size: int,
-                 device: torch.device, amp: str):
+                 how: "HeadPretraining"):
         self.head, self.train, self.validation = head, train, validation
         self.train_source, self.validation_source = sources
-        self.batch_size, self.bucketing, self.eval_batch_size = batch_size, bucketing, eval_batch_size
-        self.device, self.amp = device, amp
-        self.optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-        self.generator = seeds.generator(seeds.task_seed(seed, train.task))
+        self.batch_size, self.bucketing, self.eval_batch_size = batch_size, how.bucketing, how.eval_batch_size
+        self.device, self.amp = torch.device(how.device), how.amp
+        self.optimizer = torch.optim.AdamW(head.parameters(), lr=how.lr, weight_decay=how.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=how.amp == "fp16")
+        self.generator = seeds.generator(seeds.task_seed(how.seed, train.task))
         with torch.random.fork_rng(devices=self._rng_devices()):
-            torch.manual_seed(seeds.task_seed(seed, train.task))
+            torch.manual_seed(seeds.task_seed(how.seed, train.task))
             self.rng = self._get_rng()
         self.epochs = 0
         self.snapshots: dict[int, dict] = {0: copy.deepcopy(head.state_dict())}
@@ -367,6 +368,12 @@ def train_heads(trainers: dict[str, HeadTrainer], epochs: int, patience: int | N
     return history
 
 
+def kept_scores(history: dict[str, list[dict]]) -> tuple[dict[str, float], dict[str, int]]:
+    """``{'<task>/<metric>': validation metric}`` of each head at the epoch it was kept, and those epochs."""
+    kept = {task: next(row for row in rows if row["kept"]) for task, rows in history.items()}
+    return {metric_key(t): row[metric_key(t)] for t, row in kept.items()}, {t: row["epoch"] for t, row in kept.items()}
+
+
 def _scores(history: dict[str, list[dict]]) -> dict[str, list[float]]:
     return {task: [row[metric_key(task)] for row in rows] for task, rows in history.items()}
 
@@ -391,45 +398,74 @@ def feature_sources(model, splits: list[EncodedSplit], token_level: bool, eval_b
     return [EncoderFeatures(model, s, pad_id, device, amp, token_level) for s in splits]
 
 
-def pretrain_heads(model, train: dict[str, EncodedSplit], validation: dict[str, EncodedSplit], lr: float = 1e-3,
-                   epochs: int = 25, patience: int | None = 3, batch_size: int | dict = 32, seed: int = 0,
-                   cache_dir: str | Path | None = None, device: torch.device | str = "cpu", amp: str = "none",
-                   pad_id: int = 0, eval_batch_size: int = 128, weight_decay: float = 0.0,
-                   bucketing: bool = True, cache: bool = True, progress: bool = False,
-                   selection: str = "individual", max_examples: int | None = None) -> dict[str, list[dict]]:
-    """Train the heads of ``train``'s tasks with the encoder frozen (module docstring).
+@dataclass(frozen=True)
+class HeadPretraining:
+    """How the heads pretrain: ``train.pretrain_args`` (lr to max_examples), then what the run
+    sets (:meth:`for_run`). AdamW(``lr``, ``weight_decay``) on each head, up to ``epochs``
+    passes of ``batch_size`` (an int or ``{task: int}``), ``patience`` passes without a better
+    validation metric to stop (None: never), weights kept at the epoch ``selection`` picks.
+    ``max_examples``: a fixed sample (:data:`SAMPLE_SEED`) of at most that many examples per
+    head, so every seed reads the same cached features (in ``cache_dir``, when given);
+    ``cache=False`` runs the encoder on every batch instead of once."""
 
-    Per task: AdamW(``lr``, ``weight_decay``) on the head's parameters, up to ``epochs``
-    shuffled passes (mini-batches of ``batch_size`` — an int or ``{task: int}``), the
-    validation metric after every pass, ``patience`` passes without improvement to stop
-    (None: never), weights kept at the epoch ``selection`` picks. ``max_examples``: train
-    each head on at most that many examples, a fixed sample (:data:`SAMPLE_SEED`), so that
-    every seed reads the same cached features.
-    ``cache=False`` runs the encoder on every batch instead of once. The encoder and the
-    global RNG states are left as they were.
+    lr: float = 1e-3
+    epochs: int = 25
+    patience: int | None = 3
+    weight_decay: float = 0.0
+    max_examples: int | None = None
+    cache: bool = True
+    selection: str = "individual"
+    seed: int = 0
+    batch_size: int | dict = 32
+    eval_batch_size: int = 128
+    bucketing: bool = True
+    device: torch.device = torch.device("cpu")
+    amp: str = "none"
+    pad_id: int = 0
+    cache_dir: Path | None = None
+    progress: bool = False
+
+    SET_BY_THE_RUN: ClassVar[frozenset] = frozenset({"cache", "selection", "seed", "batch_size", "eval_batch_size",
+                                                     "bucketing", "device", "amp", "pad_id", "cache_dir", "progress"})
+
+    @classmethod
+    def for_run(cls, cfg: Config, device: torch.device, amp: str, pad_id: int, selection: str,
+                progress: bool = False) -> "HeadPretraining":
+        """The settings of ``cfg``'s heads: its pretrain_args (checked when the config loaded),
+        seed, batch sizes and caches."""
+        t = cfg.train
+        return cls(**cfg.methods.pretrain.knobs(), selection=selection, seed=t.seed,
+                   batch_size={task: t.batch_size[task] for task in t.tasks}, eval_batch_size=t.eval_batch_size,
+                   bucketing=cfg.data.bucketing, device=device, amp=amp, pad_id=pad_id,
+                   cache_dir=Path(cfg.data.cache_dir) / "features", progress=progress)
+
+
+def pretrain_heads(model, train: dict[str, EncodedSplit], validation: dict[str, EncodedSplit],
+                   how: HeadPretraining = HeadPretraining()) -> dict[str, list[dict]]:
+    """Train the heads of ``train``'s tasks with the encoder frozen (module docstring), as
+    ``how`` says. The encoder and the global RNG states are left as they were.
 
     Returns ``{task: [{'epoch', 'loss', '<task>/<metric>', 'kept', 'seconds'}, ...]}``;
     ``seconds`` of the first row includes encoding (or loading) the features.
     """
-    device = torch.device(device)
+    device = torch.device(how.device)
     was_training = model.training
     model.eval()  # encoder (and PALs) without dropout; each head switches itself to train mode
-    fingerprint = encoder_fingerprint(model) if cache and cache_dir is not None else None
+    fingerprint = encoder_fingerprint(model) if how.cache and how.cache_dir is not None else None
     trainers, started = {}, time.perf_counter()
     for task, split in train.items():
         head = model.heads[task]
-        split = pretraining_sample(split, max_examples)
-        sources = feature_sources(model, [split, validation[task]], needs_tokens(head), eval_batch_size, pad_id,
-                                  device, amp, cache, cache_dir, fingerprint)
-        size = batch_size if isinstance(batch_size, int) else batch_size[task]
-        trainers[task] = HeadTrainer(head, split, validation[task], sources, size, seed, lr, weight_decay,
-                                     bucketing, eval_batch_size, device, amp)
+        split = pretraining_sample(split, how.max_examples)
+        sources = feature_sources(model, [split, validation[task]], needs_tokens(head), how.eval_batch_size,
+                                  how.pad_id, device, how.amp, how.cache, how.cache_dir, fingerprint)
+        size = how.batch_size if isinstance(how.batch_size, int) else how.batch_size[task]
+        trainers[task] = HeadTrainer(head, split, validation[task], sources, size, how)
     setup = time.perf_counter() - started
     # A head's batches are far too small for a second thread, which only waits for hand-offs:
     # on a busy 2-core EPYC an AdvancedModel run with 2 threads spent 342 s pretraining its
     # heads against 195 s of training (benchmarks/bench_overhead.py). Heads train on one.
     with torch_threads(1):
-        history = train_heads(trainers, epochs, patience, selection, progress)
+        history = train_heads(trainers, how.epochs, how.patience, how.selection, how.progress)
     for rows in history.values():
         for row in rows:
             row["seconds"] = setup if row["epoch"] == 1 else 0.0

@@ -21,22 +21,18 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import filelock
-import numpy as np
 import pandas as pd
 import yaml
 
-from mtlib.config import Config, ConfigError, config_from_dict, yaml_problem
+from mtlib.config import Config, ConfigError, TrainConfig, config_from_dict, yaml_problem
 from mtlib.errors import RunFolderError
-from mtlib.io import write_csv, write_json, write_text
+from mtlib.io import write_csv, write_text
 from mtlib.training.checkpoint import checkpoint_exists
-from mtlib.training.provenance import PRECISIONS
 
 MARKER = ".mtlib-run"
 MARKER_TEXT = "This folder is an mtlib run folder: `mtlib train --overwrite` may replace it.\n"
@@ -45,7 +41,6 @@ WHERE_IT_RUNS = ("train.device", "train.num_threads", "data.dir", "data.cache_di
 
 
 ADJUSTMENT_FILE = "sst_adjustment.safetensors"
-CURVE_COLUMNS = ("update", "epoch", "examples")
 
 
 @dataclass
@@ -108,6 +103,11 @@ class RunFolder:
         return self.path / "predictions" / f"{task}-{split}.csv"
 
 
+def init_checkpoint(t: TrainConfig) -> Path:
+    """The best weights of the run ``train.init_from`` names (``{seed}``: this run's seed)."""
+    return RunFolder(Path(t.init_from.format(seed=t.seed))).best
+
+
 def save_config(cfg: Config, path: Path) -> None:
     write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
@@ -125,92 +125,8 @@ def read_run_config(run_dir: str | Path) -> Config:
     return config_from_dict(tree, where=str(path))
 
 
-
 def write_history(folder: RunFolder, history: list[dict]) -> None:
     write_csv(folder.history, pd.DataFrame(history))
-
-
-def run_scores(run_dir: str | Path) -> dict:
-    """A run's dev (and test) scores with best_update, updates and train_seconds: what DVC's
-    metrics show (no parameter or data counts)."""
-    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
-    flat = {split: metrics[split] for split in ("dev", "test") if isinstance(metrics.get(split), dict)}
-    flat.update({k: metrics[k] for k in ("best_update", "updates", "train_seconds") if k in metrics})
-    return flat
-
-
-def run_curve(run_dir: str | Path) -> pd.DataFrame:
-    """A run's learning curve: update, epoch, examples, each metric, then ``dev_mean``, the
-    mean of the trained tasks' metrics, which early stopping follows. A run without
-    history.csv (the random predictor does not train) has no rows."""
-    history_path = Path(run_dir) / "history.csv"
-    if not history_path.exists():
-        return pd.DataFrame(columns=[*CURVE_COLUMNS, "dev_mean"])
-    history = pd.read_csv(history_path)
-    scores = [c for c in history.columns if "/" in c]
-    curve = history[[c for c in CURVE_COLUMNS if c in history] + scores].copy()
-    curve["dev_mean"] = history["mean"] if "mean" in history else history[scores].mean(axis=1)
-    return curve
-
-
-def export_runs(run_dirs: Mapping[int, str | Path], metrics_path: str | Path, curve_path: str | Path) -> dict:
-    """Flat files of one experiment's runs (``{seed: run folder}``) for ``dvc metrics`` and
-    ``dvc plots``: ``metrics_path`` (JSON, ``{"seed<k>": run_scores}``) and ``curve_path``
-    (CSV: a ``seed`` column, then run_curve's). Returns what was written to ``metrics_path``."""
-    scores = {f"seed{seed}": run_scores(path) for seed, path in run_dirs.items()}
-    curves = [run_curve(path).assign(seed=seed) for seed, path in run_dirs.items()]
-    curve = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["seed", *CURVE_COLUMNS])
-    write_json(metrics_path, scores)
-    write_csv(curve_path, curve[["seed", *[c for c in curve.columns if c != "seed"]]])
-    return scores
-
-
-# ---------------------------------------------------------------------------------------
-# Reading runs back (the fine-tuning notebooks' tables)
-
-def run_summary(metrics: Mapping) -> dict:
-    """The headline numbers of a run's metrics.json, the same keys for every kind of run:
-    ``dev_score`` (the dev mean, or the mean of the trained tasks' metrics for a single-task
-    run), ``curve_metric`` (the history.csv column that score is), updates, best_update,
-    train_seconds, examples_per_second (NaN without training), params_total, params_trainable."""
-    dev = dict(metrics.get("dev", {}))
-    params = metrics.get("params", {})
-    curve_metric = "mean" if "mean" in dev else next(iter(dev), "mean")
-    return {"dev_score": float(dev["mean"]) if "mean" in dev else float(np.mean(list(dev.values()) or [math.nan])),
-            "curve_metric": curve_metric, "updates": int(metrics.get("updates", 0)),
-            "best_update": int(metrics.get("best_update", 0)),
-            "train_seconds": float(metrics.get("train_seconds", math.nan)),
-            "examples_per_second": float(metrics.get("train_examples_per_second", math.nan)),
-            "params_total": int(params.get("total", 0)), "params_trainable": int(params.get("trainable", 0))}
-
-
-def metrics_table(metrics: Mapping) -> pd.DataFrame:
-    """A run's metrics.json as a split x metric table (dev, and test where scored)."""
-    return pd.DataFrame({split: metrics[split] for split in ("dev", "test") if isinstance(metrics.get(split), dict)}).T
-
-
-def seeds_table(metrics: Sequence[Mapping]) -> pd.DataFrame:
-    """One row per run (index: seed) of an experiment's metrics.json contents: each dev
-    metric, then best_update, updates, train_seconds, train examples/s and precision."""
-    rows = {}
-    for run in metrics:
-        summary = run_summary(run)
-        rows[int(run["seed"])] = {**{f"dev {k}": v for k, v in run.get("dev", {}).items()},
-                                  "best_update": summary["best_update"], "updates": summary["updates"],
-                                  "train_seconds": summary["train_seconds"],
-                                  "examples/s": summary["examples_per_second"],
-                                  "precision": PRECISIONS.get(run.get("precision"), "–")}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("seed")
-
-
-def run_history(run_dir) -> pd.DataFrame:
-    """A run's history.csv with ``experiment`` and ``seed`` columns (empty when it has none,
-    e.g. the random predictor, which does not train)."""
-    run_dir = Path(run_dir)
-    path = run_dir / "history.csv"
-    frame = pd.read_csv(path) if path.exists() else pd.DataFrame()
-    seed = re.fullmatch(r"seed(\d+)", run_dir.name)
-    return frame.assign(experiment=run_dir.parent.name, seed=int(seed.group(1)) if seed else 0)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

@@ -6,7 +6,6 @@ import torch
 from mtlib import seeds
 from mtlib.config import Config, TrainConfig
 from mtlib.model.multitask import MultitaskModel
-from mtlib.tasks import TASKS
 from mtlib.training.combiners import build_combiner
 from mtlib.training.gradients import param_segments, point_grads
 from mtlib.training.precision import autocast
@@ -62,7 +61,7 @@ class Stepper:
 
     def loss(self, batch) -> torch.Tensor:
         output = self.model(batch)
-        loss = TASKS[batch.task].loss(output, batch.labels)
+        loss = self.model.loss(batch, output)
         if self.smart is not None:
             loss = self.smart.regularised_loss(self.model, batch, output, loss)
         return loss

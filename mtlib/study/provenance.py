@@ -4,21 +4,18 @@ A page states its profile, experiment(s), seeds, backbone, the precision the ari
 ran in, and the machine; it carries the all-MiniLM-L6-v2 caveat whenever that backbone is
 involved. The notebooks that compute (01-04) describe their configuration on the machine
 running them (:func:`config_header`). Every run records its machine in metrics.json
-(``machine``, beside ``precision``), so the notebooks that read runs back (05, 06) describe
-the runs themselves (:func:`runs_header`), wherever each was made.
+(``machine``, beside ``precision``: mtlib.training.precision.describe_machine), so the
+notebooks that read runs back (05, 06) describe the runs themselves (:func:`runs_header`),
+wherever each was made.
 """
 from __future__ import annotations
 
-import json
-import os
-import platform
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-import torch
-
 from mtlib.config import load_config, resolve_seeds
-from mtlib.training.precision import resolve_amp, resolve_device
+from mtlib.record import PRECISIONS, RunRecord
+from mtlib.training.precision import describe_machine, resolve_amp, resolve_device
 
 MINILM_CAVEAT = (
     "Caveat: these runs use all-MiniLM-L6-v2, not bert-base-uncased. MiniLM was trained "
@@ -27,7 +24,6 @@ MINILM_CAVEAT = (
     "degree, the similarity task. Its para (and to a lesser degree sts) scores are "
     "optimistic and must not be compared with the report's bert-base numbers."
 )
-PRECISIONS = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast with a GradScaler"}
 MANY = 4  # more experiments than this are counted, not listed
 
 
@@ -35,27 +31,6 @@ def is_minilm(backbone: str) -> bool:
     """True for the packaged all-MiniLM-L6-v2 (alias ``minilm`` or its hub id), not ``tiny-random``."""
     name = str(backbone).lower()
     return name == "minilm" or "all-minilm" in name or "all_minilm" in name
-
-
-def cpu_model() -> str:
-    """The CPU's model name as Linux reports it (platform.processor() elsewhere)."""
-    path = Path("/proc/cpuinfo")
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def describe_machine(device: torch.device | str = "cpu", threads: int | None = None) -> str:
-    """The machine in one line: the GPU where ``device`` is one, the CPU with its logical
-    cores, and the torch threads a run uses (``threads``, default: this process's)."""
-    device = torch.device(device)
-    threads = threads or torch.get_num_threads()
-    cpu = f"{cpu_model()} ({os.cpu_count()} logical CPUs), {threads} torch thread{'s' * (threads != 1)}"
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} GPU; host: {cpu}"
-    return cpu
 
 
 def _listed(values: Iterable, none: str = "–") -> str:
@@ -95,13 +70,13 @@ def config_header(params: str | Path, experiment: str, profile: str | None = Non
 def runs_header(metrics_files: Sequence[str | Path]) -> str:
     """The header of a notebook that reads runs back: the profile, experiments, seeds,
     backbone, precision and machine that the runs' metrics.json files record."""
-    runs = [json.loads(Path(path).read_text()) for path in metrics_files]
+    runs = [RunRecord.read(path) for path in metrics_files]
     if not runs:
         raise FileNotFoundError("no runs to describe (no metrics.json given)")
-    backbones = [run.get("backbone") for run in runs]
-    return header({"profile": _listed(run.get("profile") for run in runs),
-                   "experiment": _experiments([run.get("experiment", "?") for run in runs]),
-                   "seeds": _listed(sorted({run.get("seed") for run in runs} - {None})),
+    backbones = [run.backbone for run in runs]
+    return header({"profile": _listed(run.profile for run in runs),
+                   "experiment": _experiments([run.experiment or "?" for run in runs]),
+                   "seeds": _listed(sorted({run.seed for run in runs} - {None})),
                    "backbone": _listed(backbones),
-                   "precision": _listed(PRECISIONS.get(run.get("precision"), run.get("precision")) for run in runs),
-                   "machine": _listed((run.get("machine") for run in runs), none="not recorded")}, backbones)
+                   "precision": _listed(run.precision_label for run in runs),
+                   "machine": _listed((run.machine for run in runs), none="not recorded")}, backbones)
