@@ -234,7 +234,7 @@ def instrument_mtlib_train() -> None:
 
 class VariantRun:
     """One variant's model, optimizer and Stepper, built exactly as mtlib.training.loop.train builds
-    them (tests/test_updates.py does the same), with streams that always return the saved
+    them (tests/test_plans.py does the same), with streams that always return the saved
     batch of their task, and per-update records."""
 
     def __init__(self, args, name: str, batches: dict, sizes: dict):
@@ -305,7 +305,7 @@ class VariantRun:
         real_tokens = sum(batches[task].real_tokens() for task in t.tasks)
         return {
             "variant": self.name, "label": VARIANTS[self.name][0], "experiment": cfg.experiment,
-            "profile": cfg.profile, "backbone": cfg.backbone.name, "update_rule": t.update, "combiner": t.combiner,
+            "profile": cfg.profile, "backbone": cfg.backbone.name, "update_rule": t.plan, "combiner": t.combiner,
             "combiner_args": t.combiner_args, "smart": t.smart, "amp": t.amp, "accumulation": t.accumulation,
             "lr": t.lr, "max_grad_norm": t.max_grad_norm, "granularity": t.granularity,
             "batch_size": {task: len(batches[task]) for task in t.tasks}, "tasks": list(t.tasks),

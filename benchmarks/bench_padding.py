@@ -120,7 +120,7 @@ def training_plan(cfg, data, pad_id: int, updates: int, batch: int | None) -> li
     from mtlib.tasks import TASK_NAMES
     from mtlib.data.encode import BatchStream
     from mtlib.training.samplers import TaskSampler
-    from mtlib.training.updates import updates_per_epoch
+    from mtlib.training.plans import updates_per_epoch
 
     t = cfg.train
     sizes = {task: len(data["train"][task]) for task in TASK_NAMES}

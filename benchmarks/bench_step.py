@@ -66,7 +66,7 @@ from mtlib.tasks import TASKS
 from mtlib.training.precision import grad_scaler
 from mtlib.training.samplers import TaskSampler
 from mtlib.training.stepper import Stepper, adamw
-from mtlib.training.updates import updates_per_epoch
+from mtlib.training.plans import updates_per_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {  # name: (optimizer, collate, attention, pad multiple, compile)

@@ -68,7 +68,7 @@ from mtlib.tasks import TASK_NAMES, TASKS
 from mtlib.training.precision import autocast, grad_scaler, resolve_amp
 from mtlib.training.samplers import TaskSampler
 from mtlib.training.stepper import Stepper, adamw
-from mtlib.settings import update_settings
+from mtlib.settings import plan_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_ORDER = ("sst", "para", "sts")
@@ -326,9 +326,9 @@ def measure_class(args, kind: str, device: torch.device, peak: float | None, pro
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(t.seed)
     records = time_updates(stepper, device, args.warmup, args.steps)
-    result = summarise(records, update_settings(t).batches, non_embedding_parameters(model), peak)
+    result = summarise(records, plan_settings(t).batches, non_embedding_parameters(model), peak)
     losses = torch.stack(stepper.losses).float().cpu()
-    result.update(kind=kind, experiment=cfg.experiment, update=t.update, combiner=t.combiner, smart=t.smart,
+    result.update(kind=kind, experiment=cfg.experiment, update=t.plan, combiner=t.combiner, smart=t.smart,
                   amp=t.amp, shape_warmup_seconds=warm, losses_finite=bool(torch.isfinite(losses).all()),
                   peak_memory_mib=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None)
     if profile_kernels and device.type == "cuda":
@@ -417,7 +417,7 @@ def compiled_step(args) -> dict:
         warm = warm_shapes(model, pools, t.amp, device)  # for the compiled model: the compile and graph capture
         stepper = new_stepper(cfg, model, None, pools, device)
         torch.manual_seed(t.seed)
-        result = summarise(time_updates(stepper, device, args.warmup, args.steps), update_settings(t).batches, n_flop,
+        result = summarise(time_updates(stepper, device, args.warmup, args.steps), plan_settings(t).batches, n_flop,
                            None)
         result.update(shape_warmup_seconds=warm, losses=[float(x) for x in torch.stack(stepper.losses).float().cpu()])
         if device.type == "cuda":
@@ -481,7 +481,7 @@ def _share_worker(rank: int, args, commands, results) -> None:
             update += 1
         sync(device)
         results.put(("ready", rank, time.perf_counter() - start))
-        micro = update_settings(t).batches
+        micro = plan_settings(t).batches
         while (command := commands.get())[0] == "run":
             window = command[1]
             examples = tokens = updates = 0

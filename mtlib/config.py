@@ -90,7 +90,7 @@ class ModelConfig:
 class TrainConfig:
     seed: int
     epochs: int
-    batches_per_epoch: int        # micro-batches per epoch: one data budget whatever the update rule
+    batches_per_epoch: int        # micro-batches per epoch: one data budget whatever the batch plan
     batch_size: PerTask           # physical (micro-)batch size per task
     accumulation: int             # distinct micro-batches per optimiser update
     lr: float
@@ -100,7 +100,7 @@ class TrainConfig:
     max_grad_norm: float | None
     tasks: tuple                  # the tasks trained (and scored); all three unless single-task
     sampler: str                  # see mtlib.settings.SAMPLERS
-    update: str                   # batches per update, see mtlib.settings.UPDATES
+    plan: str                     # the batches one update is made of, see mtlib.settings.PLANS
     group_size: int               # Gradient Compromise: batches per update (n)
     combiner: str                 # how per-task gradients combine, see mtlib.settings.COMBINERS
     combiner_args: dict           # the combiner's own knobs, e.g. {beta: 0.01} for gradvac

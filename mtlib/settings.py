@@ -1,7 +1,7 @@
 """The methods a config names, typed and checked when the config loads, before any data is read.
 
 params.yaml names one method per axis and gives it its knobs: ``train.sampler``;
-``train.update`` (+ ``accumulation``, ``group_size``); ``train.combiner`` + ``combiner_args``
+``train.plan`` (+ ``accumulation``, ``group_size``); ``train.combiner`` + ``combiner_args``
 and ``train.granularity``; ``model.head`` + ``head_overrides``; ``train.smart`` +
 ``smart_args``; ``model.pals`` + ``pal_args``; ``train.pretrain_heads`` + ``pretrain_args``;
 ``train.method``. :func:`resolve` turns those keys into one frozen settings object per axis
@@ -86,14 +86,14 @@ class SamplerSettings:
         choose(self.name, SAMPLERS, "sampler")
 
 
-# update rule -> (every task has a batch in every update, an update is a group of group_size)
-UPDATES = {"sampled": (False, False), "each_task": (True, False), "compromise": (True, True),
-           "compromise_reference": (True, True), "compromise_then_sampled": (True, True)}
+# batch plan -> (every task has a batch in every update, an update is a group of group_size)
+PLANS = {"sampled": (False, False), "each_task": (True, False), "compromise": (True, True),
+         "compromise_reference": (True, True), "compromise_then_sampled": (True, True)}
 
 
 @dataclass(frozen=True)
-class UpdateSettings:
-    """``train.update``: ``accumulation`` micro-batches (of every task, for each_task) or a
+class PlanSettings:
+    """``train.plan``: ``accumulation`` micro-batches (of every task, for each_task) or a
     group of ``group_size`` (Gradient Compromise, Pritsky et al. 2023: one batch of each task
     plus extras, so n >= the number of tasks)."""
 
@@ -103,18 +103,18 @@ class UpdateSettings:
     num_tasks: int
 
     def __post_init__(self):
-        choose(self.name, UPDATES, "update")
+        choose(self.name, PLANS, "plan")
         check(not self.grouped or self.group_size >= self.num_tasks, "group_size",
               f"must be >= the number of tasks ({self.num_tasks})")
 
     @property
     def per_task(self) -> bool:
         """Whether per-task gradients exist (what PCGrad and GradVac combine)."""
-        return UPDATES[self.name][0]
+        return PLANS[self.name][0]
 
     @property
     def grouped(self) -> bool:
-        return UPDATES[self.name][1]
+        return PLANS[self.name][1]
 
     @property
     def batches(self) -> int:
@@ -122,9 +122,9 @@ class UpdateSettings:
         return self.group_size if self.grouped else self.accumulation * (self.num_tasks if self.per_task else 1)
 
 
-def update_settings(t) -> UpdateSettings:
-    """The update rule's settings from a TrainConfig (mtlib.config)."""
-    return _at("train", UpdateSettings, t.update, t.accumulation, t.group_size, len(t.tasks))
+def plan_settings(t) -> PlanSettings:
+    """The batch plan's settings from a TrainConfig (mtlib.config)."""
+    return _at("train", PlanSettings, t.plan, t.accumulation, t.group_size, len(t.tasks))
 
 
 # ---------------------------------------------------------------------------- combiners
@@ -336,7 +336,7 @@ class Methods:
 
     method: str
     sampler: SamplerSettings
-    update: UpdateSettings
+    plan: PlanSettings
     combiner: SumSettings | PCGradSettings | GradVacSettings
     per_layer: bool                # the combiner treats each layer's gradient apart
     heads: dict                    # task -> MlpHeadSettings | RecurrentHeadSettings | CosineHeadSettings
@@ -345,12 +345,12 @@ class Methods:
     pretrain: PretrainSettings
 
 
-def _combiner(t, update: UpdateSettings):
+def _combiner(t, plan: PlanSettings):
     choose(t.combiner, COMBINERS, "train.combiner")
     combiner = _knobs(COMBINERS[t.combiner], t.combiner_args, "train.combiner_args")
-    check(update.per_task or not combiner.needs_task_gradients, "train.combiner",
-          f"{t.combiner!r} needs a gradient per task, which train.update={t.update!r} does not give: use one of "
-          f"{sorted(name for name, (per_task, _) in UPDATES.items() if per_task)}")
+    check(plan.per_task or not combiner.needs_task_gradients, "train.combiner",
+          f"{t.combiner!r} needs a gradient per task, which train.plan={t.plan!r} does not give: use one of "
+          f"{sorted(name for name, (per_task, _) in PLANS.items() if per_task)}")
     return combiner
 
 
@@ -376,8 +376,8 @@ def _pretrain(t) -> PretrainSettings:
 def resolve(m, t) -> Methods:
     """The :class:`Methods` of a config's ``model`` and ``train`` sections (ModelConfig and
     TrainConfig, mtlib.config); the ConfigError names the first wrong key."""
-    sampler, update = _at("train", SamplerSettings, t.sampler), update_settings(t)
+    sampler, plan = _at("train", SamplerSettings, t.sampler), plan_settings(t)
     choose(t.granularity, GRANULARITIES, "train.granularity")
     smart = _knobs(SmartSettings, t.smart_args, "train.smart_args")
-    return Methods(t.method, sampler, update, _combiner(t, update), GRANULARITIES[t.granularity],
+    return Methods(t.method, sampler, plan, _combiner(t, plan), GRANULARITIES[t.granularity],
                    {task: _head(m, task) for task in TASK_NAMES}, smart if t.smart else None, _pals(m, t), _pretrain(t))

@@ -1,6 +1,7 @@
 """The library's shape: layers import downwards only, no cycles, short functions, and
 behaviour chosen through registries rather than by comparing names."""
 import ast
+import dataclasses
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from mtlib import settings
 from mtlib.model import pal
 from mtlib.tasks import TASKS
-from mtlib.training import combiners, loop, samplers, updates
+from mtlib.training import combiners, loop, plans, samplers
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mtlib"
 # Foundation (every layer may use it), then the layers, bottom up, then the command line.
@@ -17,7 +18,7 @@ RANKS = {"tasks": 0, "settings": 0, "config": 0, "errors": 0, "io": 0, "seeds": 
          "model": 2, "training": 3, "study": 4, "cli": 5, "__main__": 5, "__init__": 5}
 SETTINGS = "mtlib.settings"
 REGISTRIES = {  # registry -> the module that owns it (the only place its keys may be compared)
-    "SAMPLERS": (settings.SAMPLERS, SETTINGS), "UPDATES": (settings.UPDATES, SETTINGS),
+    "SAMPLERS": (settings.SAMPLERS, SETTINGS), "PLANS": (settings.PLANS, SETTINGS),
     "COMBINERS": (settings.COMBINERS, SETTINGS), "HEADS": (settings.HEADS, SETTINGS),
     "METHODS": (settings.METHODS, SETTINGS), "GRANULARITIES": (settings.GRANULARITIES, SETTINGS),
     "PAL_MODES": (set(settings.PAL_MODES) - {"none"}, SETTINGS),  # "none" is also train.amp's
@@ -25,7 +26,7 @@ REGISTRIES = {  # registry -> the module that owns it (the only place its keys m
     "TASKS": (TASKS, "mtlib.tasks"),
 }
 IMPLEMENTED = {  # a name registry of mtlib.settings -> the registry of what its names build
-    "SAMPLERS": samplers.SAMPLERS, "UPDATES": updates.UPDATES, "COMBINERS": combiners.COMBINERS,
+    "SAMPLERS": samplers.SAMPLERS, "PLANS": plans.PLANS, "COMBINERS": combiners.COMBINERS,
     "METHODS": loop.METHODS, "PAL_PLACEMENTS": pal.PLACEMENTS,
 }
 MAX_FUNCTION_LINES = 60
@@ -175,3 +176,11 @@ def test_one_reader_of_a_run_config():
 
 def test_one_parser_of_run_folder_names():
     assert [name for name, text in _sources().items() if r"seed(\d+)" in text] == ["mtlib/record.py"]
+
+
+def test_update_means_the_optimiser_step_only():
+    """What one update is made of is its batch plan (train.plan, PLANS); no setting, registry
+    or module calls that an update."""
+    from mtlib.config import TrainConfig
+    assert "update" not in {f.name for f in dataclasses.fields(TrainConfig)}
+    assert [name for name, text in _sources().items() if re.search(r"\bUPDATES\b|training\.updates\b", text)] == []

@@ -264,7 +264,7 @@ def _vector_pcgrad(grads, generator):
 
 
 def _vector_gradvac(grads, ema, beta, generator):
-    """GradVac on whole vectors, directly from Wang et al.'s update rule (the reference)."""
+    """GradVac on whole vectors, directly from Wang et al.'s batch plan (the reference)."""
     vaccinated, new_ema = grads.clone(), ema.clone()
     for i in range(grads.shape[0]):
         others = [j for j in range(grads.shape[0]) if j != i]
@@ -317,4 +317,4 @@ def test_a_combiner_that_needs_task_gradients_needs_an_update_that_gives_them():
     with pytest.raises(ConfigError, match=r"train.combiner: 'pcgrad' needs a gradient per task.*"
                                           r"\['compromise', 'compromise_reference', 'compromise_then_sampled', 'each_task'\]"):
         load_config(PARAMS, "base_model", "smoke", overrides=["train.combiner=pcgrad"])
-    assert load_config(PARAMS, "base_model", "smoke", overrides=["train.update=each_task"]).methods.combiner.name == "sum"
+    assert load_config(PARAMS, "base_model", "smoke", overrides=["train.plan=each_task"]).methods.combiner.name == "sum"

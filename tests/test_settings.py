@@ -6,7 +6,7 @@ import yaml
 from mtlib import cli, settings
 from mtlib.config import ConfigError, load_config
 from mtlib.settings import (GradVacSettings, PalSettings, PretrainSettings, SamplerSettings, SmartSettings,
-                            UpdateSettings)
+                            PlanSettings)
 from mtlib.training import loop
 from tests.helpers import ROOT
 
@@ -29,7 +29,7 @@ def test_the_methods_are_typed():
     m = load(experiment="pal_start").methods
     assert (m.pals.num_heads, m.pals.head_dim, m.pals.after, m.pretrain.selection) == (12, 11, False, "individual")
     m = load(experiment="hidden_gradvac_smart").methods
-    assert m.combiner == GradVacSettings(beta=0.01) and m.smart == SmartSettings() and m.update.batches == 3
+    assert m.combiner == GradVacSettings(beta=0.01) and m.smart == SmartSettings() and m.plan.batches == 3
     m = load(experiment="pal_after").methods
     assert m.pals.after and m.pretrain.selection is None and not m.per_layer
     assert load().methods.smart is None and load().methods.pals is None
@@ -37,7 +37,7 @@ def test_the_methods_are_typed():
 
 @pytest.mark.parametrize("override, message", [
     ("train.sampler=nope", r"train.sampler: 'nope' is not one of \['annealed'"),
-    ("train.update=nope", r"train.update: 'nope' is not one of"),
+    ("train.plan=nope", r"train.plan: 'nope' is not one of"),
     ("train.granularity=neuron", r"train.granularity: 'neuron' is not one of \['layer', 'whole'\]"),
     ("train.method=nope", r"train.method: 'nope' is not one of \['finetune', 'heads', 'posthoc', 'random'\]"),
     ("train.pretrain_heads=both", r"train.pretrain_heads: 'both' is not one of \['individual', 'joint', 'none'\]"),
@@ -49,7 +49,7 @@ def test_unknown_names_list_the_valid_ones(override, message):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["train.update=compromise", "train.combiner=gradvac", "train.group_size=2"],
+    (["train.plan=compromise", "train.combiner=gradvac", "train.group_size=2"],
      r"train.group_size: must be >= the number of tasks \(3\)"),
     (["model.pals=after"], r"model.pals: after: PALs are added to a fine-tuned model; set train.init_from"),
     (["train.method=heads", "train.pretrain_heads=none"],
@@ -93,7 +93,7 @@ def test_wrong_knob_values_name_the_full_key(override, message):
 
 def test_settings_built_directly_check_themselves():
     for build, message in ((lambda: SamplerSettings("nope"), "sampler: 'nope'"),
-                           (lambda: UpdateSettings("compromise", 1, 2, 3), "group_size: must be >="),
+                           (lambda: PlanSettings("compromise", 1, 2, 3), "group_size: must be >="),
                            (lambda: GradVacSettings(beta=5), r"beta: must be a number in \(0, 1\]"),
                            (lambda: SmartSettings(lambda_s=-1), "lambda_s: must be"),
                            (lambda: PalSettings(2, 4, dropout=2.0), "dropout: must be"),
@@ -105,7 +105,7 @@ def test_settings_built_directly_check_themselves():
 @pytest.mark.parametrize("overrides, message", [
     (["model.head.kind=cosine"], "model.head.kind: cosine needs"),
     (["model.head.activation=nope"], "model.head.activation: 'nope' is not one of"),
-    (["train.update=each_task", "train.combiner=gradvac", "train.combiner_args={beta: 5}"],
+    (["train.plan=each_task", "train.combiner=gradvac", "train.combiner_args={beta: 5}"],
      r"train.combiner_args.beta: must be a number in \(0, 1\], got 5"),
 ])
 def test_mtlib_train_refuses_a_bad_setting_before_reading_any_data(tmp_path, monkeypatch, capsys, overrides, message):

@@ -35,8 +35,8 @@ def loop_adamw(model, t):
 
 
 @pytest.mark.parametrize("overrides", [
-    ("train.update=sampled", "train.accumulation=2", "train.weight_decay=0.01"),
-    ("train.update=each_task", "train.combiner=pcgrad"),  # .grad point into the per-task matrix
+    ("train.plan=sampled", "train.accumulation=2", "train.weight_decay=0.01"),
+    ("train.plan=each_task", "train.combiner=pcgrad"),  # .grad point into the per-task matrix
 ])
 def test_fused_adamw_matches_the_loop_to_float_rounding(tmp_path, overrides):
     cfg = smoke_config(tmp_path, "base_model", "train.lr=1e-3", "train.max_grad_norm=1.0", *overrides)

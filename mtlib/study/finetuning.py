@@ -88,7 +88,7 @@ def describe_setup(cfg: Config, seeds: Sequence[int]) -> str:
     return (f"Experiment **{cfg.experiment}**, seeds {', '.join(map(str, seeds))}, profile **{cfg.profile}** "
             f"(backbone `{cfg.backbone.name}`): "
             f"{m.pair_mode} concatenation, heads {dict((task, m.head_for(task).kind) for task in t.tasks)}, "
-            f"PALs {m.pals}; sampler {t.sampler}, update {t.update}, combiner {t.combiner}, SMART {t.smart}, "
+            f"PALs {m.pals}; sampler {t.sampler}, batch plan {t.plan}, combiner {t.combiner}, SMART {t.smart}, "
             f"head pretraining {t.pretrain_heads}; length filter {d.length_filter:.0%}, EDA balancing {d.augment}; "
             f"{t.epochs} epochs of {t.batches_per_epoch} micro-batches at learning rate {t.lr:g}.")
 

@@ -46,7 +46,7 @@ from mtlib.training import runs
 from mtlib.training.runs import RunFolder, RunState, write_history
 from mtlib.training.samplers import TaskSampler
 from mtlib.training.stepper import Stepper, adamw
-from mtlib.training.updates import evaluation_interval, updates_per_epoch
+from mtlib.training.plans import evaluation_interval, updates_per_epoch
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from mtlib.training.combiners import build_combiner
 from mtlib.training.gradients import param_segments, point_grads
 from mtlib.training.precision import autocast
 from mtlib.training.smart import Smart
-from mtlib.training.updates import UPDATES, PlanContext, updates_per_epoch
+from mtlib.training.plans import PLANS, PlanContext, updates_per_epoch
 
 
 def adamw(model: torch.nn.Module, t: TrainConfig) -> torch.optim.AdamW:
@@ -20,7 +20,7 @@ def adamw(model: torch.nn.Module, t: TrainConfig) -> torch.optim.AdamW:
     loop over the tensors: fused made a MiniLM training step 1.13x faster at one thread and
     1.23x at two on a 2-core EPYC (benchmarks/bench_step.py). On a GPU it saves launches
     and, under fp16, a host-device sync (the GradScaler's inf check happens inside the
-    kernel). Same update rule: it matches the loop to float rounding (tests/test_stepper.py)."""
+    kernel). Same batch plan: it matches the loop to float rounding (tests/test_stepper.py)."""
     params = [p for p in model.parameters() if p.requires_grad]
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused or None)
@@ -44,7 +44,7 @@ class Stepper:
         t, methods = cfg.train, cfg.methods
         self.t, self.model, self.optimizer, self.scaler = t, model, optimizer, scaler
         self.streams, self.sampler, self.sizes, self.device, self.amp = streams, sampler, sizes, device, amp
-        self.plan, self.apart = UPDATES[t.update], methods.combiner.needs_task_gradients
+        self.plan, self.apart = PLANS[t.plan], methods.combiner.needs_task_gradients
         self.combiner = build_combiner(methods.combiner)
         named = [(n, p) for n, p in model.encoder.named_parameters() if p.requires_grad]
         self.shared = [p for _, p in named]

@@ -13,8 +13,8 @@ from mtlib.training.loop import train
 from mtlib.training.stepper import Stepper
 from mtlib.data.encode import BatchStream
 from mtlib.training.samplers import annealed
-from mtlib.settings import UpdateSettings
-from mtlib.training.updates import (UPDATES, PlanContext, compromise_adjusted, compromise_beta, compromise_group,
+from mtlib.settings import PlanSettings
+from mtlib.training.plans import (PLANS, PlanContext, compromise_adjusted, compromise_beta, compromise_group,
                                     compromise_weights, reference_code_weights, updates_per_epoch)
 from tests.helpers import crash_on_evaluation, smoke_config
 
@@ -31,9 +31,9 @@ def context(name="random", epoch=1, epochs=3, k=2, n=8, seed=0):
 
 
 def test_plans():
-    assert [w for _, w in UPDATES["sampled"](context(k=4))] == [0.25] * 4
-    assert sorted(t for t, _ in UPDATES["each_task"](context(k=2))) == ["para", "para", "sst", "sst", "sts", "sts"]
-    plan = UPDATES["compromise"](context(epoch=2, n=8))
+    assert [w for _, w in PLANS["sampled"](context(k=4))] == [0.25] * 4
+    assert sorted(t for t, _ in PLANS["each_task"](context(k=2))) == ["para", "para", "sst", "sst", "sts", "sts"]
+    plan = PLANS["compromise"](context(epoch=2, n=8))
     weights = compromise_weights(SIZES, 2, 3)
     assert len(plan) == 8 and set(t for t, _ in plan) == set(SIZES)
     assert all(w == pytest.approx(weights[t]) for t, w in plan)
@@ -41,8 +41,8 @@ def test_plans():
 
 def test_reference_code_compromise_uses_running_batch_counts():
     ctx = context(epoch=1, epochs=1, n=6)
-    first = UPDATES["compromise_reference"](ctx)
-    second = UPDATES["compromise_reference"](ctx)
+    first = PLANS["compromise_reference"](ctx)
+    second = PLANS["compromise_reference"](ctx)
     counts = {t: sum(1 for p in (first, second) for task, _ in p if task == t) for t in SIZES}
     assert ctx.batch_counts == counts
     assert all(w == pytest.approx(1 / counts[t]) for t, w in second)  # alpha = 1 at E = 1
@@ -51,7 +51,7 @@ def test_reference_code_compromise_uses_running_batch_counts():
 @pytest.fixture()
 def setup(tmp_path):
     def make(*overrides, scaler=None):
-        cfg = smoke_config(tmp_path, "base_model", "train.update=each_task", "train.max_grad_norm=null", *overrides)
+        cfg = smoke_config(tmp_path, "base_model", "train.plan=each_task", "train.max_grad_norm=null", *overrides)
         tokenizer = load_tokenizer(cfg.backbone)
         data = prepare_data(cfg, tokenizer)
         model = build_model(cfg).eval()  # eval: no dropout, so gradients are comparable
@@ -155,19 +155,19 @@ def test_layer_granularity_gives_one_ema_per_segment(setup):
     ("train.combiner=pcgrad",),
     ("train.combiner=gradvac", "train.amp=bf16"),
     ("train.combiner=gradvac", "train.smart=true"),
-    ("train.update=compromise", "train.combiner=gradvac", "train.group_size=5"),
-    ("train.update=compromise_reference", "train.combiner=gradvac", "train.group_size=5", "train.epochs=1"),
-    ("train.update=compromise", "train.combiner=gradvac", "train.group_size=4", "train.smart=true", "train.amp=bf16"),
+    ("train.plan=compromise", "train.combiner=gradvac", "train.group_size=5"),
+    ("train.plan=compromise_reference", "train.combiner=gradvac", "train.group_size=5", "train.epochs=1"),
+    ("train.plan=compromise", "train.combiner=gradvac", "train.group_size=4", "train.smart=true", "train.amp=bf16"),
 ])
 def test_surgery_and_smart_train_end_to_end(tmp_path, overrides):
-    cfg = smoke_config(tmp_path, "base_model", "train.update=each_task", *overrides)
+    cfg = smoke_config(tmp_path, "base_model", "train.plan=each_task", *overrides)
     metrics = train(cfg, tmp_path / "run", progress=False)
     assert metrics["updates"] == cfg.train.epochs * updates_per_epoch(cfg.train)
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics["dev"].values())
 
 
 def test_resume_restores_gradvac_average_and_smart_teacher(tmp_path, monkeypatch):
-    overrides = ("train.update=compromise_reference", "train.combiner=gradvac", "train.group_size=4",
+    overrides = ("train.plan=compromise_reference", "train.combiner=gradvac", "train.group_size=4",
                  "train.smart=true", "train.smart_args={lambda_s: 1.0, mu: 1.0}", "train.epochs=3", "train.batches_per_epoch=8")
     full = train(smoke_config(tmp_path, "base_model", *overrides), tmp_path / "full", progress=False)
     restore = crash_on_evaluation(monkeypatch, 2)
@@ -249,11 +249,11 @@ def test_compromise_group_extra_draws_follow_adjusted_probabilities():
 
 def test_compromise_then_sampled_switches_to_the_sampler_halfway():
     first, last = context(name="annealed", epoch=2, epochs=4, n=6), context(name="annealed", epoch=3, epochs=4, n=6)
-    early, late = UPDATES["compromise_then_sampled"](first), UPDATES["compromise_then_sampled"](last)
-    assert early == UPDATES["compromise"](context(name="annealed", epoch=2, epochs=4, n=6))
+    early, late = PLANS["compromise_then_sampled"](first), PLANS["compromise_then_sampled"](last)
+    assert early == PLANS["compromise"](context(name="annealed", epoch=2, epochs=4, n=6))
     assert len(late) == 6 and all(w == pytest.approx(1 / 6) for _, w in late)
     assert last.sampler.draws == 6 and first.sampler.draws == 0  # the second phase draws from the sampler
-    assert UpdateSettings("compromise_then_sampled", 1, 6, 3).batches == 6
+    assert PlanSettings("compromise_then_sampled", 1, 6, 3).batches == 6
 
 
 def test_evaluations_fall_at_matched_micro_batches_whatever_the_update_rule(tmp_path):

@@ -1,12 +1,12 @@
-"""Update rules: which batches make up one optimiser update, and how each task's loss is weighted.
+"""Batch plans: which batches make up one optimiser update, and how each task's loss is weighted.
 
-An update rule's ``plan`` is a function of :class:`PlanContext` returning a list of
+A batch plan (``train.plan``) is a function of :class:`PlanContext` returning a list of
 ``(task, weight)`` pairs: one training batch of ``task`` is drawn per pair and its loss is
 multiplied by ``weight``. How the per-task gradients are then combined (summed, PCGrad,
 GradVac) is the combiner's business (:mod:`mtlib.training.combiners`). What the loop needs
-to know about a rule (the micro-batches one update consumes, whether every task has a batch
+to know about a plan (the micro-batches one update consumes, whether every task has a batch
 in every update, its constraints on the config) is in its settings,
-:class:`mtlib.settings.UpdateSettings`.
+:class:`mtlib.settings.PlanSettings`.
 
 The Gradient Compromise (Pritsky, Somerville and Huynh 2023, the report's own method) lives
 here whole: its task groups, its loss weights 1 / N_i^beta with the beta schedule, and the
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mtlib.settings import update_settings
+from mtlib.settings import plan_settings
 from mtlib.training.samplers import TaskSampler, annealed, annealed_alpha
 
 
@@ -159,7 +159,7 @@ def compromise_then_sampled(ctx: PlanContext) -> list[tuple[str, float]]:
 
 # ---------------------------------------------------------------------------- registry
 
-UPDATES = {  # train.update -> plan; each rule's batches and constraints: mtlib.settings.UpdateSettings
+PLANS = {  # train.plan -> the plan; its batches and constraints: mtlib.settings.PlanSettings
     "sampled": sampled,
     "each_task": each_task,
     "compromise": compromise,
@@ -169,14 +169,14 @@ UPDATES = {  # train.update -> plan; each rule's batches and constraints: mtlib.
 
 
 def updates_per_epoch(t) -> int:
-    """Updates per epoch, so that every update rule sees ``batches_per_epoch`` batches."""
-    return max(1, round(t.batches_per_epoch / update_settings(t).batches))
+    """Updates per epoch, so that every batch plan sees ``batches_per_epoch`` batches."""
+    return max(1, round(t.batches_per_epoch / plan_settings(t).batches))
 
 
 def evaluation_interval(t) -> int:
     """Updates between validation evaluations: ``eval_every`` micro-batches rounded to whole
-    updates (at least one), so runs under different update rules are scored at about the same
+    updates (at least one), so runs under different batch plans are scored at about the same
     numbers of examples seen; once per epoch when ``eval_every`` is None."""
     if t.eval_every is None:
         return updates_per_epoch(t)
-    return max(1, round(t.eval_every / update_settings(t).batches))
+    return max(1, round(t.eval_every / plan_settings(t).batches))
