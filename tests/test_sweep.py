@@ -11,15 +11,16 @@ from mtlib.training.sweep import Job, resolve_workers, train_many
 from tests.helpers import smoke_config
 
 
-def jobs(tmp_path, name):
-    cfg = smoke_config(tmp_path, "base_model", "data.augment=false")
+def jobs(tmp_path, name, experiment="base_model"):
+    cfg = smoke_config(tmp_path, experiment, "data.augment=false")
     return [Job(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)), tmp_path / name / f"seed{seed}")
             for seed in (1, 2)]
 
 
-def test_runs_in_parallel_processes_equal_runs_in_sequence(tmp_path):
-    one_by_one = train_many(jobs(tmp_path, "sequence"), workers=1)
-    side_by_side = train_many(jobs(tmp_path, "parallel"), workers=2)
+@pytest.mark.parametrize("experiment", ["base_model", "head_only"])  # head_only: warming the data alone is valid
+def test_runs_in_parallel_processes_equal_runs_in_sequence(tmp_path, experiment):
+    one_by_one = train_many(jobs(tmp_path, "sequence", experiment), workers=1)
+    side_by_side = train_many(jobs(tmp_path, "parallel", experiment), workers=2)
     assert [m["dev"] for m in side_by_side] == [m["dev"] for m in one_by_one]
     assert [m["seed"] for m in side_by_side] == [1, 2]
     assert one_by_one[0]["dev"] != one_by_one[1]["dev"]  # the seeds differ, so the comparison means something

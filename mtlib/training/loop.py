@@ -333,19 +333,20 @@ def heads_only(experiment: Experiment, progress: bool) -> dict:
     return _untrained(experiment, model, scores)
 
 
-def warm_caches(cfg: Config, data_dir=None, tasks=None) -> None:
+def warm_caches(cfg: Config, data_dir=None, tasks=None, features: bool = True) -> None:
     """Compute what every seed of ``cfg`` shares, so that runs side by side find it in the
-    caches instead of each computing it: the tokenised and EDA-balanced data and, where the
-    heads are pretrained on a pretrained encoder, its features for ``tasks`` (default: all
-    of the run's; training rows capped as pretraining caps them). Runs with ``cfg``'s thread
-    count, so the features are those a run would compute itself."""
+    caches instead of each computing it: the tokenised and EDA-balanced data and, unless
+    ``features`` is False, where the heads are pretrained on a pretrained encoder, its
+    features for ``tasks`` (default: all of the run's; training rows capped as pretraining
+    caps them). Runs with ``cfg``'s thread count, so the features are those a run would
+    compute itself."""
     t = cfg.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     tokenizer = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tokenizer, data_dir)
     splits, pretrain = METHODS[cfg.methods.method].feature_splits, cfg.methods.pretrain
-    if not splits or pretrain.selection is None or not cfg.backbone.pretrained or t.init_from:
+    if not features or not splits or pretrain.selection is None or not cfg.backbone.pretrained or t.init_from:
         return
     device = resolve_device(t.device)
     model = build_model(cfg).to(device).eval()

@@ -15,7 +15,6 @@ itself (:func:`exit_with_parent`) and exits within a second of it.
 """
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import os
 import threading
@@ -93,8 +92,7 @@ def train_many(jobs: list[Job], workers: int | None = None) -> list[dict]:
     if n == 1:
         return [_run(job) for job in jobs]
     first = jobs[0]
-    warm_caches(dataclasses.replace(first.cfg, train=dataclasses.replace(first.cfg.train, pretrain_heads="none")),
-                first.data_dir)  # the data, here: EDA balancing runs once
+    warm_caches(first.cfg, first.data_dir, features=False)  # the data, here: EDA balancing runs once
     with worker_pool(n) as pool:
         list(pool.map(_warm, [first] * len(first.cfg.train.tasks), first.cfg.train.tasks))
         return list(pool.map(_run, jobs))
