@@ -8,23 +8,7 @@ difference to the row it builds on, with its interval and whether it is resolved
 ``detectable_effects`` states the smallest difference the profile can resolve;
 ``write_table`` writes results/table.csv and results/table.md.
 
-From the results notebook (``params``, ``runs_dir``, ``table_csv``, ``table_md`` its parameters)::
-
-    from pathlib import Path
-    from IPython.display import Markdown, display
-    from mtlib.config import read_params
-    from mtlib.study import report, scorecard
-
-    rows = read_params(params)["experiments"]    # the table's rows, in order
-    runs = report.collect_runs(runs_dir)
-    replicates = report.bootstrap_runs(runs)      # every run's dev predictions on 2,000 example resamples
-    summary = report.summarise(runs, rows, replicates)
-    report.write_table(summary, table_csv, table_md)
-    display(Markdown(Path(table_md).read_text()))
-    display(report.interval_sources(summary))     # seeds or dev sample: which dominates each row
-    display(Markdown(report.effects_markdown(report.detectable_effects(summary))))
-    card = scorecard.judge(runs, replicates, report.collect_histories(runs_dir), rows)
-    display(Markdown(scorecard.scorecard_markdown(card)))
+notebooks/05_results.py shows them in use.
 """
 from __future__ import annotations
 
@@ -47,16 +31,11 @@ from mtlib.training.runs import read_run_config
 # Column name in our frames -> key in metrics.json's "dev".
 METRICS = {**{task: metric_key(task) for task in TASK_NAMES}, "mean": "mean"}
 
-# The report's best model on the test set (its Table 2, dev set, is in params.yaml's experiments).
-REPORT_BEST_TEST = ("AdvancedModel + PAL after fine-tuning (best)", (0.533, 0.883, 0.885, 0.767))
-
 RUN_COLUMNS = ["experiment", "seed", *METRICS, "best_update", "updates", "stopped_early",
                "train_seconds", "train_examples_per_second", "train_tokens_per_second",
                "eval_examples_per_second", "params_total", "params_trainable", "params_shared",
                "params_task_specific", *(f"params_{t}" for t in TASK_NAMES), "backbone", "profile",
                "path"]
-
-
 PARAM_COLUMNS = ["params_total", "params_trainable", "params_task_specific"]
 
 # Per metric m: m_mean, m_std (over seeds), m_ci95 (t half-width, seeds alone), m_lo/m_hi (95%
