@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlib.study import figures
+from mtlib.study import analysis, figures
 from mtlib.study.report import summarise
 from tests.helpers import assert_png, history
 
@@ -42,10 +42,10 @@ def test_compromise_against_annealed(tmp_path):
 def test_confusion_matrix_is_row_normalised_and_annotated(tmp_path):
     labels = [0, 0, 0, 0, 1, 1, 2, 3, 3, 4]
     predictions = [0, 0, 1, 2, 1, 1, 2, 4, 3, 4]
-    matrix = figures.confusion_matrix(labels, predictions)
+    matrix = analysis.confusion_matrix(labels, predictions)
     assert np.allclose(matrix.sum(axis=1), 1)
     assert matrix[0].tolist() == [0.5, 0.25, 0.25, 0, 0] and matrix[3].tolist() == [0, 0, 0, 0.5, 0.5]
-    assert figures.confusion_matrix([0], [0], 3)[1].tolist() == [0, 0, 0]  # no example of class 1: no NaN
+    assert analysis.confusion_matrix([0], [0], 3)[1].tolist() == [0, 0, 0]  # no example of class 1: no NaN
     fig = figures.plot_confusion_matrix(labels, predictions, tmp_path / "confusion.png")
     assert_png(tmp_path / "confusion.png")
     ax = fig.axes[0]

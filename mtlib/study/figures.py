@@ -12,6 +12,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from mtlib.study.analysis import confusion_matrix
 from mtlib.study.plotting import METRIC_TITLES, SST_CLASSES, draw_curves, long_histories, new_figure, save
 from mtlib.study.report import METRICS
 from mtlib.tasks import TASK_NAMES, metric_key
@@ -46,17 +47,6 @@ def plot_compromise_vs_annealed(histories, path: str | Path, compromise: str = "
 
 # ---------------------------------------------------------------------------------------
 # Error analysis
-
-def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], n_classes: int = 5) -> np.ndarray:
-    """Row-normalised confusion matrix: entry (i, j) = P(predicted j | true i); an empty row stays 0."""
-    labels, predictions = np.asarray(labels, dtype=int), np.asarray(predictions, dtype=int)
-    if labels.shape != predictions.shape:
-        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
-    counts = np.zeros((n_classes, n_classes))
-    np.add.at(counts, (labels, predictions), 1)
-    totals = counts.sum(axis=1, keepdims=True)
-    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-
 
 def plot_confusion_matrix(labels: Sequence[int], predictions: Sequence[int], path: str | Path,
                           classes: Sequence[str] = SST_CLASSES, title: str | None = None) -> Figure:
