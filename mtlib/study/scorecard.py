@@ -111,21 +111,7 @@ CLAIMS: tuple[Claim, ...] = (
 # ---------------------------------------------------------------------------------------
 # Verdicts
 
-def _better(lo: float, hi: float, margin: float) -> str:
-    return CONFIRMED if lo > 0 else CONTRADICTED if hi < 0 else NOT_RESOLVABLE
-
-
-def _worse(lo: float, hi: float, margin: float) -> str:
-    return CONFIRMED if hi < 0 else CONTRADICTED if lo > 0 else NOT_RESOLVABLE
-
-
-def _no_effect(lo: float, hi: float, margin: float) -> str:
-    if -margin <= lo and hi <= margin:
-        return CONFIRMED
-    return CONTRADICTED if lo > margin or hi < -margin else NOT_RESOLVABLE
-
-
-DIRECTIONS = {BETTER: _better, WORSE: _worse, NO_EFFECT: _no_effect}
+DIRECTIONS = (BETTER, WORSE, NO_EFFECT)
 
 
 def verdict(direction: str, lo: float, hi: float, margin: float = MARGIN) -> str:
@@ -135,7 +121,13 @@ def verdict(direction: str, lo: float, hi: float, margin: float = MARGIN) -> str
         raise KeyError(f"unknown direction {direction!r}; known: {list(DIRECTIONS)}")
     if math.isnan(lo) or math.isnan(hi):
         return NOT_RESOLVABLE
-    return DIRECTIONS[direction](lo, hi, margin)
+    if direction == NO_EFFECT:
+        if -margin <= lo and hi <= margin:
+            return CONFIRMED
+        return CONTRADICTED if lo > margin or hi < -margin else NOT_RESOLVABLE
+    if direction == WORSE:
+        lo, hi = -hi, -lo  # a claimed decrease is a claimed increase of -Δ
+    return CONFIRMED if lo > 0 else CONTRADICTED if hi < 0 else NOT_RESOLVABLE
 
 
 def combine(verdicts: Sequence[str]) -> str:
@@ -197,7 +189,6 @@ def early_difference(comparison: Comparison, histories: pd.DataFrame,
             f"no common early window: a run is first evaluated after {start:,.0f} examples, "
             f"beyond {fraction:.0%} of training ({stop:,.0f}); evaluate more often")
     return interval(differences), f"validation {column} averaged over examples {start:,.0f}–{stop:,.0f}"
-
 
 
 def _curve(histories: pd.DataFrame, experiment: str, seed: int, column: str):
