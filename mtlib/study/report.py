@@ -40,8 +40,9 @@ PARAM_COLUMNS = ["params_total", "params_trainable", "params_task_specific"]
 
 # Per metric m: m_mean, m_std (over seeds), m_ci95 (t half-width, seeds alone), m_lo/m_hi (95%
 # interval, seeds and dev sample), m_dev_lo/m_dev_hi (dev sample alone), m_report; then the
-# paired difference to the parent: m_diff, m_diff_std, m_diff_ci95, m_diff_lo/m_diff_hi,
-# m_diff_dev_lo/m_diff_dev_hi, m_diff_dev_se (shared dev-sample standard error) and m_resolved.
+# paired difference to the parent (over the seeds both ran): m_diff, m_diff_std, m_diff_ci95,
+# m_diff_lo/m_diff_hi, m_diff_dev_lo/m_diff_dev_hi, m_diff_dev_se (shared dev-sample standard
+# error) and m_resolved (m_diff's 95% interval excludes 0).
 STAT_SUFFIXES = ("mean", "std", "ci95", "lo", "hi", "dev_lo", "dev_hi", "report",
                  "diff", "diff_std", "diff_ci95", "diff_lo", "diff_hi", "diff_dev_lo", "diff_dev_hi",
                  "diff_dev_se", "resolved")
@@ -266,18 +267,13 @@ def _one_value(column: pd.Series):
 
 
 def summarise(runs: pd.DataFrame, rows: Mapping | None = None, replicates: Replicates | None = None) -> pd.DataFrame:
-    """One row per experiment of ``runs`` (from :func:`collect_runs`).
+    """One row per experiment of ``runs`` (from :func:`collect_runs`), with the columns of
+    :data:`SUMMARY_COLUMNS` (their comment above says what each is).
 
     ``rows`` is params.yaml's ``experiments``: each experiment's row of the report's Table 2
     (:func:`report_row`) and its parent. Rows follow ``rows``' order, then the other
-    experiments alphabetically. Means, std and the t-interval half-width ``m_ci95`` come
-    from metrics.json; ``m_diff`` is the mean over the seeds both ran of the per-seed
-    difference to the parent, with its paired t half-width ``m_diff_ci95`` (seeds alone).
-    With ``replicates`` (:func:`bootstrap_runs`), the 95% intervals counting seeds and the
-    dev sample (``m_lo``/``m_hi``, ``m_diff_lo``/``m_diff_hi``), the dev-sample-only
-    intervals and ``m_resolved`` (the Δ's interval excludes 0) are filled; else NaN/None.
-    Column list: :data:`SUMMARY_COLUMNS`.
-    """
+    experiments alphabetically. The intervals that count the dev sample need ``replicates``
+    (:func:`bootstrap_runs`); without them they are NaN and ``m_resolved`` is None."""
     rows = {name: dict(row or {}) for name, row in (rows or {}).items()}
     order = [e for e in rows if e in set(runs["experiment"])]
     order += sorted(set(runs["experiment"]) - set(order))
@@ -354,13 +350,6 @@ def interval_sources(summary: pd.DataFrame, metric: str = "mean") -> pd.DataFram
 # ---------------------------------------------------------------------------------------
 # Writing the table
 
-def _plus_minus(value: float, spread: float, signed: bool = False) -> str:
-    if math.isnan(value):
-        return "–"
-    text = f"{value:+.3f}" if signed else f"{value:.3f}"
-    return text if math.isnan(spread) else f"{text} ± {spread:.3f}"
-
-
 def _bracket(lo: float, hi: float, signed: bool = False) -> str:
     if math.isnan(lo) or math.isnan(hi):
         return ""
@@ -370,8 +359,11 @@ def _bracket(lo: float, hi: float, signed: bool = False) -> str:
 
 def score_cell(r: Mapping, metric: str) -> str:
     """``mean ± std [lo, hi]``: over seeds, and the 95% interval (seeds and dev sample)."""
-    text = _plus_minus(r[f"{metric}_mean"], r[f"{metric}_std"])
-    return text + ("" if text == "–" else _bracket(r[f"{metric}_lo"], r[f"{metric}_hi"]))
+    mean, std = r[f"{metric}_mean"], r[f"{metric}_std"]
+    if math.isnan(mean):
+        return "–"
+    text = f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+    return text + _bracket(r[f"{metric}_lo"], r[f"{metric}_hi"])
 
 
 def delta_cell(r: Mapping, metric: str) -> str:
