@@ -143,18 +143,13 @@ def combine(verdicts: Sequence[str]) -> str:
 # ---------------------------------------------------------------------------------------
 # Measuring the comparisons
 
-def paired_seeds(runs: pd.DataFrame, comparison: Comparison) -> list[int]:
-    """The seeds at which both experiments have a dev score for the comparison's metric."""
-    def seeds(name):
-        rows = runs[(runs["experiment"] == name) & runs[comparison.metric].notna()]
-        return set(rows["seed"].astype(int))
-    return sorted(seeds(comparison.experiment) & seeds(comparison.reference))
-
-
 def dev_difference(comparison: Comparison, runs: pd.DataFrame, replicates: Replicates) -> Interval | None:
-    """The paired Δ of dev scores with its 95% interval (seeds and dev sample), as the
-    results table computes a row's Δ to its parent; None if either side did not run."""
-    seeds = paired_seeds(runs, comparison)
+    """The paired Δ of dev scores over the seeds at which both experiments have the metric,
+    with its 95% interval (seeds and dev sample), as the results table computes a row's Δ
+    to its parent; None if either side did not run."""
+    names = (comparison.experiment, comparison.reference)
+    scored = runs[runs["experiment"].isin(names) & runs[comparison.metric].notna()]
+    seeds = sorted(set.intersection(*(set(scored.loc[scored["experiment"] == n, "seed"].astype(int)) for n in names)))
     if not seeds:
         return None
     return seed_interval(replicates, comparison.metric, comparison.experiment, seeds, comparison.reference)
