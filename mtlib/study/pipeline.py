@@ -1,25 +1,15 @@
 """The study as a DVC pipeline of notebooks: what its stages and its checks share.
 
 dvc.yaml runs the numbered notebooks, whose sources are percent-format scripts under
-notebooks/ (jupytext turns each into a notebook that papermill executes). This module holds
-the pieces around them:
+notebooks/ (jupytext turns each into a notebook that papermill executes). This module
+generates dvc.yaml (:func:`dvc_yaml`: a stage per experiment params.yaml asks for, each
+stage's deps its notebook's mtlib import closure), renders the executed notebooks as an
+HTML report (:func:`build_report`), and checks that notebook sources are thin
+(:func:`check_notebook`), that ``dvc repro`` made every declared output and no published
+file names a path of the machine (:func:`check_outputs`), and that the committed outputs
+are the ones dvc.lock records (:func:`check_lock`).
 
-- :func:`pipeline_experiments`: the experiments that params.yaml's ``experiments`` ask the
-  pipeline to run;
-- :func:`dvc_yaml`: dvc.yaml, generated from the stages of ``dvc_stages.yaml`` beside this
-  module, params.yaml's experiments and each stage's import closure
-  (:func:`notebook_modules` and :func:`layer_deps`: the mtlib files a notebook depends on);
-- :func:`build_report`: every executed notebook rendered to an HTML page that reads as a
-  report (prose and plotting cells without their code), and an index page linking them in
-  reading order;
-- :func:`check_notebook`: a notebook source is thin (a ``parameters`` cell first, kernel
-  ``python3``, no ``def``/``class``);
-- :func:`check_outputs`: after ``dvc repro``, the results table and every figure dvc.yaml
-  declares exist and are not empty, and no published file names a path of the machine;
-- :func:`check_lock`: the outputs committed to git are the ones dvc.lock records.
-
-Command line: ``python -m mtlib.study.pipeline
-{dvc-yaml,report,check-notebooks,check-outputs,check-lock} ...``.
+Command line: ``python -m mtlib.study.pipeline {dvc-yaml,report,check-notebooks,check-outputs,check-lock} ...``.
 """
 from __future__ import annotations
 
