@@ -8,7 +8,7 @@ import pytest
 
 from mtlib.study import analysis, figures
 from mtlib.study.report import summarise
-from tests.helpers import assert_png, history
+from tests.helpers import assert_png, histories, history
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +29,14 @@ def summary():
 
 
 def test_compromise_against_annealed(tmp_path):
-    histories = {"gradient_compromise": [history([10, 20], [0.5, 0.6]), history([10, 20], [0.4, 0.7])],
-                 "annealed": [history([10, 20], [0.2, 0.5])], "other": [history([10], [0.1])]}
-    fig = figures.plot_compromise_vs_annealed(histories, tmp_path / "figure5.png")
+    runs = {"gradient_compromise": [history([10, 20], [0.5, 0.6]), history([10, 20], [0.4, 0.7])],
+            "annealed": [history([10, 20], [0.2, 0.5])], "other": [history([10], [0.1])]}
+    fig = figures.plot_compromise_vs_annealed(histories(runs), tmp_path / "figure5.png")
     assert_png(tmp_path / "figure5.png")
     assert len(fig.axes) == 3 and all(len(ax.lines) == 2 for ax in fig.axes)
     assert np.allclose(fig.axes[0].lines[0].get_ydata(), [0.45, 0.65])
     with pytest.raises(KeyError, match="annealed"):
-        figures.plot_compromise_vs_annealed({"gradient_compromise": histories["annealed"]}, tmp_path / "x.png")
+        figures.plot_compromise_vs_annealed(histories({"gradient_compromise": runs["annealed"]}), tmp_path / "x.png")
 
 
 def test_confusion_matrix_is_row_normalised_and_annotated(tmp_path):

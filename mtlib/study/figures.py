@@ -13,7 +13,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from mtlib.study.analysis import confusion_matrix
-from mtlib.study.plotting import METRIC_TITLES, SST_CLASSES, draw_curves, long_histories, new_figure, save
+from mtlib.study.plotting import METRIC_TITLES, SST_CLASSES, draw_curves, new_figure, save
 from mtlib.study.report import METRICS
 from mtlib.tasks import TASK_NAMES, metric_key
 from mtlib.study.provenance import is_minilm
@@ -22,20 +22,20 @@ from mtlib.study.provenance import is_minilm
 # ---------------------------------------------------------------------------------------
 # Learning curves
 
-def plot_compromise_vs_annealed(histories, path: str | Path, compromise: str = "gradient_compromise",
+def plot_compromise_vs_annealed(histories: pd.DataFrame, path: str | Path, compromise: str = "gradient_compromise",
                                 annealed: str = "annealed",
                                 metrics: Sequence[str] = tuple(metric_key(t) for t in TASK_NAMES),
                                 x: str = "examples", labels: Mapping[str, str] | None = None) -> Figure:
-    """The report's Figure 5: Gradient Compromise against the annealed sampler, one panel per metric.
+    """The report's Figure 5: Gradient Compromise against the annealed sampler, one panel per
+    metric, from mtlib.study.report.collect_histories' long frame.
 
     The report plots against epochs; examples seen (the default ``x``) is the fairer axis
     because Gradient Compromise consumes a group of batches per optimiser update.
     """
-    long = long_histories(histories)
-    missing = [e for e in (compromise, annealed) if e not in set(long["experiment"])]
+    missing = [e for e in (compromise, annealed) if e not in set(histories["experiment"])]
     if missing:
-        raise KeyError(f"no histories for {missing}; have {sorted(set(long['experiment']))}")
-    pair = pd.concat([long[long["experiment"] == e] for e in (compromise, annealed)], ignore_index=True)
+        raise KeyError(f"no histories for {missing}; have {sorted(set(histories['experiment']))}")
+    pair = pd.concat([histories[histories["experiment"] == e] for e in (compromise, annealed)], ignore_index=True)
     names = {compromise: "Gradient Compromise", annealed: "annealed sampler", **(labels or {})}
     fig, axes = new_figure(len(metrics))
     for ax, metric in zip(axes, metrics):
