@@ -81,10 +81,6 @@ def profile_table(params: Mapping | str | Path = "params.yaml") -> str:
     return "\n".join(lines)
 
 
-def _score(row: pd.Series, metric: str) -> str:
-    return f"{row[f'{metric}_mean']:.3f}{_bracket(row[f'{metric}_lo'], row[f'{metric}_hi'])}"
-
-
 def _delta(row: pd.Series) -> str:
     if not isinstance(row["parent"], str) or math.isnan(row["mean_diff"]):
         return "–"
@@ -103,9 +99,10 @@ def headline(table_csv: str | Path) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for _, r in summary.iterrows():
         report = "–" if math.isnan(r["mean_report"]) else f"{r['mean_report']:.3f}"
+        mean = f"{r['mean_mean']:.3f}{_bracket(r['mean_lo'], r['mean_hi'])}"
         cells = [f"`{r['experiment']}`", f"`{r['parent']}`" if isinstance(r["parent"], str) else "–",
                  str(int(r["n_seeds"])), *(f"{r[f'{m}_mean']:.3f}" for m in ("sst", "para", "sts")),
-                 _score(r, "mean"), _delta(r), report]
+                 mean, _delta(r), report]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

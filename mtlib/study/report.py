@@ -396,7 +396,8 @@ def _report_cell(r: Mapping) -> str:
     return "–" if all(math.isnan(x) for x in numbers) else " / ".join(f"{x:.3f}" for x in numbers)
 
 
-def _markdown_rows(header: list[str], body: list[list]) -> list[str]:
+def markdown_rows(header: list[str], body: list[list]) -> list[str]:
+    """A Markdown table's lines: the header, its rule, a row per list of cells (``|`` escaped)."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(_cell(c) for c in cells) + " |" for cells in body)]
 
@@ -421,7 +422,7 @@ def table_markdown(summary: pd.DataFrame, caveat: str | None = None, not_run: Se
                      _count(r["params_trainable"]),
                      "–" if math.isnan(r["train_seconds"]) else f"{r['train_seconds']:.0f}",
                      r["backbone"] or "–", r["profile"] or "–"])
-    lines += _markdown_rows(header, body)
+    lines += markdown_rows(header, body)
     if not_run:
         lines += ["", f"Rows of the study not run at this profile (to fit its time budget): {', '.join(not_run)}."]
     lines += ["", "## Difference to the row each builds on", "",
@@ -429,7 +430,7 @@ def table_markdown(summary: pd.DataFrame, caveat: str | None = None, not_run: Se
               "sample, paired by seed and by dev example); **resolved** when the interval excludes 0.", ""]
     body = [[r["experiment"], r["parent"], r["n_paired"], *(delta_cell(r, m) for m in METRICS)]
             for r in (row._asdict() for row in summary.itertuples(index=False)) if isinstance(r["parent"], str)]
-    lines += _markdown_rows(["experiment", "parent", "paired seeds", "Δ sst", "Δ para", "Δ sts", "Δ mean"], body)
+    lines += markdown_rows(["experiment", "parent", "paired seeds", "Δ sst", "Δ para", "Δ sts", "Δ mean"], body)
     return "\n".join(lines) + "\n"
 
 

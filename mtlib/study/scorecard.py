@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mtlib.study.report import METRICS, report_row, seed_interval
+from mtlib.study.report import METRICS, markdown_rows, report_row, seed_interval
 from mtlib.study.stats import Interval, Replicates, curve_mean, interval
 from mtlib.tasks import metric_key
 
@@ -244,15 +244,12 @@ def judge(runs: pd.DataFrame, replicates: Replicates, histories: pd.DataFrame | 
     return pd.DataFrame(out, columns=SCORECARD_COLUMNS)
 
 
-def _signed(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:+.3f}"
-
-
 def _ours(line: Mapping) -> str:
     if line["verdict"] == NOT_RUN:
         return f"{line['metric']}: not run"
+    estimate = "–" if math.isnan(line["estimate"]) else f"{line['estimate']:+.3f}"
     bounds = "" if math.isnan(line["lo"]) else f" [{line['lo']:+.3f}, {line['hi']:+.3f}]"
-    return f"{line['metric']} {_signed(line['estimate'])}{bounds}"
+    return f"{line['metric']} {estimate}{bounds}"
 
 
 def _theirs(line: Mapping) -> str:
@@ -266,15 +263,15 @@ def scorecard_markdown(scorecard: pd.DataFrame, margin: float = MARGIN) -> str:
     """:func:`judge`'s frame as a Markdown table, one line per claim: the claim, the
     report's numbers, our Δ with its 95% interval, the comparisons it rests on (with their
     paired seeds) and the verdict; several comparisons share a cell, one per line."""
-    lines = ["| claim | the report | our Δ [95% interval] | rests on | verdict |", "|---|---|---|---|---|"]
+    body = []
     for _, group in scorecard.groupby("claim", sort=False):
         first = group.iloc[0]
         records = group.to_dict("records")
         rests = [f"{r['experiment']} − {r['reference']} ({r['n']} seeds)" for r in records]
         words = first["words"] + (f" ({first['note']})" if first["note"] else "")
-        cells = [words, "<br>".join(map(_theirs, records)), "<br>".join(map(_ours, records)), "<br>".join(rests),
-                 f"**{first['claim_verdict']}**"]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        body.append([words, "<br>".join(map(_theirs, records)), "<br>".join(map(_ours, records)), "<br>".join(rests),
+                     f"**{first['claim_verdict']}**"])
+    lines = markdown_rows(["claim", "the report", "our Δ [95% interval]", "rests on", "verdict"], body)
     legend = (f"Verdicts: a directional claim is confirmed when the 95% interval of Δ excludes 0 on the "
               f"claimed side and contradicted when it excludes 0 on the other; a 'no effect' claim is "
               f"confirmed when the interval lies within ±{margin:g} and contradicted when it lies wholly "
