@@ -1,11 +1,8 @@
 """Data and error analysis for the notebooks: small frames in, small frames out.
 
-Everything a notebook would otherwise copy-paste lives here: class counts, token-length
-summaries and the 2% length filter, class counts before and after EDA balancing, task
-sampler probabilities over epochs, head-pretraining histories, a run's predictions joined
-with the dev text, the worst errors, errors by length and by class, and the choice of the
-best experiment. Nothing here builds a model or trains, so the results and error notebooks
-re-run in seconds.
+Everything a notebook would otherwise copy-paste lives here, in the order of the sections
+below. Nothing here builds a model or trains, so the results and error notebooks re-run in
+seconds.
 """
 from __future__ import annotations
 
@@ -288,12 +285,10 @@ def errors_by_class(frame: pd.DataFrame, task: str) -> pd.DataFrame:
     class; for STS the mean absolute error, the mean label and the mean prediction."""
     if not TASKS[task].integer_labels:
         bins = sts_bins(frame["label"])
-        rows = {}
-        for name, group in frame.groupby(bins, observed=False):
-            row = _group_scores(group, task)
-            row.pop("pearson")
-            rows[name] = {**row, "mean_label": float(group["label"].mean()) if len(group) else math.nan,
-                          "mean_prediction": float(group["prediction"].mean()) if len(group) else math.nan}
+        rows = {name: {"n": len(group), "mean_abs_error": float(group["abs_error"].mean()),
+                       "mean_label": float(group["label"].mean()) if len(group) else math.nan,
+                       "mean_prediction": float(group["prediction"].mean()) if len(group) else math.nan}
+                for name, group in frame.groupby(bins, observed=False)}
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("class")
     names = LABEL_NAMES[task]
     rows = {}
