@@ -75,10 +75,8 @@ def _minilm_note(fig: Figure, summary: pd.DataFrame) -> None:
 
 def plot_report_comparison(summary: pd.DataFrame, path: str | Path,
                            metrics: Sequence[str] = tuple(METRICS)) -> Figure:
-    """Per metric: each experiment's mean ± 95% t-interval over seeds, the report's number beside it.
-
-    ``summary`` is mtlib.study.report.summarise's frame. One seed: a dot without a bar.
-    """
+    """Per metric: each experiment's mean ± 95% t-interval over seeds (one seed: a dot without
+    a bar), the report's number beside it; ``summary`` is mtlib.study.report.summarise's frame."""
     fig, axes = new_figure(len(metrics), width=3.2, height=0.9 + 0.38 * len(summary), sharey=True)
     y = np.arange(len(summary))
     for ax, metric in zip(axes, metrics):

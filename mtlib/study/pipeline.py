@@ -490,15 +490,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _problems(args) -> list[str]:
-    if args.command == "check-notebooks":
-        paths = args.paths or sorted(str(p) for p in Path("notebooks").glob("*.py"))
-        return [p for path in paths for p in check_notebook(path)]
-    if args.command == "check-lock":
-        return check_lock(args.root)
-    return check_outputs(args.root, args.dvc_yaml, [*TABLE_FILES, *args.require])
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dvc-yaml":
@@ -513,7 +504,13 @@ def main(argv: list[str] | None = None) -> int:
         pages = build_report(args.executed, args.html, args.index, order=[*fine_tuned, *starts])
         print(f"{args.index}: {len(pages)} pages")
         return 0
-    problems = _problems(args)
+    if args.command == "check-notebooks":
+        paths = args.paths or sorted(str(p) for p in Path("notebooks").glob("*.py"))
+        problems = [p for path in paths for p in check_notebook(path)]
+    elif args.command == "check-lock":
+        problems = check_lock(args.root)
+    else:
+        problems = check_outputs(args.root, args.dvc_yaml, [*TABLE_FILES, *args.require])
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not problems:

@@ -23,8 +23,7 @@ from mtlib.io import atomic_path
 
 DPI = 120
 SST_CLASSES = ("negative", "somewhat\nnegative", "neutral", "somewhat\npositive", "positive")
-PARA_CLASSES = ("not duplicate", "duplicate")
-CLASS_NAMES = {"sst": SST_CLASSES, "para": PARA_CLASSES}
+CLASS_NAMES = {"sst": SST_CLASSES, "para": ("not duplicate", "duplicate")}
 TASK_TITLES = {"sst": "SST sentiment", "para": "Quora paraphrase", "sts": "STS similarity"}
 METRIC_TITLES = {"sst/acc": "SST accuracy", "para/acc": "Quora accuracy", "sts/pearson": "STS Pearson r",
                  "mean": "mean of the three", "sst": "SST accuracy", "para": "Quora accuracy",
