@@ -141,6 +141,12 @@ def history(examples, values):
                          "mean": values + 0.1})
 
 
+def histories(per_experiment):
+    """``{experiment: [history frame per seed]}`` as collect_histories' long frame (seeds 0, 1, ...)."""
+    return pd.concat([frame.assign(experiment=experiment, seed=seed) for experiment, frames in per_experiment.items()
+                      for seed, frame in enumerate(frames)], ignore_index=True)
+
+
 def scratch_pipeline(folder: Path) -> Path:
     """The repository's pipeline (dvc.yaml, params.yaml, the notebook sources and mtlib)
     copied into ``folder``: a project that DVC can run or inspect away from this checkout."""

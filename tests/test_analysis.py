@@ -100,7 +100,7 @@ def test_sampler_probabilities_cover_every_sampler_and_epoch():
     assert table.shape == (15, 3) and table.loc[("random", 2), "sts"] == pytest.approx(1 / 3)
 
 
-def test_pretrain_frame_and_best_epochs():
+def test_pretrain_frame():
     history = {"sst": [{"epoch": 1, "loss": 1.5, "sst/acc": 0.3, "seconds": 4.0},
                        {"epoch": 2, "loss": 1.2, "sst/acc": 0.4, "seconds": 0.5, "kept": True},
                        {"epoch": 3, "loss": 1.1, "sst/acc": 0.4, "seconds": 0.5}],
@@ -109,10 +109,6 @@ def test_pretrain_frame_and_best_epochs():
     assert frame.columns.tolist() == ["task", "epoch", "loss", "metric", "score", "kept", "seconds"]
     assert frame["kept"].tolist() == [False, True, False, False]
     assert frame["metric"].tolist() == ["sst/acc"] * 3 + ["sts/pearson"]
-    best = analysis.best_pretrain_epochs(frame)
-    assert best.loc["sst", "best_epoch"] == 2  # the first of equal scores, as pretrain_heads keeps it
-    assert best.loc["sst", "epochs_run"] == 3 and best.loc["sst", "seconds"] == pytest.approx(5.0)
-    assert best.loc["sts", "best_score"] == pytest.approx(0.1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,15 +122,6 @@ def test_best_experiment_averages_seeds_and_skips_runs_without_the_metric():
     assert analysis.best_experiment(runs, exclude=["random"]) == "b"  # a's mean over seeds is 0.5
     with pytest.raises(ValueError, match="no run"):
         analysis.best_experiment(runs[runs["experiment"] == "single"])
-
-
-def test_rank_agreement():
-    summary = pd.DataFrame({"mean_mean": [0.1, 0.2, 0.3, 0.4, 0.5], "mean_report": [0.2, 0.3, 0.4, np.nan, 0.9]})
-    assert analysis.rank_agreement(summary) == (pytest.approx(1.0), 4)
-    reversed_ = summary.assign(mean_report=[0.9, 0.4, 0.3, np.nan, 0.2])
-    assert analysis.rank_agreement(reversed_)[0] == pytest.approx(-1.0)
-    rho, n = analysis.rank_agreement(summary.head(2))
-    assert math.isnan(rho) and n == 2
 
 
 def test_curve_groups_come_from_the_rows_and_add_the_parents_they_build_on():

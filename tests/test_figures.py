@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlib.study import figures
+from mtlib.study import analysis, figures
 from mtlib.study.report import summarise
-from tests.helpers import assert_png, history
+from tests.helpers import assert_png, histories, history
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +29,23 @@ def summary():
 
 
 def test_compromise_against_annealed(tmp_path):
-    histories = {"gradient_compromise": [history([10, 20], [0.5, 0.6]), history([10, 20], [0.4, 0.7])],
-                 "annealed": [history([10, 20], [0.2, 0.5])], "other": [history([10], [0.1])]}
-    fig = figures.plot_compromise_vs_annealed(histories, tmp_path / "figure5.png")
+    runs = {"gradient_compromise": [history([10, 20], [0.5, 0.6]), history([10, 20], [0.4, 0.7])],
+            "annealed": [history([10, 20], [0.2, 0.5])], "other": [history([10], [0.1])]}
+    fig = figures.plot_compromise_vs_annealed(histories(runs), tmp_path / "figure5.png")
     assert_png(tmp_path / "figure5.png")
     assert len(fig.axes) == 3 and all(len(ax.lines) == 2 for ax in fig.axes)
     assert np.allclose(fig.axes[0].lines[0].get_ydata(), [0.45, 0.65])
     with pytest.raises(KeyError, match="annealed"):
-        figures.plot_compromise_vs_annealed({"gradient_compromise": histories["annealed"]}, tmp_path / "x.png")
+        figures.plot_compromise_vs_annealed(histories({"gradient_compromise": runs["annealed"]}), tmp_path / "x.png")
 
 
 def test_confusion_matrix_is_row_normalised_and_annotated(tmp_path):
     labels = [0, 0, 0, 0, 1, 1, 2, 3, 3, 4]
     predictions = [0, 0, 1, 2, 1, 1, 2, 4, 3, 4]
-    matrix = figures.confusion_matrix(labels, predictions)
+    matrix = analysis.confusion_matrix(labels, predictions)
     assert np.allclose(matrix.sum(axis=1), 1)
     assert matrix[0].tolist() == [0.5, 0.25, 0.25, 0, 0] and matrix[3].tolist() == [0, 0, 0, 0.5, 0.5]
-    assert figures.confusion_matrix([0], [0], 3)[1].tolist() == [0, 0, 0]  # no example of class 1: no NaN
+    assert analysis.confusion_matrix([0], [0], 3)[1].tolist() == [0, 0, 0]  # no example of class 1: no NaN
     fig = figures.plot_confusion_matrix(labels, predictions, tmp_path / "confusion.png")
     assert_png(tmp_path / "confusion.png")
     ax = fig.axes[0]

@@ -33,17 +33,14 @@ def _entry(run=True, init_from=None):
     return {"set": overrides, "parent": None, "report": None, "group": None, "run": run}
 
 
-def test_pipeline_runs_cross_experiments_and_seeds():
+def test_pipeline_experiments_start_from_the_encoder_or_from_another_experiment():
     params = {"experiments": {"b": _entry(), "p": _entry(init_from="results/runs/a/seed{seed}"), "a": _entry(),
-                              "off": _entry(run=False), "elsewhere": _entry(init_from="/models/x/seed{seed}")},
-              "pipeline": {"seeds": [1, 3]}}
-    assert pipeline.pipeline_runs(params) == [("b", 1), ("b", 3), ("a", 1), ("a", 3), ("elsewhere", 1),
-                                              ("elsewhere", 3), ("p", 1), ("p", 3)]
+                              "off": _entry(run=False), "elsewhere": _entry(init_from="/models/x/seed{seed}")}}
     assert pipeline.pipeline_experiments(params) == (["b", "a", "elsewhere"], {"p": "a"})
     assert pipeline.pipeline_experiments(params, every=True)[0] == ["b", "a", "off", "elsewhere"]
     params["experiments"]["a"]["run"] = False  # p would wait for runs that nothing makes
     with pytest.raises(ConfigError, match="p -> a"):
-        pipeline.pipeline_runs(params)
+        pipeline.pipeline_experiments(params)
 
 
 # ---------------------------------------------------------------------------------------
@@ -362,7 +359,8 @@ def test_an_experiment_declared_once_is_everywhere_and_removed_in_one_place(tmp_
         summary = report.summarise(runs[runs["experiment"].isin(experiments)], experiments)
         stages = yaml.safe_load(pipeline.dvc_yaml(path, ROOT))["stages"]
         pcgrad = next(c for claim in scorecard.CLAIMS for c in claim.comparisons if c.experiment == "hidden_pcgrad")
-        return {"runs": {e for e, _ in pipeline.pipeline_runs(path)}, "rows": list(summary["experiment"]),
+        fine_tuned, starts = pipeline.pipeline_experiments(path)
+        return {"runs": {*fine_tuned, *starts}, "rows": list(summary["experiment"]),
                 "labels": set(summary["label"].dropna()), "numbers": scorecard.report_difference(pcgrad, experiments),
                 "stages": set(stages["finetune"]["matrix"]["experiment"]),
                 "curves": {e for names in analysis.curve_groups(experiments, list(experiments)).values() for e in names}}

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 
 from mtlib.study import plotting
-from tests.helpers import assert_png, history
+from tests.helpers import assert_png, histories, history
 
 
 def test_learning_curve_means_seeds_and_interpolates():
-    histories = {"a": [history([10, 20, 30], [0.2, 0.4, 0.6]), history([10, 20, 30], [0.4, 0.6, 0.8])],
-                 "b": [history([10, 30], [0.1, 0.5]), history([20], [0.9])]}
-    curve = plotting.learning_curve(histories, metric="sst/acc")
+    long = histories({"a": [history([10, 20, 30], [0.2, 0.4, 0.6]), history([10, 20, 30], [0.4, 0.6, 0.8])],
+                      "b": [history([10, 30], [0.1, 0.5]), history([20], [0.9])]})
+    curve = plotting.learning_curve(long, metric="sst/acc")
     a = curve[curve["experiment"] == "a"]
     assert np.allclose(a["mean"], [0.3, 0.5, 0.7]) and np.allclose(a["std"], np.sqrt(0.02))
     b = curve[curve["experiment"] == "b"].set_index("examples")

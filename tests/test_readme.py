@@ -1,9 +1,12 @@
-"""mtlib.study.readme: README's generated blocks, and its headline results are the committed table's."""
+"""mtlib.study.readme: README's generated blocks: its profile table is what params.yaml says, value by value,
+and its headline results are the committed table's."""
 import math
 
 import pandas as pd
 import pytest
+import yaml
 
+from mtlib.config import merge
 from mtlib.study import readme
 from mtlib.study.report import SUMMARY_COLUMNS
 from tests.helpers import ROOT
@@ -43,3 +46,59 @@ def test_readme_headline_is_exactly_the_committed_table():
     assert table.exists(), "results/table.csv is the published study: commit the canonical run's"
     assert readme.block((ROOT / "README.md").read_text(), readme.RESULTS) == readme.headline(table), (
         "README's headline results are stale: run `python -m mtlib.study.readme --write README.md`")
+
+
+# ---------------------------------------------------------------------------------------
+# The profile table
+
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def _profile_cells(table: str, name: str) -> list[str]:
+    line = next(line for line in table.splitlines() if line.startswith(f"| `{name}`"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_readme_profile_table_is_exactly_what_params_yaml_says():
+    text = (ROOT / "README.md").read_text()
+    assert readme.block(text, readme.PROFILES) == readme.profile_table(PARAMS), (
+        "README's profile table is stale: run `python -m mtlib.study.readme --write README.md`")
+
+
+def test_profile_table_reads_every_value_from_params():
+    for name, override in PARAMS["profiles"].items():
+        settings = merge(PARAMS["base"], override or {})
+        cells = _profile_cells(readme.profile_table(PARAMS), name)
+        assert cells[0].startswith(f"`{name}`") and ("(default)" in cells[0]) == (name == PARAMS["profile"])
+        assert cells[1].startswith(f"`{settings['backbone']['name']}`")
+        assert f"{settings['model']['pooling']} pooling, {settings['backbone']['max_length']} tokens" in cells[1]
+        for column, key in ((2, "train_size"), (3, "validation_size"), (4, "dev_size")):
+            for task, size in settings["data"][key].items():
+                assert f"{task} {'all' if size is None else f'{size:,}'}" in cells[column]
+        train = settings["train"]
+        assert f"{train['epochs']} epochs x {train['batches_per_epoch']:,} micro-batches" in cells[5]
+        assert cells[6].startswith("fp32" if train["amp"] == "none" else train["amp"])
+
+
+def test_a_changed_profile_changes_the_table():
+    changed = merge(PARAMS, {"profile": "paper", "profiles": {"cpu": {"data": {"train_size": {"para": 12345}},
+                                                                      "train": {"epochs": 7, "amp": "none"}}}})
+    cells = _profile_cells(readme.profile_table(changed), "cpu")
+    assert "para 12,345" in cells[2] and cells[5].startswith("7 epochs") and cells[6].startswith("fp32")
+    assert "(default)" in _profile_cells(readme.profile_table(changed), "paper")[0]
+    assert readme.profile_table(changed) != readme.profile_table(PARAMS)
+
+
+def test_readme_write_replaces_only_the_marked_tables(tmp_path):
+    path = tmp_path / "README.md"
+    start, end = "<!-- profile-table: generated -->", "<!-- end profile-table -->"
+    path.write_text(f"# Title\n\nbefore\n{start}\n| old | table |\n{end}\nafter\n")
+    args = ["--params", str(ROOT / "params.yaml"), "--table", str(tmp_path / "none.csv"), "--write", str(path)]
+    assert readme.main(args) == 0  # no results table yet: only the profile table is written
+    text = path.read_text()
+    assert text.startswith(f"# Title\n\nbefore\n{start}\n") and text.endswith(f"{end}\nafter\n")
+    assert readme.block(text, "profile-table") == readme.profile_table(PARAMS) and "| old |" not in text
+    path.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="no profile-table markers"):
+        readme.main(args)
+    assert path.read_text() == "# no markers\n"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from mtlib.study.stats import (MEAN, bootstrap_scores, curve_mean, example_weights, interval, is_resolved,
+from mtlib.study.stats import (MEAN, Interval, bootstrap_scores, curve_mean, example_weights, interval,
                                minimal_detectable_effect, pooled_sd, replicate_scores, satterthwaite_df,
                                shared_dev_variance, weighted_scores)
 from mtlib.tasks import accuracy, pearson
@@ -131,7 +131,7 @@ def test_one_seed_has_no_interval_but_a_dev_interval():
 @pytest.mark.parametrize("lo, hi, expected", [(0.01, 0.02, True), (-0.02, -0.01, True), (-0.01, 0.02, False),
                                               (0.0, 0.02, False), (math.nan, 0.1, None)])
 def test_resolved_means_the_interval_excludes_zero(lo, hi, expected):
-    assert is_resolved(lo, hi) is expected
+    assert Interval(0.0, lo, hi, 5).resolved is expected
 
 
 def test_minimal_detectable_effect_by_hand():

@@ -1,11 +1,8 @@
 """Data and error analysis for the notebooks: small frames in, small frames out.
 
-Everything a notebook would otherwise copy-paste lives here: class counts, token-length
-summaries and the 2% length filter, class counts before and after EDA balancing, task
-sampler probabilities over epochs, head-pretraining histories, a run's predictions joined
-with the dev text, the worst errors, errors by length and by class, and the choice of the
-best experiment. Nothing here builds a model or trains, so the results and error notebooks
-re-run in seconds.
+Everything a notebook would otherwise copy-paste lives here, in the order of the sections
+below. Nothing here builds a model or trains, so the results and error notebooks re-run in
+seconds.
 """
 from __future__ import annotations
 
@@ -46,16 +43,13 @@ def training_frames(cfg, data_dir=None) -> dict[str, pd.DataFrame]:
 # ---------------------------------------------------------------------------------------
 # Classes and lengths
 
-def sts_bin_labels() -> list[str]:
-    edges = STS_BINS
-    return [f"[{a}, {b})" if b < edges[-1] else f"[{a}, {b}]" for a, b in zip(edges[:-1], edges[1:])]
-
-
 def sts_bins(scores) -> pd.Categorical:
     """STS scores as the bins [0, 1), [1, 2), [2, 3), [3, 4), [4, 5] (5.0 falls in the last)."""
     scores = np.clip(np.asarray(scores, dtype=float), STS_BINS[0], STS_BINS[-1])
     index = np.minimum(np.floor(scores).astype(int), len(STS_BINS) - 2)
-    return pd.Categorical.from_codes(index, sts_bin_labels())
+    names = [f"[{a}, {b})" for a, b in zip(STS_BINS[:-1], STS_BINS[1:])]
+    names[-1] = names[-1].replace(")", "]")  # 5.0 falls in the last bin
+    return pd.Categorical.from_codes(index, names)
 
 
 def class_counts(labels, task: str) -> pd.Series:
@@ -166,17 +160,6 @@ def pretrain_frame(history: Mapping[str, Sequence[Mapping]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "epoch", "loss", "metric", "score", "kept", "seconds"])
 
 
-def best_pretrain_epochs(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per task: epochs run, the best epoch (the first of equal scores, as pretrain_heads
-    keeps it), its dev score and the seconds spent."""
-    rows = []
-    for task, part in frame.groupby("task", sort=False):
-        best = part.loc[part["score"].idxmax()]
-        rows.append({"task": task, "metric": best["metric"], "epochs_run": len(part), "best_epoch": int(best["epoch"]),
-                     "best_score": float(best["score"]), "seconds": float(part["seconds"].sum())})
-    return pd.DataFrame(rows).set_index("task")
-
-
 # ---------------------------------------------------------------------------------------
 # Runs
 
@@ -187,17 +170,6 @@ def best_experiment(runs: pd.DataFrame, metric: str = "mean", exclude: Sequence[
     if means.empty:
         raise ValueError(f"no run has a dev {metric!r} to choose by")
     return str(means.idxmax())
-
-
-def rank_agreement(summary: pd.DataFrame, metric: str = "mean") -> tuple[float, int]:
-    """Spearman rank correlation between this study's ``metric`` means and the report's
-    numbers over the experiments that have both, and how many that is (NaN under 3)."""
-    from scipy.stats import spearmanr
-
-    both = summary[[f"{metric}_mean", f"{metric}_report"]].astype(float).dropna()
-    if len(both) < 3:
-        return math.nan, len(both)
-    return float(spearmanr(both.iloc[:, 0], both.iloc[:, 1]).statistic), len(both)
 
 
 def curve_groups(rows: Mapping[str, Mapping], ran: Sequence[str]) -> dict[str, list[str]]:
@@ -313,12 +285,10 @@ def errors_by_class(frame: pd.DataFrame, task: str) -> pd.DataFrame:
     class; for STS the mean absolute error, the mean label and the mean prediction."""
     if not TASKS[task].integer_labels:
         bins = sts_bins(frame["label"])
-        rows = {}
-        for name, group in frame.groupby(bins, observed=False):
-            row = _group_scores(group, task)
-            row.pop("pearson")
-            rows[name] = {**row, "mean_label": float(group["label"].mean()) if len(group) else math.nan,
-                          "mean_prediction": float(group["prediction"].mean()) if len(group) else math.nan}
+        rows = {name: {"n": len(group), "mean_abs_error": float(group["abs_error"].mean()),
+                       "mean_label": float(group["label"].mean()) if len(group) else math.nan,
+                       "mean_prediction": float(group["prediction"].mean()) if len(group) else math.nan}
+                for name, group in frame.groupby(bins, observed=False)}
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("class")
     names = LABEL_NAMES[task]
     rows = {}
@@ -331,15 +301,22 @@ def errors_by_class(frame: pd.DataFrame, task: str) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("class")
 
 
+def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], n_classes: int = 5) -> np.ndarray:
+    """Row-normalised confusion matrix: entry (i, j) = P(predicted j | true i); an empty row stays 0."""
+    labels, predictions = np.asarray(labels, dtype=int), np.asarray(predictions, dtype=int)
+    if labels.shape != predictions.shape:
+        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
+    counts = np.zeros((n_classes, n_classes))
+    np.add.at(counts, (labels, predictions), 1)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
 def most_confused(labels, predictions, task: str = "sst") -> tuple[str, str, float]:
     """The (true class, predicted class, share of the true class) of the largest
     off-diagonal entry of the row-normalised confusion matrix."""
     names = LABEL_NAMES[task]
-    labels, predictions = np.asarray(labels, int), np.asarray(predictions, int)
-    counts = np.zeros((len(names), len(names)))
-    np.add.at(counts, (labels, predictions), 1)
-    rates = np.divide(counts, counts.sum(1, keepdims=True), out=np.zeros_like(counts),
-                      where=counts.sum(1, keepdims=True) > 0)
+    rates = confusion_matrix(labels, predictions, len(names))
     np.fill_diagonal(rates, -1)
     i, j = np.unravel_index(int(np.argmax(rates)), rates.shape)
     return names[i], names[j], float(rates[i, j])

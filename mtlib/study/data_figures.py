@@ -29,10 +29,8 @@ def _class_ticks(ax, task: str, n: int) -> None:
 
 
 def plot_class_distributions(labels: Mapping[str, Sequence], path: str | Path) -> Figure:
-    """Bar charts of SST's five classes and Quora's two, a histogram of STS scores (0..5).
-
-    ``labels``: task -> its label column (any of sst, para, sts, in that order).
-    """
+    """Bar charts of SST's five classes and Quora's two, a histogram of STS scores (0..5);
+    ``labels``: task -> its label column (any of sst, para, sts, in that order)."""
     tasks = [t for t in TASK_NAMES if t in labels]
     unknown = set(labels) - set(tasks)
     if unknown or not tasks:
@@ -70,10 +68,8 @@ def plot_token_lengths(lengths: Mapping[str, Sequence[int]], path: str | Path, p
 
 
 def plot_augmentation_counts(before: Mapping[str, object], after: Mapping[str, object], path: str | Path) -> Figure:
-    """Class counts before and after augmentation, side by side, one panel per task.
-
-    Each value is a mapping {class: count} or an array of labels.
-    """
+    """Class counts before and after augmentation, side by side, one panel per task; each
+    value is a mapping {class: count} or an array of labels."""
     missing = set(before) ^ set(after)
     if missing:
         raise KeyError(f"tasks {sorted(missing)} are not in both before and after")

@@ -12,7 +12,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from mtlib.study.plotting import METRIC_TITLES, SST_CLASSES, draw_curves, long_histories, new_figure, save
+from mtlib.study.analysis import confusion_matrix
+from mtlib.study.plotting import METRIC_TITLES, SST_CLASSES, draw_curves, new_figure, save
 from mtlib.study.report import METRICS
 from mtlib.tasks import TASK_NAMES, metric_key
 from mtlib.study.provenance import is_minilm
@@ -21,20 +22,20 @@ from mtlib.study.provenance import is_minilm
 # ---------------------------------------------------------------------------------------
 # Learning curves
 
-def plot_compromise_vs_annealed(histories, path: str | Path, compromise: str = "gradient_compromise",
+def plot_compromise_vs_annealed(histories: pd.DataFrame, path: str | Path, compromise: str = "gradient_compromise",
                                 annealed: str = "annealed",
                                 metrics: Sequence[str] = tuple(metric_key(t) for t in TASK_NAMES),
                                 x: str = "examples", labels: Mapping[str, str] | None = None) -> Figure:
-    """The report's Figure 5: Gradient Compromise against the annealed sampler, one panel per metric.
+    """The report's Figure 5: Gradient Compromise against the annealed sampler, one panel per
+    metric, from mtlib.study.report.collect_histories' long frame.
 
     The report plots against epochs; examples seen (the default ``x``) is the fairer axis
     because Gradient Compromise consumes a group of batches per optimiser update.
     """
-    long = long_histories(histories)
-    missing = [e for e in (compromise, annealed) if e not in set(long["experiment"])]
+    missing = [e for e in (compromise, annealed) if e not in set(histories["experiment"])]
     if missing:
-        raise KeyError(f"no histories for {missing}; have {sorted(set(long['experiment']))}")
-    pair = pd.concat([long[long["experiment"] == e] for e in (compromise, annealed)], ignore_index=True)
+        raise KeyError(f"no histories for {missing}; have {sorted(set(histories['experiment']))}")
+    pair = pd.concat([histories[histories["experiment"] == e] for e in (compromise, annealed)], ignore_index=True)
     names = {compromise: "Gradient Compromise", annealed: "annealed sampler", **(labels or {})}
     fig, axes = new_figure(len(metrics))
     for ax, metric in zip(axes, metrics):
@@ -46,17 +47,6 @@ def plot_compromise_vs_annealed(histories, path: str | Path, compromise: str = "
 
 # ---------------------------------------------------------------------------------------
 # Error analysis
-
-def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], n_classes: int = 5) -> np.ndarray:
-    """Row-normalised confusion matrix: entry (i, j) = P(predicted j | true i); an empty row stays 0."""
-    labels, predictions = np.asarray(labels, dtype=int), np.asarray(predictions, dtype=int)
-    if labels.shape != predictions.shape:
-        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
-    counts = np.zeros((n_classes, n_classes))
-    np.add.at(counts, (labels, predictions), 1)
-    totals = counts.sum(axis=1, keepdims=True)
-    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-
 
 def plot_confusion_matrix(labels: Sequence[int], predictions: Sequence[int], path: str | Path,
                           classes: Sequence[str] = SST_CLASSES, title: str | None = None) -> Figure:
@@ -85,10 +75,8 @@ def _minilm_note(fig: Figure, summary: pd.DataFrame) -> None:
 
 def plot_report_comparison(summary: pd.DataFrame, path: str | Path,
                            metrics: Sequence[str] = tuple(METRICS)) -> Figure:
-    """Per metric: each experiment's mean ± 95% t-interval over seeds, the report's number beside it.
-
-    ``summary`` is mtlib.study.report.summarise's frame. One seed: a dot without a bar.
-    """
+    """Per metric: each experiment's mean ± 95% t-interval over seeds (one seed: a dot without
+    a bar), the report's number beside it; ``summary`` is mtlib.study.report.summarise's frame."""
     fig, axes = new_figure(len(metrics), width=3.2, height=0.9 + 0.38 * len(summary), sharey=True)
     y = np.arange(len(summary))
     for ax, metric in zip(axes, metrics):

@@ -1,25 +1,15 @@
 """The study as a DVC pipeline of notebooks: what its stages and its checks share.
 
 dvc.yaml runs the numbered notebooks, whose sources are percent-format scripts under
-notebooks/ (jupytext turns each into a notebook that papermill executes). This module holds
-the pieces around them:
+notebooks/ (jupytext turns each into a notebook that papermill executes). This module
+generates dvc.yaml (:func:`dvc_yaml`: a stage per experiment params.yaml asks for, each
+stage's deps its notebook's mtlib import closure), renders the executed notebooks as an
+HTML report (:func:`build_report`), and checks that notebook sources are thin
+(:func:`check_notebook`), that ``dvc repro`` made every declared output and no published
+file names a path of the machine (:func:`check_outputs`), and that the committed outputs
+are the ones dvc.lock records (:func:`check_lock`).
 
-- :func:`pipeline_experiments` and :func:`pipeline_runs`: the experiments (and their
-  (experiment, seed) runs) that params.yaml's ``experiments`` ask the pipeline to run;
-- :func:`dvc_yaml`: dvc.yaml, generated from the stages of ``dvc_stages.yaml`` beside this
-  module, params.yaml's experiments and each stage's import closure
-  (:func:`notebook_modules` and :func:`layer_deps`: the mtlib files a notebook depends on);
-- :func:`build_report`: every executed notebook rendered to an HTML page that reads as a
-  report (prose and plotting cells without their code), and an index page linking them in
-  reading order;
-- :func:`check_notebook`: a notebook source is thin (a ``parameters`` cell first, kernel
-  ``python3``, no ``def``/``class``);
-- :func:`check_outputs`: after ``dvc repro``, the results table and every figure dvc.yaml
-  declares exist and are not empty, and no published file names a path of the machine;
-- :func:`check_lock`: the outputs committed to git are the ones dvc.lock records.
-
-Command line: ``python -m mtlib.study.pipeline
-{runs,dvc-yaml,report,check-notebooks,check-outputs,check-lock} ...``.
+Command line: ``python -m mtlib.study.pipeline {dvc-yaml,report,check-notebooks,check-outputs,check-lock} ...``.
 """
 from __future__ import annotations
 
@@ -87,14 +77,6 @@ def pipeline_experiments(params: Mapping | str | Path = "params.yaml",
     if missing:
         raise ConfigError(f"experiments start from the runs of experiments the pipeline does not run: {missing}")
     return [name for name in chosen if name not in starts], starts
-
-
-def pipeline_runs(params: Mapping | str | Path = "params.yaml") -> list[tuple[str, int]]:
-    """``(experiment, seed)`` for every run the pipeline makes: the experiments of
-    :func:`pipeline_experiments` x ``pipeline.seeds``, those that start from another's last."""
-    params = params if isinstance(params, Mapping) else read_params(params)
-    fine_tuned, starts = pipeline_experiments(params)
-    return [(e, int(s)) for e in [*fine_tuned, *starts] for s in params["pipeline"]["seeds"]]
 
 
 def _mtlib_imports(source: str) -> set[str]:
@@ -486,8 +468,6 @@ def _covers(name: str, paths: Iterable[str]) -> bool:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mtlib.study.pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    runs = commands.add_parser("runs", help="list the (experiment, seed) runs params.yaml asks the pipeline for")
-    runs.add_argument("--params", default="params.yaml")
     report = commands.add_parser("report", help="render executed notebooks to HTML and write an index page")
     report.add_argument("--executed", default="reports/executed")
     report.add_argument("--html", default="reports/html")
@@ -510,21 +490,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _problems(args) -> list[str]:
-    if args.command == "check-notebooks":
-        paths = args.paths or sorted(str(p) for p in Path("notebooks").glob("*.py"))
-        return [p for path in paths for p in check_notebook(path)]
-    if args.command == "check-lock":
-        return check_lock(args.root)
-    return check_outputs(args.root, args.dvc_yaml, [*TABLE_FILES, *args.require])
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "runs":
-        for experiment, seed in pipeline_runs(args.params):
-            print(f"{experiment}\t{seed}")
-        return 0
     if args.command == "dvc-yaml":
         text = dvc_yaml(args.params, Path(args.params).parent, every=args.all)  # the notebooks beside it
         if args.write:
@@ -533,11 +500,17 @@ def main(argv: list[str] | None = None) -> int:
             print(text, end="")
         return 0
     if args.command == "report":
-        order = [e for e, _ in pipeline_runs(args.params)] if args.params else []
-        pages = build_report(args.executed, args.html, args.index, order=list(dict.fromkeys(order)))
+        fine_tuned, starts = pipeline_experiments(args.params) if args.params else ([], {})
+        pages = build_report(args.executed, args.html, args.index, order=[*fine_tuned, *starts])
         print(f"{args.index}: {len(pages)} pages")
         return 0
-    problems = _problems(args)
+    if args.command == "check-notebooks":
+        paths = args.paths or sorted(str(p) for p in Path("notebooks").glob("*.py"))
+        problems = [p for path in paths for p in check_notebook(path)]
+    elif args.command == "check-lock":
+        problems = check_lock(args.root)
+    else:
+        problems = check_outputs(args.root, args.dvc_yaml, [*TABLE_FILES, *args.require])
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not problems:

@@ -23,8 +23,7 @@ from mtlib.io import atomic_path
 
 DPI = 120
 SST_CLASSES = ("negative", "somewhat\nnegative", "neutral", "somewhat\npositive", "positive")
-PARA_CLASSES = ("not duplicate", "duplicate")
-CLASS_NAMES = {"sst": SST_CLASSES, "para": PARA_CLASSES}
+CLASS_NAMES = {"sst": SST_CLASSES, "para": ("not duplicate", "duplicate")}
 TASK_TITLES = {"sst": "SST sentiment", "para": "Quora paraphrase", "sts": "STS similarity"}
 METRIC_TITLES = {"sst/acc": "SST accuracy", "para/acc": "Quora accuracy", "sts/pearson": "STS Pearson r",
                  "mean": "mean of the three", "sst": "SST accuracy", "para": "Quora accuracy",
@@ -51,29 +50,17 @@ def save(fig: Figure, path: str | Path) -> Figure:
 # ---------------------------------------------------------------------------------------
 # Learning curves
 
-def long_histories(histories) -> pd.DataFrame:
-    """A long frame (experiment, seed, ...) from itself or from {experiment: [frame per seed]}."""
-    if isinstance(histories, pd.DataFrame):
-        missing = {"experiment", "seed"} - set(histories.columns)
-        if missing:
-            raise KeyError(f"a history frame needs the columns experiment and seed; missing {sorted(missing)}")
-        return histories
-    frames = [frame.assign(experiment=experiment, seed=seed)
-              for experiment, per_seed in histories.items() for seed, frame in enumerate(per_seed)]
-    return pd.concat(frames, ignore_index=True)
-
-
-def learning_curve(histories, metric: str = "mean", x: str = "examples") -> pd.DataFrame:
-    """Mean, std (ddof=1) and number of seeds of ``metric`` against ``x``, per experiment.
+def learning_curve(histories: pd.DataFrame, metric: str = "mean", x: str = "examples") -> pd.DataFrame:
+    """Mean, std (ddof=1) and number of seeds of ``metric`` against ``x``, per experiment of
+    ``histories`` (mtlib.study.report.collect_histories' long frame: experiment, seed, ...).
 
     Seeds rarely evaluate at exactly the same x (sampled batches differ in size), so each
     seed's curve is linearly interpolated onto the union of its experiment's x values,
     inside its own range only (a seed that stopped early drops out, it is not extended).
     Several evaluations at one x (e.g. x="epoch" with more than one per epoch) keep the last.
     """
-    long = long_histories(histories)
     rows = []
-    for experiment, runs in long.groupby("experiment", sort=False):
+    for experiment, runs in histories.groupby("experiment", sort=False):
         grid = np.unique(runs[x].to_numpy(dtype=float))
         curves = []
         for _, run in runs.groupby("seed"):
@@ -107,10 +94,8 @@ def draw_curves(ax, histories, metric: str, x: str, labels: Mapping[str, str] | 
 
 def plot_learning_curves(histories, path: str | Path, metric: str = "mean", x: str = "examples",
                          labels: Mapping[str, str] | None = None, title: str | None = None) -> Figure:
-    """Validation ``metric`` against ``x``: one line per experiment (mean over seeds), a ±1 std band.
-
-    ``histories``: collect_histories' long frame, or {experiment: [history frame per seed]}.
-    """
+    """Validation ``metric`` against ``x`` in ``histories`` (collect_histories' long frame):
+    one line per experiment (mean over seeds), a ±1 std band."""
     fig, (ax,) = new_figure(1, width=6.4, height=4.2)
     draw_curves(ax, histories, metric, x, labels)
     metric_title = METRIC_TITLES.get(metric, metric)

@@ -48,11 +48,6 @@ def header(facts: Mapping[str, str], backbones: Iterable[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _experiments(names: Sequence[str]) -> str:
-    names = list(dict.fromkeys(names))
-    return _listed(names) if len(names) <= MANY else f"{len(names)} experiments"
-
-
 def config_header(params: str | Path, experiment: str, profile: str | None = None, seeds=None,
                   computes: bool = True) -> str:
     """The header of a notebook that computes here: ``experiment`` on ``profile`` (None:
@@ -74,8 +69,9 @@ def runs_header(metrics_files: Sequence[str | Path]) -> str:
     if not runs:
         raise FileNotFoundError("no runs to describe (no metrics.json given)")
     backbones = [run.backbone for run in runs]
+    experiments = list(dict.fromkeys(run.experiment or "?" for run in runs))
     return header({"profile": _listed(run.profile for run in runs),
-                   "experiment": _experiments([run.experiment or "?" for run in runs]),
+                   "experiment": _listed(experiments) if len(experiments) <= MANY else f"{len(experiments)} experiments",
                    "seeds": _listed(sorted({run.seed for run in runs} - {None})),
                    "backbone": _listed(backbones),
                    "precision": _listed(run.precision_label for run in runs),

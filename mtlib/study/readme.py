@@ -1,10 +1,10 @@
 """README's generated blocks: text between ``<!-- NAME: ... -->`` and ``<!-- end NAME -->``.
 
 Two blocks are generated so that README cannot drift from what it describes: the profile
-table (mtlib.study.profiles.profile_table, from params.yaml) and the headline results
-(:func:`headline`, from the committed results/table.csv).
-``python -m mtlib.study.readme --write README.md`` rewrites both; tests/test_profiles.py
-and tests/test_readme.py check README holds exactly them.
+table (:func:`profile_table`, from params.yaml: for every profile, what ``base <- profile``
+gives) and the headline results (:func:`headline`, from the committed results/table.csv).
+``python -m mtlib.study.readme --write README.md`` rewrites both; tests/test_readme.py
+checks README holds exactly them.
 """
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ import argparse
 import math
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
+from mtlib.config import merge
 from mtlib.io import write_text
-from mtlib.study.profiles import profile_table
+from mtlib.record import PRECISIONS
 from mtlib.study.report import _bracket  # the table's own interval format
 
 PROFILES, RESULTS = "profile-table", "results-table"
@@ -44,8 +47,38 @@ def with_block(text: str, name: str, content: str, path: str = "README.md") -> s
     return text[:start] + content.strip("\n") + "\n" + text[end:]
 
 
-def _score(row: pd.Series, metric: str) -> str:
-    return f"{row[f'{metric}_mean']:.3f}{_bracket(row[f'{metric}_lo'], row[f'{metric}_hi'])}"
+def _sizes(sizes: Mapping) -> str:
+    return ", ".join(f"{task} {'all' if n is None else f'{n:,}'}" for task, n in sizes.items())
+
+
+def profile_row(name: str, settings: Mapping, default: bool = False) -> str:
+    """One profile as a Markdown table row, from its resolved settings (base <- profile)."""
+    backbone, data, train = settings["backbone"], settings["data"], settings["train"]
+    model = f"`{backbone['name']}`" + ("" if backbone["pretrained"] else " (random weights)")
+    model += f", {settings['model']['pooling']} pooling, {backbone['max_length']} tokens"
+    budget = f"{train['epochs']} epochs x {train['batches_per_epoch']:,} micro-batches"
+    if train["accumulation"] > 1:
+        budget += f", {train['accumulation']} per update"
+    budget += f"; heads pretrained up to {train['pretrain_args']['epochs']} epochs"
+    precision = {**PRECISIONS, "auto": "auto (bf16 where native)"}.get(train["amp"], train["amp"])
+    cells = [f"`{name}`" + (" (default)" if default else ""), model, _sizes(data["train_size"]),
+             _sizes(data["validation_size"]), _sizes(data["dev_size"]), budget, f"{precision}, device {train['device']}"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def profile_table(params: Mapping | str | Path = "params.yaml") -> str:
+    """README's table of profiles: for each profile of params.yaml, what base <- profile
+    gives for the backbone, the training, validation (held out of train) and dev data sizes
+    (per task; 'all' for the whole file), the training budget and the precision; the
+    top-level ``profile`` is marked default."""
+    if not isinstance(params, Mapping):
+        params = yaml.safe_load(Path(params).read_text())
+    header = ["profile", "backbone", "training examples", "validation examples", "dev examples", "budget",
+              "precision"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, override in params["profiles"].items():
+        lines.append(profile_row(name, merge(params["base"], override or {}), name == params.get("profile")))
+    return "\n".join(lines)
 
 
 def _delta(row: pd.Series) -> str:
@@ -66,9 +99,10 @@ def headline(table_csv: str | Path) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for _, r in summary.iterrows():
         report = "–" if math.isnan(r["mean_report"]) else f"{r['mean_report']:.3f}"
+        mean = f"{r['mean_mean']:.3f}{_bracket(r['mean_lo'], r['mean_hi'])}"
         cells = [f"`{r['experiment']}`", f"`{r['parent']}`" if isinstance(r["parent"], str) else "–",
                  str(int(r["n_seeds"])), *(f"{r[f'{m}_mean']:.3f}" for m in ("sst", "para", "sts")),
-                 _score(r, "mean"), _delta(r), report]
+                 mean, _delta(r), report]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -8,23 +8,7 @@ difference to the row it builds on, with its interval and whether it is resolved
 ``detectable_effects`` states the smallest difference the profile can resolve;
 ``write_table`` writes results/table.csv and results/table.md.
 
-From the results notebook (``params``, ``runs_dir``, ``table_csv``, ``table_md`` its parameters)::
-
-    from pathlib import Path
-    from IPython.display import Markdown, display
-    from mtlib.config import read_params
-    from mtlib.study import report, scorecard
-
-    rows = read_params(params)["experiments"]    # the table's rows, in order
-    runs = report.collect_runs(runs_dir)
-    replicates = report.bootstrap_runs(runs)      # every run's dev predictions on 2,000 example resamples
-    summary = report.summarise(runs, rows, replicates)
-    report.write_table(summary, table_csv, table_md)
-    display(Markdown(Path(table_md).read_text()))
-    display(report.interval_sources(summary))     # seeds or dev sample: which dominates each row
-    display(Markdown(report.effects_markdown(report.detectable_effects(summary))))
-    card = scorecard.judge(runs, replicates, report.collect_histories(runs_dir), rows)
-    display(Markdown(scorecard.scorecard_markdown(card)))
+notebooks/05_results.py shows them in use.
 """
 from __future__ import annotations
 
@@ -47,22 +31,18 @@ from mtlib.training.runs import read_run_config
 # Column name in our frames -> key in metrics.json's "dev".
 METRICS = {**{task: metric_key(task) for task in TASK_NAMES}, "mean": "mean"}
 
-# The report's best model on the test set (its Table 2, dev set, is in params.yaml's experiments).
-REPORT_BEST_TEST = ("AdvancedModel + PAL after fine-tuning (best)", (0.533, 0.883, 0.885, 0.767))
-
 RUN_COLUMNS = ["experiment", "seed", *METRICS, "best_update", "updates", "stopped_early",
                "train_seconds", "train_examples_per_second", "train_tokens_per_second",
                "eval_examples_per_second", "params_total", "params_trainable", "params_shared",
                "params_task_specific", *(f"params_{t}" for t in TASK_NAMES), "backbone", "profile",
                "path"]
-
-
 PARAM_COLUMNS = ["params_total", "params_trainable", "params_task_specific"]
 
 # Per metric m: m_mean, m_std (over seeds), m_ci95 (t half-width, seeds alone), m_lo/m_hi (95%
 # interval, seeds and dev sample), m_dev_lo/m_dev_hi (dev sample alone), m_report; then the
-# paired difference to the parent: m_diff, m_diff_std, m_diff_ci95, m_diff_lo/m_diff_hi,
-# m_diff_dev_lo/m_diff_dev_hi, m_diff_dev_se (shared dev-sample standard error) and m_resolved.
+# paired difference to the parent (over the seeds both ran): m_diff, m_diff_std, m_diff_ci95,
+# m_diff_lo/m_diff_hi, m_diff_dev_lo/m_diff_dev_hi, m_diff_dev_se (shared dev-sample standard
+# error) and m_resolved (m_diff's 95% interval excludes 0).
 STAT_SUFFIXES = ("mean", "std", "ci95", "lo", "hi", "dev_lo", "dev_hi", "report",
                  "diff", "diff_std", "diff_ci95", "diff_lo", "diff_hi", "diff_dev_lo", "diff_dev_hi",
                  "diff_dev_se", "resolved")
@@ -287,18 +267,13 @@ def _one_value(column: pd.Series):
 
 
 def summarise(runs: pd.DataFrame, rows: Mapping | None = None, replicates: Replicates | None = None) -> pd.DataFrame:
-    """One row per experiment of ``runs`` (from :func:`collect_runs`).
+    """One row per experiment of ``runs`` (from :func:`collect_runs`), with the columns of
+    :data:`SUMMARY_COLUMNS` (their comment above says what each is).
 
     ``rows`` is params.yaml's ``experiments``: each experiment's row of the report's Table 2
     (:func:`report_row`) and its parent. Rows follow ``rows``' order, then the other
-    experiments alphabetically. Means, std and the t-interval half-width ``m_ci95`` come
-    from metrics.json; ``m_diff`` is the mean over the seeds both ran of the per-seed
-    difference to the parent, with its paired t half-width ``m_diff_ci95`` (seeds alone).
-    With ``replicates`` (:func:`bootstrap_runs`), the 95% intervals counting seeds and the
-    dev sample (``m_lo``/``m_hi``, ``m_diff_lo``/``m_diff_hi``), the dev-sample-only
-    intervals and ``m_resolved`` (the Δ's interval excludes 0) are filled; else NaN/None.
-    Column list: :data:`SUMMARY_COLUMNS`.
-    """
+    experiments alphabetically. The intervals that count the dev sample need ``replicates``
+    (:func:`bootstrap_runs`); without them they are NaN and ``m_resolved`` is None."""
     rows = {name: dict(row or {}) for name, row in (rows or {}).items()}
     order = [e for e in rows if e in set(runs["experiment"])]
     order += sorted(set(runs["experiment"]) - set(order))
@@ -375,13 +350,6 @@ def interval_sources(summary: pd.DataFrame, metric: str = "mean") -> pd.DataFram
 # ---------------------------------------------------------------------------------------
 # Writing the table
 
-def _plus_minus(value: float, spread: float, signed: bool = False) -> str:
-    if math.isnan(value):
-        return "–"
-    text = f"{value:+.3f}" if signed else f"{value:.3f}"
-    return text if math.isnan(spread) else f"{text} ± {spread:.3f}"
-
-
 def _bracket(lo: float, hi: float, signed: bool = False) -> str:
     if math.isnan(lo) or math.isnan(hi):
         return ""
@@ -391,8 +359,11 @@ def _bracket(lo: float, hi: float, signed: bool = False) -> str:
 
 def score_cell(r: Mapping, metric: str) -> str:
     """``mean ± std [lo, hi]``: over seeds, and the 95% interval (seeds and dev sample)."""
-    text = _plus_minus(r[f"{metric}_mean"], r[f"{metric}_std"])
-    return text + ("" if text == "–" else _bracket(r[f"{metric}_lo"], r[f"{metric}_hi"]))
+    mean, std = r[f"{metric}_mean"], r[f"{metric}_std"]
+    if math.isnan(mean):
+        return "–"
+    text = f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+    return text + _bracket(r[f"{metric}_lo"], r[f"{metric}_hi"])
 
 
 def delta_cell(r: Mapping, metric: str) -> str:
@@ -425,7 +396,8 @@ def _report_cell(r: Mapping) -> str:
     return "–" if all(math.isnan(x) for x in numbers) else " / ".join(f"{x:.3f}" for x in numbers)
 
 
-def _markdown_rows(header: list[str], body: list[list]) -> list[str]:
+def markdown_rows(header: list[str], body: list[list]) -> list[str]:
+    """A Markdown table's lines: the header, its rule, a row per list of cells (``|`` escaped)."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(_cell(c) for c in cells) + " |" for cells in body)]
 
@@ -450,7 +422,7 @@ def table_markdown(summary: pd.DataFrame, caveat: str | None = None, not_run: Se
                      _count(r["params_trainable"]),
                      "–" if math.isnan(r["train_seconds"]) else f"{r['train_seconds']:.0f}",
                      r["backbone"] or "–", r["profile"] or "–"])
-    lines += _markdown_rows(header, body)
+    lines += markdown_rows(header, body)
     if not_run:
         lines += ["", f"Rows of the study not run at this profile (to fit its time budget): {', '.join(not_run)}."]
     lines += ["", "## Difference to the row each builds on", "",
@@ -458,7 +430,7 @@ def table_markdown(summary: pd.DataFrame, caveat: str | None = None, not_run: Se
               "sample, paired by seed and by dev example); **resolved** when the interval excludes 0.", ""]
     body = [[r["experiment"], r["parent"], r["n_paired"], *(delta_cell(r, m) for m in METRICS)]
             for r in (row._asdict() for row in summary.itertuples(index=False)) if isinstance(r["parent"], str)]
-    lines += _markdown_rows(["experiment", "parent", "paired seeds", "Δ sst", "Δ para", "Δ sts", "Δ mean"], body)
+    lines += markdown_rows(["experiment", "parent", "paired seeds", "Δ sst", "Δ para", "Δ sts", "Δ mean"], body)
     return "\n".join(lines) + "\n"
 
 

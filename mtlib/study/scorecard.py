@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mtlib.study.report import METRICS, report_row, seed_interval
+from mtlib.study.report import METRICS, markdown_rows, report_row, seed_interval
 from mtlib.study.stats import Interval, Replicates, curve_mean, interval
 from mtlib.tasks import metric_key
 
@@ -111,21 +111,7 @@ CLAIMS: tuple[Claim, ...] = (
 # ---------------------------------------------------------------------------------------
 # Verdicts
 
-def _better(lo: float, hi: float, margin: float) -> str:
-    return CONFIRMED if lo > 0 else CONTRADICTED if hi < 0 else NOT_RESOLVABLE
-
-
-def _worse(lo: float, hi: float, margin: float) -> str:
-    return CONFIRMED if hi < 0 else CONTRADICTED if lo > 0 else NOT_RESOLVABLE
-
-
-def _no_effect(lo: float, hi: float, margin: float) -> str:
-    if -margin <= lo and hi <= margin:
-        return CONFIRMED
-    return CONTRADICTED if lo > margin or hi < -margin else NOT_RESOLVABLE
-
-
-DIRECTIONS = {BETTER: _better, WORSE: _worse, NO_EFFECT: _no_effect}
+DIRECTIONS = (BETTER, WORSE, NO_EFFECT)
 
 
 def verdict(direction: str, lo: float, hi: float, margin: float = MARGIN) -> str:
@@ -135,7 +121,13 @@ def verdict(direction: str, lo: float, hi: float, margin: float = MARGIN) -> str
         raise KeyError(f"unknown direction {direction!r}; known: {list(DIRECTIONS)}")
     if math.isnan(lo) or math.isnan(hi):
         return NOT_RESOLVABLE
-    return DIRECTIONS[direction](lo, hi, margin)
+    if direction == NO_EFFECT:
+        if -margin <= lo and hi <= margin:
+            return CONFIRMED
+        return CONTRADICTED if lo > margin or hi < -margin else NOT_RESOLVABLE
+    if direction == WORSE:
+        lo, hi = -hi, -lo  # a claimed decrease is a claimed increase of -Δ
+    return CONFIRMED if lo > 0 else CONTRADICTED if hi < 0 else NOT_RESOLVABLE
 
 
 def combine(verdicts: Sequence[str]) -> str:
@@ -151,18 +143,13 @@ def combine(verdicts: Sequence[str]) -> str:
 # ---------------------------------------------------------------------------------------
 # Measuring the comparisons
 
-def paired_seeds(runs: pd.DataFrame, comparison: Comparison) -> list[int]:
-    """The seeds at which both experiments have a dev score for the comparison's metric."""
-    def seeds(name):
-        rows = runs[(runs["experiment"] == name) & runs[comparison.metric].notna()]
-        return set(rows["seed"].astype(int))
-    return sorted(seeds(comparison.experiment) & seeds(comparison.reference))
-
-
 def dev_difference(comparison: Comparison, runs: pd.DataFrame, replicates: Replicates) -> Interval | None:
-    """The paired Δ of dev scores with its 95% interval (seeds and dev sample), as the
-    results table computes a row's Δ to its parent; None if either side did not run."""
-    seeds = paired_seeds(runs, comparison)
+    """The paired Δ of dev scores over the seeds at which both experiments have the metric,
+    with its 95% interval (seeds and dev sample), as the results table computes a row's Δ
+    to its parent; None if either side did not run."""
+    names = (comparison.experiment, comparison.reference)
+    scored = runs[runs["experiment"].isin(names) & runs[comparison.metric].notna()]
+    seeds = sorted(set.intersection(*(set(scored.loc[scored["experiment"] == n, "seed"].astype(int)) for n in names)))
     if not seeds:
         return None
     return seed_interval(replicates, comparison.metric, comparison.experiment, seeds, comparison.reference)
@@ -197,7 +184,6 @@ def early_difference(comparison: Comparison, histories: pd.DataFrame,
             f"no common early window: a run is first evaluated after {start:,.0f} examples, "
             f"beyond {fraction:.0%} of training ({stop:,.0f}); evaluate more often")
     return interval(differences), f"validation {column} averaged over examples {start:,.0f}–{stop:,.0f}"
-
 
 
 def _curve(histories: pd.DataFrame, experiment: str, seed: int, column: str):
@@ -258,15 +244,12 @@ def judge(runs: pd.DataFrame, replicates: Replicates, histories: pd.DataFrame | 
     return pd.DataFrame(out, columns=SCORECARD_COLUMNS)
 
 
-def _signed(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:+.3f}"
-
-
 def _ours(line: Mapping) -> str:
     if line["verdict"] == NOT_RUN:
         return f"{line['metric']}: not run"
+    estimate = "–" if math.isnan(line["estimate"]) else f"{line['estimate']:+.3f}"
     bounds = "" if math.isnan(line["lo"]) else f" [{line['lo']:+.3f}, {line['hi']:+.3f}]"
-    return f"{line['metric']} {_signed(line['estimate'])}{bounds}"
+    return f"{line['metric']} {estimate}{bounds}"
 
 
 def _theirs(line: Mapping) -> str:
@@ -280,15 +263,15 @@ def scorecard_markdown(scorecard: pd.DataFrame, margin: float = MARGIN) -> str:
     """:func:`judge`'s frame as a Markdown table, one line per claim: the claim, the
     report's numbers, our Δ with its 95% interval, the comparisons it rests on (with their
     paired seeds) and the verdict; several comparisons share a cell, one per line."""
-    lines = ["| claim | the report | our Δ [95% interval] | rests on | verdict |", "|---|---|---|---|---|"]
+    body = []
     for _, group in scorecard.groupby("claim", sort=False):
         first = group.iloc[0]
         records = group.to_dict("records")
         rests = [f"{r['experiment']} − {r['reference']} ({r['n']} seeds)" for r in records]
         words = first["words"] + (f" ({first['note']})" if first["note"] else "")
-        cells = [words, "<br>".join(map(_theirs, records)), "<br>".join(map(_ours, records)), "<br>".join(rests),
-                 f"**{first['claim_verdict']}**"]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        body.append([words, "<br>".join(map(_theirs, records)), "<br>".join(map(_ours, records)), "<br>".join(rests),
+                     f"**{first['claim_verdict']}**"])
+    lines = markdown_rows(["claim", "the report", "our Δ [95% interval]", "rests on", "verdict"], body)
     legend = (f"Verdicts: a directional claim is confirmed when the 95% interval of Δ excludes 0 on the "
               f"claimed side and contradicted when it excludes 0 on the other; a 'no effect' claim is "
               f"confirmed when the interval lies within ±{margin:g} and contradicted when it lies wholly "

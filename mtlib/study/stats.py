@@ -153,16 +153,12 @@ class Replicates:
     point: Mapping[str, np.ndarray]
     boot: Mapping[str, np.ndarray]
 
-    def columns(self, runs: Sequence[tuple[str, int]]) -> list[int]:
-        index = {run: i for i, run in enumerate(self.runs)}
-        missing = [run for run in runs if run not in index]
-        if missing:
-            raise KeyError(f"no dev predictions for run(s) {missing}")
-        return [index[run] for run in runs]
-
     def values(self, metric: str, runs: Sequence[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
         """(k,) dev-set scores and (B, k) resampled scores of ``runs`` (in that order)."""
-        columns = self.columns(runs)
+        missing = [run for run in runs if run not in self.runs]
+        if missing:
+            raise KeyError(f"no dev predictions for run(s) {missing}")
+        columns = [self.runs.index(run) for run in runs]
         return self.point[metric][columns], self.boot[metric][:, columns]
 
 
@@ -213,15 +209,11 @@ class Interval:
 
     @property
     def resolved(self) -> bool | None:
-        """True when the interval excludes 0, False when it holds 0, None without an interval."""
-        return is_resolved(self.lo, self.hi)
-
-
-def is_resolved(lo: float, hi: float) -> bool | None:
-    """Whether the interval [lo, hi] excludes 0 (a difference resolved by the data); None if undefined."""
-    if math.isnan(lo) or math.isnan(hi):
-        return None
-    return bool(lo > 0 or hi < 0)
+        """True when the interval excludes 0 (a difference resolved by the data), False when
+        it holds 0, None without an interval."""
+        if math.isnan(self.lo) or math.isnan(self.hi):
+            return None
+        return bool(self.lo > 0 or self.hi < 0)
 
 
 def shared_dev_variance(boot: np.ndarray) -> float:
