@@ -41,18 +41,14 @@ def tiny_config(vocab_size: int) -> BertConfig:
                       intermediate_size=128, max_position_embeddings=512)
 
 
-def position_limit(cfg: BackboneConfig) -> int | None:
-    """The most tokens the backbone takes in one sequence (``max_position_embeddings``; None if unknown)."""
-    if cfg.name == "tiny-random":
-        return tiny_config(vocab_size=1).max_position_embeddings
-    source = minilm_folder() if cfg.name in OFFLINE_ALIASES else cfg.name
-    return getattr(_from_pretrained(AutoConfig, source, cfg.name), "max_position_embeddings", None)
-
-
 def check_max_length(cfg: BackboneConfig) -> None:
-    """``backbone.max_length`` must fit the backbone's position embeddings: beyond them the
-    model fails (or silently misreads) the first input that long."""
-    limit = position_limit(cfg)
+    """``backbone.max_length`` must fit the backbone's position embeddings (``max_position_embeddings``,
+    if the config has it): beyond them the model fails (or silently misreads) the first input that long."""
+    if cfg.name == "tiny-random":
+        limit = tiny_config(vocab_size=1).max_position_embeddings
+    else:
+        source = minilm_folder() if cfg.name in OFFLINE_ALIASES else cfg.name
+        limit = getattr(_from_pretrained(AutoConfig, source, cfg.name), "max_position_embeddings", None)
     if limit is not None and cfg.max_length > limit:
         raise ConfigError(f"backbone.max_length: {cfg.max_length} exceeds the {limit} positions of backbone "
                           f"{cfg.name!r} (set it to at most {limit})")

@@ -226,9 +226,8 @@ def freeze_all_but_pals(model: nn.Module, bank: PalBank) -> list[nn.Parameter]:
     ``model`` may or may not contain ``bank``. Returns the trainable parameters (for the
     optimiser). Dropout is untouched: ``model.train()``/``eval()`` stays the caller's call.
     """
-    pal_ids = {id(p) for p in bank.parameters()}
     for p in model.parameters():
-        p.requires_grad_(id(p) in pal_ids)
+        p.requires_grad_(False)
     for p in bank.parameters():
         p.requires_grad_(True)
     return list(bank.parameters())
