@@ -231,8 +231,3 @@ def freeze_all_but_pals(model: nn.Module, bank: PalBank) -> list[nn.Parameter]:
     for p in bank.parameters():
         p.requires_grad_(True)
     return list(bank.parameters())
-
-
-def pal_parameter_counts(bank: PalBank) -> dict[str, int]:
-    """Task-specific PAL parameters per task: 2 H d + L (3 d^2 + 3 d)."""
-    return {task: sum(p.numel() for p in pal.parameters()) for task, pal in bank.pals.items()}
