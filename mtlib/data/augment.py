@@ -229,9 +229,8 @@ def balance_classes(df: pd.DataFrame, text_columns, label_column: str, seed: int
     before = df[label_column].value_counts().sort_index()
     labels = df[label_column].to_numpy()
     picks: list[int] = []
-    for label, count in before.items():
-        need = int(before.max() - count)
-        picks += _draw_sources(np.flatnonzero(labels == label), need, rng)
+    for label, count in before.items():  # each class needs the largest class's count minus its own
+        picks += _draw_sources(np.flatnonzero(labels == label), int(before.max() - count), rng)
     new = df.iloc[picks].copy()
     ids = _augmented_ids(new[id_column].tolist(), df[id_column])
     new[id_column] = pd.array(ids, dtype=df[id_column].dtype)

@@ -78,10 +78,8 @@ def tokenize(tokenizer, frame: pd.DataFrame, task: str, pair_mode: str, max_leng
     """Token ids per part for every row of ``frame``."""
     spec = TASKS[task]
     columns = [frame[c].tolist() for c in spec.text_columns]
-    if spec.is_pair and pair_mode == "sentence":
-        groups = [(columns[0], columns[1])]
-    else:
-        groups = [(column, None) for column in columns]
+    # (first, second) sentences per part: a pair in one sequence, or each column alone
+    groups = [tuple(columns)] if spec.is_pair and pair_mode == "sentence" else [(c, None) for c in columns]
     parts = []
     for first, second in groups:
         enc = tokenizer(first, second, truncation="longest_first" if second is not None else True,

@@ -39,8 +39,7 @@ KNOWN_SHA256 = {
     "sts-dev.csv": "ce3cad6f16062586ac7ba462c28b010a9be10c530fd5074165860d7b7ab4e93d",
     "sts-test-student.csv": "dee455745b72e9ca3ff74e7c056bd73e34bad5b8d5641045a2c1e7e131866f47",
 }
-# The course repository's Quora test file is not used (its labels are not public either).
-NOT_DOWNLOADED = frozenset({"quora-test-student.csv"})
+NOT_DOWNLOADED = frozenset({"quora-test-student.csv"})  # the course's Quora test file: unused, unlabelled
 
 
 def file_name(task: str, split: str) -> str:

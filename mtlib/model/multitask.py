@@ -109,7 +109,5 @@ def parameter_counts(model: MultitaskModel) -> dict:
         "total": count(model.parameters()),
         "trainable": count(model.parameters(), trainable_only=True),
         "shared": count(model.encoder.parameters()),
-        "task_specific": {
-            task: sum(count(m.parameters()) for m in model.task_modules(task)) for task in model.heads
-        },
+        "task_specific": {task: sum(count(m.parameters()) for m in model.task_modules(task)) for task in model.heads},
     }
