@@ -20,7 +20,6 @@ from mtlib.errors import (BackboneError, CheckpointError, ConfigError, DataError
                           RunFolderError)
 from mtlib.tasks import TASK_NAMES
 
-HELP = __doc__
 # Errors whose message already names the file or setting; the hint is added when the message has none.
 KNOWN = {
     ConfigError: "fix the value in params.yaml or the --set option",

@@ -47,8 +47,7 @@ def rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
     """The global RNG states: JSON-able (NumPy, Python) and tensors (torch, CUDA)."""
     tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = state
+        tensors.update({f"rng.cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {"numpy": [name, keys.tolist(), pos, has_gauss, cached], "python": list(random.getstate())}, tensors
 

@@ -66,11 +66,6 @@ def length_filter(df: pd.DataFrame, lengths, fraction: float = 0.02) -> tuple[pd
 
 # --- EDA operations --------------------------------------------------------------------
 
-def n_changes(n_words: int, alpha: float) -> int:
-    """Words an operation touches: max(1, ceil(alpha * n_words)), as nlpaug counts."""
-    return max(1, math.ceil(alpha * n_words))
-
-
 @lru_cache(maxsize=None)
 def _lexicon(nltk_data: Path | None) -> tuple[frozenset, object]:
     """Stop words (lower, Capitalised and UPPER case) and nlpaug's WordNet dictionary."""
@@ -120,7 +115,7 @@ def random_insertion(words: list[str], alpha: float, rng: random.Random,
     """
     stop, _ = _lexicon(nltk_data)
     out = list(words)
-    for _ in range(n_changes(len(words), alpha)):
+    for _ in range(max(1, math.ceil(alpha * len(words)))):  # n, as nlpaug counts
         synonym = _random_synonym(out, rng, stop, nltk_data)
         if synonym is None:
             break
@@ -157,24 +152,16 @@ def _global_seed(seed: int):
         np.random.set_state(np_state)
 
 
-def _as_rng(rng_or_seed) -> random.Random:
-    if isinstance(rng_or_seed, random.Random):
-        return rng_or_seed
-    if isinstance(rng_or_seed, np.random.Generator):
-        return random.Random(int(rng_or_seed.integers(2**32)))
-    return random.Random(int(rng_or_seed))
-
-
 def eda(sentence: str, rng_or_seed, alpha: float = 0.1, operation: str | None = None,
         nltk_data: Path | None = None) -> str:
     """One EDA augmentation of ``sentence`` (Wei and Zou 2019).
 
     ``operation`` is one of :data:`OPERATIONS`, or None to draw one uniformly (swap and
-    deletion only for sentences of two or more words). ``rng_or_seed`` is a seed (int), a
-    ``random.Random`` or a NumPy ``Generator``: the same seed gives the same output. A
-    sentence that offers the operation nothing (no synonyms, say) comes back unchanged.
+    deletion only for sentences of two or more words). ``rng_or_seed`` is a seed (int) or a
+    ``random.Random``: the same seed gives the same output. A sentence that offers the
+    operation nothing (no synonyms, say) comes back unchanged.
     """
-    rng = _as_rng(rng_or_seed)
+    rng = rng_or_seed if isinstance(rng_or_seed, random.Random) else random.Random(int(rng_or_seed))
     words = sentence.split() if isinstance(sentence, str) else []
     if not words:
         return sentence
@@ -189,9 +176,7 @@ def eda(sentence: str, rng_or_seed, alpha: float = 0.1, operation: str | None = 
     augmenter = _nlpaug_augmenters(float(alpha), nltk_data)[operation]
     with _global_seed(seed):
         result = augmenter.augment(" ".join(words))
-    if isinstance(result, list):  # nlpaug >= 1.1.11 returns a list, empty on a warning
-        return result[0] if result else " ".join(words)
-    return result
+    return result[0] if result else " ".join(words)  # nlpaug >= 1.1.11: a list, empty on a warning
 
 
 # --- class balancing -------------------------------------------------------------------
@@ -212,12 +197,10 @@ def _augmented_ids(source_ids: list, existing_ids) -> list[str]:
     counters: dict[str, int] = {}
     out = []
     for sid in map(str, source_ids):
-        k = counters.get(sid, 0)
-        while True:
+        k = counters.get(sid, 0) + 1
+        while f"{sid}-aug{k}" in taken:
             k += 1
-            new = f"{sid}-aug{k}"
-            if new not in taken:
-                break
+        new = f"{sid}-aug{k}"
         counters[sid] = k
         taken.add(new)
         out.append(new)
@@ -246,9 +229,8 @@ def balance_classes(df: pd.DataFrame, text_columns, label_column: str, seed: int
     before = df[label_column].value_counts().sort_index()
     labels = df[label_column].to_numpy()
     picks: list[int] = []
-    for label, count in before.items():
-        need = int(before.max() - count)
-        picks += _draw_sources(np.flatnonzero(labels == label), need, rng)
+    for label, count in before.items():  # each class needs the largest class's count minus its own
+        picks += _draw_sources(np.flatnonzero(labels == label), int(before.max() - count), rng)
     new = df.iloc[picks].copy()
     ids = _augmented_ids(new[id_column].tolist(), df[id_column])
     new[id_column] = pd.array(ids, dtype=df[id_column].dtype)

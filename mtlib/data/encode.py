@@ -78,10 +78,8 @@ def tokenize(tokenizer, frame: pd.DataFrame, task: str, pair_mode: str, max_leng
     """Token ids per part for every row of ``frame``."""
     spec = TASKS[task]
     columns = [frame[c].tolist() for c in spec.text_columns]
-    if spec.is_pair and pair_mode == "sentence":
-        groups = [(columns[0], columns[1])]
-    else:
-        groups = [(column, None) for column in columns]
+    # (first, second) sentences per part: a pair in one sequence, or each column alone
+    groups = [tuple(columns)] if spec.is_pair and pair_mode == "sentence" else [(c, None) for c in columns]
     parts = []
     for first, second in groups:
         enc = tokenizer(first, second, truncation="longest_first" if second is not None else True,
@@ -113,25 +111,20 @@ def _load_parts(path: Path, rows: int):
     """The cached parts, or None (with a warning) when the file is not a readable cache of
     ``rows`` rows: a cache is rebuilt, never trusted blindly nor fatal."""
     try:
-        parts = _read_parts(path)
-        problem = None if parts and all(len(ids) == rows for ids, _ in parts) else f"it does not hold {rows} rows"
+        tensors = load_file(str(path))
+        parts = []
+        for k in range(len(tensors) // 3):
+            offsets = tensors[f"{k}.offsets"].tolist()
+            ids, types = tensors[f"{k}.ids"].tolist(), tensors[f"{k}.types"].tolist()
+            spans = list(zip(offsets[:-1], offsets[1:]))
+            parts.append(([ids[a:b] for a, b in spans], [types[a:b] for a, b in spans]))
+        if parts and all(len(ids) == rows for ids, _ in parts):
+            return parts
+        problem = f"it does not hold {rows} rows"
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
         problem = " ".join(str(err).split()) or type(err).__name__
-    if problem is None:
-        return parts
     warnings.warn(f"{path}: unreadable tokenisation cache ({problem}); rebuilding it")
     return None
-
-
-def _read_parts(path: Path):
-    tensors = load_file(str(path))
-    parts = []
-    for k in range(len(tensors) // 3):
-        offsets = tensors[f"{k}.offsets"].tolist()
-        ids, types = tensors[f"{k}.ids"].tolist(), tensors[f"{k}.types"].tolist()
-        spans = list(zip(offsets[:-1], offsets[1:]))
-        parts.append(([ids[a:b] for a, b in spans], [types[a:b] for a, b in spans]))
-    return parts
 
 
 def encode_split(tokenizer, frame: pd.DataFrame, task: str, pair_mode: str, max_length: int,

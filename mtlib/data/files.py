@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mtlib.errors import DataError
+from mtlib.io import atomic_path
 from mtlib.tasks import TASKS, Task
 
 SPLITS = ("train", "dev", "test-student")
@@ -38,10 +39,7 @@ KNOWN_SHA256 = {
     "sts-dev.csv": "ce3cad6f16062586ac7ba462c28b010a9be10c530fd5074165860d7b7ab4e93d",
     "sts-test-student.csv": "dee455745b72e9ca3ff74e7c056bd73e34bad5b8d5641045a2c1e7e131866f47",
 }
-
-
-# The course repository's Quora test file is not used (its labels are not public either).
-NOT_DOWNLOADED = frozenset({"quora-test-student.csv"})
+NOT_DOWNLOADED = frozenset({"quora-test-student.csv"})  # the course's Quora test file: unused, unlabelled
 
 
 def file_name(task: str, split: str) -> str:
@@ -51,16 +49,12 @@ def file_name(task: str, split: str) -> str:
 def find_data_dir(explicit: str | Path | None = None, root: Path | None = None) -> Path:
     """Where the course files are: an explicit path, $MTLIB_DATA, ../shared/data/cs224n
     beside the project, else data/raw (downloaded there by :func:`download` on request)."""
-    if explicit:
-        path = Path(explicit).expanduser()
-        if not path.is_dir():
-            raise DataError(f"{path}: data folder not found (given explicitly)")
-        return path
-    if os.environ.get(DATA_ENV):
-        path = Path(os.environ[DATA_ENV]).expanduser()
-        if not path.is_dir():
-            raise DataError(f"{path}: data folder not found (from ${DATA_ENV})")
-        return path
+    for given, source in ((explicit, "given explicitly"), (os.environ.get(DATA_ENV), f"from ${DATA_ENV}")):
+        if given:
+            path = Path(given).expanduser()
+            if not path.is_dir():
+                raise DataError(f"{path}: data folder not found ({source})")
+            return path
     root = root or Path.cwd()
     for candidate in (root / ".." / "shared" / "data" / "cs224n", root / "data" / "raw"):
         if (candidate / file_name("sst", "train")).exists():
@@ -81,18 +75,16 @@ def download(target: str | Path = "data/raw", base_url: str | None = None) -> Pa
             name = file_name(task, split)
             if (target / name).exists() or name in NOT_DOWNLOADED:
                 continue
-            tmp = target / f".{name}.part"
             try:
                 with urllib.request.urlopen(base_url + name, timeout=60) as response:
-                    tmp.write_bytes(response.read())
+                    data = response.read()
             except OSError as err:
-                tmp.unlink(missing_ok=True)
                 raise DataError(f"could not download {base_url + name}: {err}") from None
-            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+            digest = hashlib.sha256(data).hexdigest()
             if name in KNOWN_SHA256 and digest != KNOWN_SHA256[name]:
-                tmp.unlink()
                 raise DataError(f"{base_url + name}: sha256 {digest} does not match the course file")
-            os.replace(tmp, target / name)
+            with atomic_path(target / name) as tmp:
+                tmp.write_bytes(data)
     return target
 
 
@@ -109,12 +101,11 @@ def _open_rows(path: Path):
     reader = csv.reader(handle, delimiter="\t")
     try:
         header = next(_rows(path, reader), None)
+        if header is None:
+            raise DataError(f"{path}:1: file is empty")
     except DataError:
         handle.close()
         raise
-    if header is None:
-        handle.close()
-        raise DataError(f"{path}:1: file is empty")
     return handle, reader, header[1]
 
 

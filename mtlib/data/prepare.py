@@ -29,7 +29,6 @@ from mtlib.tasks import TASK_NAMES, TASKS
 DEV_SAMPLE_SEED = 0         # the dev subsample is fixed: every run is scored on the same rows
 VALIDATION_SEED = 0         # ... and selects on the same held-out rows
 AUGMENTATION_SEED = 0       # EDA's random choices: one augmented training set, as the report made one
-LABELLED = ("train", "validation", "dev")
 
 
 def split_train(frame: pd.DataFrame, validation_size: int) -> tuple[pd.DataFrame, pd.DataFrame]:

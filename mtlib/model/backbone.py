@@ -41,26 +41,20 @@ def tiny_config(vocab_size: int) -> BertConfig:
                       intermediate_size=128, max_position_embeddings=512)
 
 
-def position_limit(cfg: BackboneConfig) -> int | None:
-    """The most tokens the backbone takes in one sequence (``max_position_embeddings``; None if unknown)."""
-    if cfg.name == "tiny-random":
-        return tiny_config(vocab_size=1).max_position_embeddings
-    source = minilm_folder() if cfg.name in OFFLINE_ALIASES else cfg.name
-    return getattr(_from_pretrained(AutoConfig, source, cfg.name), "max_position_embeddings", None)
-
-
 def check_max_length(cfg: BackboneConfig) -> None:
-    """``backbone.max_length`` must fit the backbone's position embeddings: beyond them the
-    model fails (or silently misreads) the first input that long."""
-    limit = position_limit(cfg)
+    """``backbone.max_length`` must fit the backbone's position embeddings (``max_position_embeddings``,
+    if the config has it): beyond them the model fails (or silently misreads) the first input that long."""
+    if cfg.name == "tiny-random":
+        limit = tiny_config(vocab_size=1).max_position_embeddings
+    else:
+        limit = getattr(_from_pretrained(AutoConfig, cfg), "max_position_embeddings", None)
     if limit is not None and cfg.max_length > limit:
         raise ConfigError(f"backbone.max_length: {cfg.max_length} exceeds the {limit} positions of backbone "
                           f"{cfg.name!r} (set it to at most {limit})")
 
 
 def load_tokenizer(cfg: BackboneConfig):
-    source = minilm_folder() if cfg.name in OFFLINE_ALIASES else cfg.name
-    return _from_pretrained(AutoTokenizer, source, cfg.name)
+    return _from_pretrained(AutoTokenizer, cfg)
 
 
 def load_encoder(cfg: BackboneConfig, seed: int = 0) -> BertModel:
@@ -68,28 +62,30 @@ def load_encoder(cfg: BackboneConfig, seed: int = 0) -> BertModel:
     if cfg.name == "tiny-random":
         torch.manual_seed(seed)
         return BertModel(tiny_config(load_tokenizer(cfg).vocab_size), add_pooling_layer=False)
-    source = minilm_folder() if cfg.name == "minilm" else cfg.name
     if not cfg.pretrained:  # the no-pretraining control: same architecture, random weights
-        config = _from_pretrained(AutoConfig, source, cfg.name)
+        config = _from_pretrained(AutoConfig, cfg)
         torch.manual_seed(seed)
         return AutoModel.from_config(config, add_pooling_layer=False)
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # the checkpoint's pooler weights are unused on purpose
     hf_logging.disable_progress_bar()
     try:
-        return _from_pretrained(AutoModel, source, cfg.name, add_pooling_layer=False)
+        return _from_pretrained(AutoModel, cfg, add_pooling_layer=False)
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
 
 
-def _from_pretrained(factory, source, name: str, **kwargs):
+def _from_pretrained(factory, cfg: BackboneConfig, **kwargs):
+    """``factory.from_pretrained`` on MiniLM's folder for the offline aliases (tiny-random
+    takes MiniLM's tokenizer), else on ``backbone.name``."""
+    source = minilm_folder() if cfg.name in OFFLINE_ALIASES else cfg.name
     try:
         return factory.from_pretrained(str(source), **kwargs)
     except (OSError, ValueError) as err:
         raise BackboneError(
-            f"could not load backbone {name!r}: {' '.join(str(err).split())} ("
+            f"could not load backbone {cfg.name!r}: {' '.join(str(err).split())} ("
             f"offline, only {', '.join(OFFLINE_ALIASES)} or a local folder holding a saved "
             "transformers model work; a Hugging Face id such as 'bert-base-uncased' needs "
             "internet access, or a copy in the Hugging Face cache)"

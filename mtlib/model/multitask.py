@@ -6,13 +6,12 @@ import contextlib
 import torch
 from torch import nn
 
-from mtlib.model.backbone import load_encoder
 from mtlib.config import Config
-from mtlib.tasks import TASK_NAMES
 from mtlib.data.encode import Batch
+from mtlib.model.backbone import load_encoder
 from mtlib.model.heads import Features, build_head
 from mtlib.model.pal import add_pals, freeze_all_but_pals
-from mtlib.tasks import TASKS
+from mtlib.tasks import TASK_NAMES, TASKS
 
 
 def cls_pooling(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -70,9 +69,6 @@ class MultitaskModel(nn.Module):
         loss of training: the Stepper passes the output it keeps for SMART."""
         return TASKS[batch.task].loss(self(batch) if output is None else output, batch.labels)
 
-    def shared_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.encoder.parameters() if p.requires_grad]  # PALs and heads are task-specific
-
     def task_modules(self, task: str) -> list[nn.Module]:
         """The modules that only ``task`` uses: its head, and its PALs if any."""
         modules = [self.heads[task]]
@@ -113,7 +109,5 @@ def parameter_counts(model: MultitaskModel) -> dict:
         "total": count(model.parameters()),
         "trainable": count(model.parameters(), trainable_only=True),
         "shared": count(model.encoder.parameters()),
-        "task_specific": {
-            task: sum(count(m.parameters()) for m in model.task_modules(task)) for task in model.heads
-        },
+        "task_specific": {task: sum(count(m.parameters()) for m in model.task_modules(task)) for task in model.heads},
     }

@@ -226,14 +226,8 @@ def freeze_all_but_pals(model: nn.Module, bank: PalBank) -> list[nn.Parameter]:
     ``model`` may or may not contain ``bank``. Returns the trainable parameters (for the
     optimiser). Dropout is untouched: ``model.train()``/``eval()`` stays the caller's call.
     """
-    pal_ids = {id(p) for p in bank.parameters()}
     for p in model.parameters():
-        p.requires_grad_(id(p) in pal_ids)
+        p.requires_grad_(False)
     for p in bank.parameters():
         p.requires_grad_(True)
     return list(bank.parameters())
-
-
-def pal_parameter_counts(bank: PalBank) -> dict[str, int]:
-    """Task-specific PAL parameters per task: 2 H d + L (3 d^2 + 3 d)."""
-    return {task: sum(p.numel() for p in pal.parameters()) for task, pal in bank.pals.items()}
