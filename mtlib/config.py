@@ -175,8 +175,9 @@ def _is_optional(tp) -> tuple[bool, Any]:
 
 # A leaf field's type -> (what YAML may give for it, its name in an error, how to convert it).
 # A bool is an int to Python, never to a config. YAML reads 1e-5 (no dot) as a string.
-LEAVES = {bool: (bool, "true/false", bool), int: (int, "an integer", int), float: ((int, float, str), "a number", float),
-          str: (str, "a string", str), tuple: ((list, tuple), "a list", tuple), dict: (dict, "a mapping", dict)}
+LEAVES = {bool: (bool, "true/false", bool), int: (int, "an integer", int),
+          float: ((int, float, str), "a number", float), str: (str, "a string", str),
+          tuple: ((list, tuple), "a list", tuple), dict: (dict, "a mapping", dict)}
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -353,7 +354,8 @@ def validate(config: Config) -> None:
               "must be a positive integer")
         for name in ("validation_size", "train_size", "dev_size"):
             n = getattr(d, name)[task]
-            check(n is None or isinstance(n, int) and n >= 1, f"data.{name}.{task}", "must be a positive integer or null")
+            check(n is None or isinstance(n, int) and n >= 1, f"data.{name}.{task}",
+                  "must be a positive integer or null")
     check(t.tasks and len(set(t.tasks)) == len(t.tasks), "train.tasks", "must list distinct tasks")
     for task in t.tasks:
         choose(task, TASK_NAMES, "train.tasks")

@@ -62,15 +62,6 @@ def _knobs(cls, args: dict, key: str, **run):
     return _at(key, cls, **args, **run)
 
 
-class Knobs:
-    """Settings whose fields, less ``RUN`` (what the run sets), are a method's keyword knobs."""
-
-    RUN: ClassVar[tuple[str, ...]] = ()
-
-    def knobs(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self.RUN}
-
-
 # ---------------------------------------------------------------------------- sampling and updates
 
 SAMPLERS = ("random", "round_robin", "proportional", "square_root", "annealed")  # mtlib.training.samplers
@@ -131,7 +122,7 @@ def plan_settings(t) -> PlanSettings:
 
 
 @dataclass(frozen=True)
-class SumSettings(Knobs):
+class SumSettings:
     """Plain multitask learning, the tasks' gradients summed: no knobs."""
 
     name: ClassVar[str] = "sum"
@@ -139,7 +130,7 @@ class SumSettings(Knobs):
 
 
 @dataclass(frozen=True)
-class PCGradSettings(Knobs):
+class PCGradSettings:
     """PCGrad (Yu et al. 2020): no knobs."""
 
     name: ClassVar[str] = "pcgrad"
@@ -147,7 +138,7 @@ class PCGradSettings(Knobs):
 
 
 @dataclass(frozen=True)
-class GradVacSettings(Knobs):
+class GradVacSettings:
     """GradVac (Wang et al. 2020): ``beta``, the rate of the cosine targets' moving average
     phi_hat <- (1 - beta) phi_hat + beta phi, 0.01 in the paper; in (0, 1]."""
 
@@ -192,9 +183,9 @@ class RecurrentHeadSettings(MlpHeadSettings):
     """An RNN or LSTM (``cell``, the torch.nn class) of ``rnn_size`` over the token states;
     ``with_cls``: the sentence vector beside its last state."""
 
-    cell: str = "RNN"
-    rnn_size: int = 128
-    with_cls: bool = False
+    cell: str
+    rnn_size: int
+    with_cls: bool
 
     def __post_init__(self):
         super().__post_init__()
@@ -213,22 +204,20 @@ class CosineHeadSettings:
               "cosine needs a pair task (para, sts) and model.pair_mode=embedding")
 
 
-def _mlp(head, parts: int, outputs: int, hidden_layers: int | None = None) -> MlpHeadSettings:
-    layers = head.hidden_layers if hidden_layers is None else hidden_layers
-    return MlpHeadSettings(parts, outputs, layers, head.hidden_size, head.activation, head.dropout)
-
-
-def _recurrent(cell: str):
-    return lambda head, parts, outputs: RecurrentHeadSettings(
-        *dataclasses.astuple(_mlp(head, parts, outputs)), cell, head.rnn_size, head.with_cls)
+def _settings(cls, **fixed):
+    """(HeadConfig, parts, outputs) -> a ``cls`` of the HeadConfig's values that it takes, and ``fixed``."""
+    def build(head, parts: int, outputs: int):
+        values = {**dataclasses.asdict(head), "parts": parts, "outputs": outputs, **fixed}
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+    return build
 
 
 HEADS = {  # model.head.kind -> (HeadConfig, parts, outputs) -> settings; mtlib.model.heads builds them
-    "linear": lambda head, parts, outputs: _mlp(head, parts, outputs, hidden_layers=0),
-    "mlp": _mlp,
-    "cosine": lambda head, parts, outputs: CosineHeadSettings(parts, outputs),
-    "rnn": _recurrent("RNN"),
-    "lstm": _recurrent("LSTM"),
+    "linear": _settings(MlpHeadSettings, hidden_layers=0),
+    "mlp": _settings(MlpHeadSettings),
+    "cosine": _settings(CosineHeadSettings),
+    "rnn": _settings(RecurrentHeadSettings, cell="RNN"),
+    "lstm": _settings(RecurrentHeadSettings, cell="LSTM"),
 }
 
 
@@ -248,7 +237,7 @@ def _head(m, task: str):
 
 
 @dataclass(frozen=True)
-class SmartSettings(Knobs):
+class SmartSettings:
     """SMART (Jiang et al. 2020; mtlib.training.smart): the weights of R_s and D_Breg, the
     inner maximisation's radius, noise, step and steps, the teacher's EMA decays
     (``total_steps`` None: the run's updates) and R_s's precision. Defaults: the paper's."""
@@ -279,12 +268,11 @@ PAL_MODES = {"none": None, "start": False, "after": True}  # model.pals -> only 
 
 
 @dataclass(frozen=True)
-class PalSettings(Knobs):
+class PalSettings:
     """PALs (Stickland and Murray 2019; mtlib.model.pal.add_pals): ``num_heads`` x
     ``head_dim`` per task, attention dropout (None: BERT's), where their output enters the
     layer; ``after`` (model.pals): added to a fine-tuned model, only they train."""
 
-    RUN: ClassVar[tuple[str, ...]] = ("after",)
     num_heads: int
     head_dim: int
     dropout: float | None = None
@@ -303,13 +291,12 @@ SELECTIONS = {"none": None, "joint": "joint", "individual": "individual"}  # tra
 
 
 @dataclass(frozen=True)
-class PretrainSettings(Knobs):
+class PretrainSettings:
     """Head pretraining on the frozen encoder (mtlib.training.pretrain.pretrain_heads): AdamW's
     ``lr`` and ``weight_decay``, up to ``epochs``, ``patience`` (None: never stop early), at
     most ``max_examples`` per task (None: all); ``selection`` (train.pretrain_heads) of the
     kept epoch, joint or individual (None: a run does not pretrain)."""
 
-    RUN: ClassVar[tuple[str, ...]] = ("selection",)
     lr: float = 1e-3
     epochs: int = 25
     patience: int | None = 3
