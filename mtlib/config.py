@@ -309,7 +309,7 @@ def resolve_seeds(seeds=None, path: str | Path = "params.yaml") -> list[int]:
         if not seeds:
             raise ConfigError(f"{path}: pipeline.seeds is missing or empty")
     if isinstance(seeds, str):
-        seeds = [part for part in seeds.replace(",", " ").split() if part]
+        seeds = seeds.replace(",", " ").split()
     values = seeds if isinstance(seeds, (list, tuple)) else [seeds]
     if not all(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.isdigit() for v in values):
         raise ConfigError(f"seeds: {seeds!r} is not a list of integers")

@@ -1,16 +1,12 @@
 """The methods a config names, typed and checked when the config loads, before any data is read.
 
-params.yaml names one method per axis and gives it its knobs: ``train.sampler``;
-``train.plan`` (+ ``accumulation``, ``group_size``); ``train.combiner`` + ``combiner_args``
-and ``train.granularity``; ``model.head`` + ``head_overrides``; ``train.smart`` +
-``smart_args``; ``model.pals`` + ``pal_args``; ``train.pretrain_heads`` + ``pretrain_args``;
-``train.method``. :func:`resolve` turns those keys into one frozen settings object per axis
-(:class:`Methods`, ``Config.methods``), each checking its own values, so each rule about a
-setting is written once, here, and every problem is a :class:`ConfigError` naming its full key.
-
-Torch-free, at the foundation beside mtlib.config: the objects (a head, a combiner, SMART,
-PALs) are built from these settings by the modules that own them, in registries keyed like
-the ones here (tests/test_architecture.py checks that they match).
+params.yaml names one method per axis (``train.sampler``, ``train.combiner``, ``model.head``,
+...) and gives it its knobs (``combiner_args``, ``head_overrides``, ...). :func:`resolve` turns
+them into one frozen settings object per axis (:class:`Methods`, ``Config.methods``), each
+checking its own values: each rule about a setting is written once, here, and every problem is
+a :class:`ConfigError` naming its full key. Torch-free, beside mtlib.config: the modules that
+own the objects (a head, a combiner, SMART, PALs) build them from these settings, in registries
+keyed like the ones here (tests/test_architecture.py checks that they match).
 """
 from __future__ import annotations
 
@@ -223,11 +219,11 @@ HEADS = {  # model.head.kind -> (HeadConfig, parts, outputs) -> settings; mtlib.
 
 def _head(m, task: str):
     """``task``'s head settings; a problem is named where its key was set (override or not)."""
-    override = m.head_overrides.get(task, {})
+    override, head = m.head_overrides.get(task, {}), m.head_for(task)
     try:
-        choose(m.head_for(task).kind, HEADS, "kind")
+        choose(head.kind, HEADS, "kind")
         parts = 2 if TASKS[task].is_pair and m.pair_mode == "embedding" else 1
-        return HEADS[m.head_for(task).kind](m.head_for(task), parts, TASKS[task].num_outputs)
+        return HEADS[head.kind](head, parts, TASKS[task].num_outputs)
     except ConfigError as err:
         where = f"model.head_overrides.{task}" if str(err).split(":")[0] in override else "model.head"
         raise ConfigError(f"{where}.{err}") from None
