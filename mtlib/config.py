@@ -279,13 +279,8 @@ def read_params(path: str | Path = "params.yaml") -> dict:
     return params
 
 
-def load_config(
-    path: str | Path = "params.yaml",
-    experiment: str = "base_model",
-    profile: str | None = None,
-    seed: int | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-) -> Config:
+def load_config(path: str | Path = "params.yaml", experiment: str = "base_model", profile: str | None = None,
+                seed: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Resolve one experiment on one profile into a validated :class:`Config`."""
     params = read_params(path)
     profile = profile or params.get("profile", "cpu")

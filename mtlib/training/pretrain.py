@@ -400,12 +400,10 @@ def feature_sources(model, splits: list[EncodedSplit], token_level: bool, eval_b
 
 @dataclass(frozen=True)
 class HeadPretraining(PretrainSettings):
-    """How the heads pretrain: the checked ``train.pretrain_args`` (PretrainSettings, lr to
-    max_examples, and the ``selection``), then what the run sets (:meth:`for_run`).
-    AdamW(``lr``, ``weight_decay``) on each head, up to ``epochs`` passes of ``batch_size``
-    (an int or ``{task: int}``), ``patience`` passes without a better validation metric to
-    stop (None: never), weights kept at the epoch ``selection`` picks. ``max_examples``: a
-    fixed sample (:data:`SAMPLE_SEED`) of at most that many examples per head, so every seed
+    """How the heads pretrain: the checked ``train.pretrain_args`` (:class:`PretrainSettings`:
+    AdamW's lr and weight decay, epochs, patience, max_examples, the ``selection`` of the kept
+    epoch), then what the run sets (:meth:`for_run`), such as ``batch_size`` (an int or
+    ``{task: int}``). ``max_examples`` are a fixed sample (:data:`SAMPLE_SEED`), so every seed
     reads the same cached features (in ``cache_dir``, when given); ``cache=False`` runs the
     encoder on every batch instead of once."""
 
