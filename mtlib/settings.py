@@ -60,17 +60,8 @@ def _knobs(cls, args: dict, key: str, **run):
 
 # ---------------------------------------------------------------------------- sampling and updates
 
-SAMPLERS = ("random", "round_robin", "proportional", "square_root", "annealed")  # mtlib.training.samplers
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """``train.sampler``: which task's batch comes next (no sampler takes knobs)."""
-
-    name: str
-
-    def __post_init__(self):
-        choose(self.name, SAMPLERS, "sampler")
+# train.sampler, which task's batch comes next: mtlib.training.samplers (no sampler takes knobs)
+SAMPLERS = ("random", "round_robin", "proportional", "square_root", "annealed")
 
 
 # batch plan -> (every task has a batch in every update, an update is a group of group_size)
@@ -318,7 +309,6 @@ class Methods:
     """Every method one config names, as settings (``Config.methods``)."""
 
     method: str
-    sampler: SamplerSettings
     plan: PlanSettings
     combiner: SumSettings | PCGradSettings | GradVacSettings
     per_layer: bool                # the combiner treats each layer's gradient apart
@@ -359,8 +349,9 @@ def _pretrain(t) -> PretrainSettings:
 def resolve(m, t) -> Methods:
     """The :class:`Methods` of a config's ``model`` and ``train`` sections (ModelConfig and
     TrainConfig, mtlib.config); the ConfigError names the first wrong key."""
-    sampler, plan = _at("train", SamplerSettings, t.sampler), plan_settings(t)
+    choose(t.sampler, SAMPLERS, "train.sampler")
+    plan = plan_settings(t)
     choose(t.granularity, GRANULARITIES, "train.granularity")
     smart = _knobs(SmartSettings, t.smart_args, "train.smart_args")
-    return Methods(t.method, sampler, plan, _combiner(t, plan), GRANULARITIES[t.granularity],
+    return Methods(t.method, plan, _combiner(t, plan), GRANULARITIES[t.granularity],
                    {task: _head(m, task) for task in TASK_NAMES}, smart if t.smart else None, _pals(m, t), _pretrain(t))
