@@ -203,13 +203,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def _build(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    check(isinstance(data, dict), where, f"expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    check(not unknown, where, f"unknown key(s) {unknown}; valid keys: {sorted(fields)}")
     values = {}
     for name, f in fields.items():
         if name not in data:
@@ -233,12 +231,10 @@ def merge(base: dict, override: dict) -> dict:
 
 def parse_override(text: str) -> dict:
     """``train.lr=3e-5`` -> ``{'train': {'lr': 3e-5}}`` (the value is parsed as YAML)."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected key.path=value")
+    check("=" in text, f"--set {text!r}", "expected key.path=value")
     path, raw = text.split("=", 1)
     keys = [k for k in path.strip().split(".") if k]
-    if not keys:
-        raise ConfigError(f"--set {text!r}: empty key")
+    check(keys, f"--set {text!r}", "empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
@@ -257,25 +253,21 @@ def yaml_problem(err: yaml.YAMLError) -> str:
 
 def read_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: file not found")
+    check(path.exists(), str(path), "file not found")
     try:
         params = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
     unknown = sorted(set(params) - set(TOP_LEVEL_KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; valid: {list(TOP_LEVEL_KEYS)}")
+    check(not unknown, str(path), f"unknown top-level key(s) {unknown}; valid: {list(TOP_LEVEL_KEYS)}")
     for key in ("base", "profiles", "experiments"):
-        if not isinstance(params.get(key), dict):
-            raise ConfigError(f"{path}: {key!r} must be a mapping")
+        check(isinstance(params.get(key), dict), str(path), f"{key!r} must be a mapping")
     experiments = params["experiments"]
     for name, entry in experiments.items():
         _build(Experiment, entry, f"{path}: experiments.{name}")
     orphans = sorted(f"{name} -> {entry['parent']}" for name, entry in experiments.items()
                      if entry["parent"] not in (None, *experiments))
-    if orphans:
-        raise ConfigError(f"{path}: experiments name parents that are not experiments: {orphans}")
+    check(not orphans, str(path), f"experiments name parents that are not experiments: {orphans}")
     return params
 
 
@@ -285,10 +277,9 @@ def load_config(path: str | Path = "params.yaml", experiment: str = "base_model"
     params = read_params(path)
     profile = profile or params.get("profile", "cpu")
     profiles, experiments = params["profiles"], params["experiments"]
-    if profile not in profiles:
-        raise ConfigError(f"{path}: unknown profile {profile!r}; choose one of {sorted(profiles)}")
-    if experiment not in experiments:
-        raise ConfigError(f"{path}: unknown experiment {experiment!r}; choose one of {sorted(experiments)}")
+    check(profile in profiles, str(path), f"unknown profile {profile!r}; choose one of {sorted(profiles)}")
+    check(experiment in experiments, str(path),
+          f"unknown experiment {experiment!r}; choose one of {sorted(experiments)}")
     seed_override = {} if seed is None else {"train": {"seed": seed}}
     tree = params["base"]
     for layer in (profiles[profile], experiments[experiment]["set"], *map(parse_override, overrides), seed_override):
@@ -301,16 +292,15 @@ def resolve_seeds(seeds=None, path: str | Path = "params.yaml") -> list[int]:
     string such as ``"1,2"``), or params.yaml's ``pipeline.seeds`` when it is None."""
     if seeds is None:
         seeds = (read_params(path).get("pipeline") or {}).get("seeds")
-        if not seeds:
-            raise ConfigError(f"{path}: pipeline.seeds is missing or empty")
+        check(seeds, str(path), "pipeline.seeds is missing or empty")
     if isinstance(seeds, str):
         seeds = seeds.replace(",", " ").split()
     values = seeds if isinstance(seeds, (list, tuple)) else [seeds]
     if not all(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.isdigit() for v in values):
         raise ConfigError(f"seeds: {seeds!r} is not a list of integers")
     resolved = [int(value) for value in values]
-    if not resolved or len(set(resolved)) != len(resolved):
-        raise ConfigError(f"seeds: {seeds!r} must name at least one seed, each once")
+    check(resolved and len(set(resolved)) == len(resolved), "seeds",
+          f"{seeds!r} must name at least one seed, each once")
     return resolved
 
 
