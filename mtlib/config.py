@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from mtlib.errors import ConfigError
-from mtlib.settings import Methods, choose, resolve
+from mtlib.settings import Methods, check, choose, resolve
 from mtlib.tasks import TASK_NAMES
 
 TOP_LEVEL_KEYS = ("profile", "seeds", "base", "profiles", "experiments", "pipeline")
@@ -165,11 +165,19 @@ class Config:
 
 
 def _is_optional(tp) -> tuple[bool, Any]:
+    """(whether ``tp`` is ``X | None``, X)."""
     args = typing.get_args(tp)
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return True, rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]
+        [inner] = [a for a in args if a is not type(None)]
+        return True, inner
     return False, tp
+
+
+# A leaf field's type -> (what YAML may give for it, its name in an error, how to convert it).
+# A bool is an int to Python, never to a config. YAML reads 1e-5 (no dot) as a string.
+LEAVES = {bool: (bool, "true/false", bool), int: (int, "an integer", int),
+          float: ((int, float, str), "a number", float), str: (str, "a string", str),
+          tuple: ((list, tuple), "a list", tuple), dict: (dict, "a mapping", dict)}
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -182,44 +190,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return _build(inner, value, where)
     if inner is Any:
         return value
-    if inner is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if inner is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if inner is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:  # YAML reads 1e-5 (no dot) as a string
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if inner is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if inner is tuple or typing.get_origin(inner) is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(value)
-    if typing.get_origin(inner) is dict or inner is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    raise ConfigError(f"{where}: unsupported type {inner}")  # a bug in this module
+    kind = typing.get_origin(inner) or inner  # tuple[str, ...] -> tuple
+    if kind not in LEAVES:
+        raise ConfigError(f"{where}: unsupported type {inner}")  # a bug in this module
+    accepted, expected, convert = LEAVES[kind]
+    if isinstance(value, accepted) and (kind is bool or not isinstance(value, bool)):
+        try:
+            return convert(value)
+        except ValueError:  # float("abc")
+            pass
+    raise ConfigError(f"{where}: expected {expected}, got {value!r}")
 
 
 def _build(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    check(isinstance(data, dict), where, f"expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    check(not unknown, where, f"unknown key(s) {unknown}; valid keys: {sorted(fields)}")
     values = {}
     for name, f in fields.items():
         if name not in data:
@@ -230,12 +218,12 @@ def _build(cls, data: Any, where: str):
     return cls(**values)
 
 
-def merge(base: dict, override: dict, where: str = "") -> dict:
+def merge(base: dict, override: dict) -> dict:
     """Deep-merge ``override`` into a copy of ``base`` (mappings merge, anything else replaces)."""
     out = copy.deepcopy(base)
     for key, value in (override or {}).items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value, f"{where}.{key}")
+            out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -243,12 +231,10 @@ def merge(base: dict, override: dict, where: str = "") -> dict:
 
 def parse_override(text: str) -> dict:
     """``train.lr=3e-5`` -> ``{'train': {'lr': 3e-5}}`` (the value is parsed as YAML)."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected key.path=value")
+    check("=" in text, f"--set {text!r}", "expected key.path=value")
     path, raw = text.split("=", 1)
     keys = [k for k in path.strip().split(".") if k]
-    if not keys:
-        raise ConfigError(f"--set {text!r}: empty key")
+    check(keys, f"--set {text!r}", "empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
@@ -267,49 +253,37 @@ def yaml_problem(err: yaml.YAMLError) -> str:
 
 def read_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: file not found")
+    check(path.exists(), str(path), "file not found")
     try:
         params = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
     unknown = sorted(set(params) - set(TOP_LEVEL_KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; valid: {list(TOP_LEVEL_KEYS)}")
+    check(not unknown, str(path), f"unknown top-level key(s) {unknown}; valid: {list(TOP_LEVEL_KEYS)}")
     for key in ("base", "profiles", "experiments"):
-        if not isinstance(params.get(key), dict):
-            raise ConfigError(f"{path}: {key!r} must be a mapping")
+        check(isinstance(params.get(key), dict), str(path), f"{key!r} must be a mapping")
     experiments = params["experiments"]
     for name, entry in experiments.items():
         _build(Experiment, entry, f"{path}: experiments.{name}")
     orphans = sorted(f"{name} -> {entry['parent']}" for name, entry in experiments.items()
                      if entry["parent"] not in (None, *experiments))
-    if orphans:
-        raise ConfigError(f"{path}: experiments name parents that are not experiments: {orphans}")
+    check(not orphans, str(path), f"experiments name parents that are not experiments: {orphans}")
     return params
 
 
-def load_config(
-    path: str | Path = "params.yaml",
-    experiment: str = "base_model",
-    profile: str | None = None,
-    seed: int | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-) -> Config:
+def load_config(path: str | Path = "params.yaml", experiment: str = "base_model", profile: str | None = None,
+                seed: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Resolve one experiment on one profile into a validated :class:`Config`."""
     params = read_params(path)
     profile = profile or params.get("profile", "cpu")
     profiles, experiments = params["profiles"], params["experiments"]
-    if profile not in profiles:
-        raise ConfigError(f"{path}: unknown profile {profile!r}; choose one of {sorted(profiles)}")
-    if experiment not in experiments:
-        raise ConfigError(f"{path}: unknown experiment {experiment!r}; choose one of {sorted(experiments)}")
-    tree = merge(params["base"], profiles[profile] or {})
-    tree = merge(tree, experiments[experiment]["set"])
-    for text in overrides:
-        tree = merge(tree, parse_override(text))
-    if seed is not None:
-        tree = merge(tree, {"train": {"seed": seed}})
+    check(profile in profiles, str(path), f"unknown profile {profile!r}; choose one of {sorted(profiles)}")
+    check(experiment in experiments, str(path),
+          f"unknown experiment {experiment!r}; choose one of {sorted(experiments)}")
+    seed_override = {} if seed is None else {"train": {"seed": seed}}
+    tree = params["base"]
+    for layer in (profiles[profile], experiments[experiment]["set"], *map(parse_override, overrides), seed_override):
+        tree = merge(tree, layer)
     return config_from_dict({"profile": profile, "experiment": experiment, **tree}, where=str(path))
 
 
@@ -318,16 +292,15 @@ def resolve_seeds(seeds=None, path: str | Path = "params.yaml") -> list[int]:
     string such as ``"1,2"``), or params.yaml's ``pipeline.seeds`` when it is None."""
     if seeds is None:
         seeds = (read_params(path).get("pipeline") or {}).get("seeds")
-        if not seeds:
-            raise ConfigError(f"{path}: pipeline.seeds is missing or empty")
+        check(seeds, str(path), "pipeline.seeds is missing or empty")
     if isinstance(seeds, str):
-        seeds = [part for part in seeds.replace(",", " ").split() if part]
+        seeds = seeds.replace(",", " ").split()
     values = seeds if isinstance(seeds, (list, tuple)) else [seeds]
     if not all(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.isdigit() for v in values):
         raise ConfigError(f"seeds: {seeds!r} is not a list of integers")
     resolved = [int(value) for value in values]
-    if not resolved or len(set(resolved)) != len(resolved):
-        raise ConfigError(f"seeds: {seeds!r} must name at least one seed, each once")
+    check(resolved and len(set(resolved)) == len(resolved), "seeds",
+          f"{seeds!r} must name at least one seed, each once")
     return resolved
 
 
@@ -341,51 +314,45 @@ def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Confi
 
 def config_from_dict(tree: dict, where: str = "config") -> Config:
     config = _build(Config, tree, where)
-    validate(config, where)
     try:
+        validate(config)
         config.methods  # built now, so a wrong method or knob fails before any data is read
     except ConfigError as err:
         raise ConfigError(f"{where}.{err}") from None
     return config
 
 
-def validate(config: Config, where: str = "config") -> None:
+def validate(config: Config) -> None:
     """Checks that need more than one field. The methods' names and knobs are checked by
     their settings (:func:`mtlib.settings.resolve`)."""
     m, t, d = config.model, config.train, config.data
-    choose(m.pair_mode, ("sentence", "embedding"), f"{where}.model.pair_mode")
-    choose(m.pooling, ("cls", "mean"), f"{where}.model.pooling")
+    choose(m.pair_mode, ("sentence", "embedding"), "model.pair_mode")
+    choose(m.pooling, ("cls", "mean"), "model.pooling")
     for task, partial in m.head_overrides.items():
-        choose(task, TASK_NAMES, f"{where}.model.head_overrides")
-        if not isinstance(partial, dict):
-            raise ConfigError(f"{where}.model.head_overrides.{task}: expected a mapping")
-        _build(HeadConfig, {**dataclasses.asdict(m.head), **partial}, f"{where}.model.head_overrides.{task}")
+        choose(task, TASK_NAMES, "model.head_overrides")
+        check(isinstance(partial, dict), f"model.head_overrides.{task}", "expected a mapping")
+        _build(HeadConfig, {**dataclasses.asdict(m.head), **partial}, f"model.head_overrides.{task}")
     for task in TASK_NAMES:
-        if d.validation_size[task] is None:
-            raise ConfigError(f"{where}.data.validation_size.{task}: must be a positive integer (checkpoints are "
-                              "selected on examples held out of train, never on dev)")
-        if t.batch_size[task] is None or t.batch_size[task] < 1:
-            raise ConfigError(f"{where}.train.batch_size.{task}: must be a positive integer")
+        check(d.validation_size[task] is not None, f"data.validation_size.{task}", "must be a positive integer "
+              "(checkpoints are selected on examples held out of train, never on dev)")
+        check(t.batch_size[task] is not None and not t.batch_size[task] < 1, f"train.batch_size.{task}",
+              "must be a positive integer")
         for name in ("validation_size", "train_size", "dev_size"):
             n = getattr(d, name)[task]
-            if n is not None and (not isinstance(n, int) or n < 1):
-                raise ConfigError(f"{where}.data.{name}.{task}: must be a positive integer or null")
-    if not t.tasks or len(set(t.tasks)) != len(t.tasks):
-        raise ConfigError(f"{where}.train.tasks: must list distinct tasks")
+            check(n is None or isinstance(n, int) and n >= 1, f"data.{name}.{task}",
+                  "must be a positive integer or null")
+    check(t.tasks and len(set(t.tasks)) == len(t.tasks), "train.tasks", "must list distinct tasks")
     for task in t.tasks:
-        choose(task, TASK_NAMES, f"{where}.train.tasks")
-    choose(t.amp, ("auto", "none", "bf16", "fp16"), f"{where}.train.amp")
-    choose(t.schedule, ("constant", "linear"), f"{where}.train.schedule")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
-        raise ConfigError(f"{where}.train.device: {t.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        choose(task, TASK_NAMES, "train.tasks")
+    choose(t.amp, ("auto", "none", "bf16", "fp16"), "train.amp")
+    choose(t.schedule, ("constant", "linear"), "train.schedule")
+    check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device), "train.device",
+          f"{t.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")
     for name in ("epochs", "batches_per_epoch", "accumulation", "eval_batch_size"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"{where}.train.{name}: must be >= 1")
-    if t.max_grad_norm is not None and not t.max_grad_norm > 0:  # `not >` also refuses nan
-        raise ConfigError(f"{where}.train.max_grad_norm: must be > 0, or null for no clipping; got {t.max_grad_norm}")
-    if t.num_threads is not None and t.num_threads < 1:
-        raise ConfigError(f"{where}.train.num_threads: must be >= 1, or null for torch's default; got {t.num_threads}")
-    if not 0.0 <= d.length_filter < 1.0:
-        raise ConfigError(f"{where}.data.length_filter: must be in [0, 1)")
-    if config.backbone.max_length < 8:
-        raise ConfigError(f"{where}.backbone.max_length: must be >= 8")
+        check(getattr(t, name) >= 1, f"train.{name}", "must be >= 1")
+    check(t.max_grad_norm is None or t.max_grad_norm > 0, "train.max_grad_norm",  # `>` also refuses nan
+          f"must be > 0, or null for no clipping; got {t.max_grad_norm}")
+    check(t.num_threads is None or t.num_threads >= 1, "train.num_threads",
+          f"must be >= 1, or null for torch's default; got {t.num_threads}")
+    check(0.0 <= d.length_filter < 1.0, "data.length_filter", "must be in [0, 1)")
+    check(config.backbone.max_length >= 8, "backbone.max_length", "must be >= 8")

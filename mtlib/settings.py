@@ -1,16 +1,12 @@
 """The methods a config names, typed and checked when the config loads, before any data is read.
 
-params.yaml names one method per axis and gives it its knobs: ``train.sampler``;
-``train.plan`` (+ ``accumulation``, ``group_size``); ``train.combiner`` + ``combiner_args``
-and ``train.granularity``; ``model.head`` + ``head_overrides``; ``train.smart`` +
-``smart_args``; ``model.pals`` + ``pal_args``; ``train.pretrain_heads`` + ``pretrain_args``;
-``train.method``. :func:`resolve` turns those keys into one frozen settings object per axis
-(:class:`Methods`, ``Config.methods``), each checking its own values, so each rule about a
-setting is written once, here, and every problem is a :class:`ConfigError` naming its full key.
-
-Torch-free, at the foundation beside mtlib.config: the objects (a head, a combiner, SMART,
-PALs) are built from these settings by the modules that own them, in registries keyed like
-the ones here (tests/test_architecture.py checks that they match).
+params.yaml names one method per axis (``train.sampler``, ``train.combiner``, ``model.head``,
+...) and gives it its knobs (``combiner_args``, ``head_overrides``, ...). :func:`resolve` turns
+them into one frozen settings object per axis (:class:`Methods`, ``Config.methods``), each
+checking its own values: each rule about a setting is written once, here, and every problem is
+a :class:`ConfigError` naming its full key. Torch-free, beside mtlib.config: the modules that
+own the objects (a head, a combiner, SMART, PALs) build them from these settings, in registries
+keyed like the ones here (tests/test_architecture.py checks that they match).
 """
 from __future__ import annotations
 
@@ -62,28 +58,10 @@ def _knobs(cls, args: dict, key: str, **run):
     return _at(key, cls, **args, **run)
 
 
-class Knobs:
-    """Settings whose fields, less ``RUN`` (what the run sets), are a method's keyword knobs."""
-
-    RUN: ClassVar[tuple[str, ...]] = ()
-
-    def knobs(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self.RUN}
-
-
 # ---------------------------------------------------------------------------- sampling and updates
 
-SAMPLERS = ("random", "round_robin", "proportional", "square_root", "annealed")  # mtlib.training.samplers
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """``train.sampler``: which task's batch comes next (no sampler takes knobs)."""
-
-    name: str
-
-    def __post_init__(self):
-        choose(self.name, SAMPLERS, "sampler")
+# train.sampler, which task's batch comes next: mtlib.training.samplers (no sampler takes knobs)
+SAMPLERS = ("random", "round_robin", "proportional", "square_root", "annealed")
 
 
 # batch plan -> (every task has a batch in every update, an update is a group of group_size)
@@ -131,7 +109,7 @@ def plan_settings(t) -> PlanSettings:
 
 
 @dataclass(frozen=True)
-class SumSettings(Knobs):
+class SumSettings:
     """Plain multitask learning, the tasks' gradients summed: no knobs."""
 
     name: ClassVar[str] = "sum"
@@ -139,7 +117,7 @@ class SumSettings(Knobs):
 
 
 @dataclass(frozen=True)
-class PCGradSettings(Knobs):
+class PCGradSettings:
     """PCGrad (Yu et al. 2020): no knobs."""
 
     name: ClassVar[str] = "pcgrad"
@@ -147,7 +125,7 @@ class PCGradSettings(Knobs):
 
 
 @dataclass(frozen=True)
-class GradVacSettings(Knobs):
+class GradVacSettings:
     """GradVac (Wang et al. 2020): ``beta``, the rate of the cosine targets' moving average
     phi_hat <- (1 - beta) phi_hat + beta phi, 0.01 in the paper; in (0, 1]."""
 
@@ -192,9 +170,9 @@ class RecurrentHeadSettings(MlpHeadSettings):
     """An RNN or LSTM (``cell``, the torch.nn class) of ``rnn_size`` over the token states;
     ``with_cls``: the sentence vector beside its last state."""
 
-    cell: str = "RNN"
-    rnn_size: int = 128
-    with_cls: bool = False
+    cell: str
+    rnn_size: int
+    with_cls: bool
 
     def __post_init__(self):
         super().__post_init__()
@@ -213,32 +191,30 @@ class CosineHeadSettings:
               "cosine needs a pair task (para, sts) and model.pair_mode=embedding")
 
 
-def _mlp(head, parts: int, outputs: int, hidden_layers: int | None = None) -> MlpHeadSettings:
-    layers = head.hidden_layers if hidden_layers is None else hidden_layers
-    return MlpHeadSettings(parts, outputs, layers, head.hidden_size, head.activation, head.dropout)
-
-
-def _recurrent(cell: str):
-    return lambda head, parts, outputs: RecurrentHeadSettings(
-        *dataclasses.astuple(_mlp(head, parts, outputs)), cell, head.rnn_size, head.with_cls)
+def _settings(cls, **fixed):
+    """(HeadConfig, parts, outputs) -> a ``cls`` of the HeadConfig's values that it takes, and ``fixed``."""
+    def build(head, parts: int, outputs: int):
+        values = {**dataclasses.asdict(head), "parts": parts, "outputs": outputs, **fixed}
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+    return build
 
 
 HEADS = {  # model.head.kind -> (HeadConfig, parts, outputs) -> settings; mtlib.model.heads builds them
-    "linear": lambda head, parts, outputs: _mlp(head, parts, outputs, hidden_layers=0),
-    "mlp": _mlp,
-    "cosine": lambda head, parts, outputs: CosineHeadSettings(parts, outputs),
-    "rnn": _recurrent("RNN"),
-    "lstm": _recurrent("LSTM"),
+    "linear": _settings(MlpHeadSettings, hidden_layers=0),
+    "mlp": _settings(MlpHeadSettings),
+    "cosine": _settings(CosineHeadSettings),
+    "rnn": _settings(RecurrentHeadSettings, cell="RNN"),
+    "lstm": _settings(RecurrentHeadSettings, cell="LSTM"),
 }
 
 
 def _head(m, task: str):
     """``task``'s head settings; a problem is named where its key was set (override or not)."""
-    override = m.head_overrides.get(task, {})
+    override, head = m.head_overrides.get(task, {}), m.head_for(task)
     try:
-        choose(m.head_for(task).kind, HEADS, "kind")
+        choose(head.kind, HEADS, "kind")
         parts = 2 if TASKS[task].is_pair and m.pair_mode == "embedding" else 1
-        return HEADS[m.head_for(task).kind](m.head_for(task), parts, TASKS[task].num_outputs)
+        return HEADS[head.kind](head, parts, TASKS[task].num_outputs)
     except ConfigError as err:
         where = f"model.head_overrides.{task}" if str(err).split(":")[0] in override else "model.head"
         raise ConfigError(f"{where}.{err}") from None
@@ -248,7 +224,7 @@ def _head(m, task: str):
 
 
 @dataclass(frozen=True)
-class SmartSettings(Knobs):
+class SmartSettings:
     """SMART (Jiang et al. 2020; mtlib.training.smart): the weights of R_s and D_Breg, the
     inner maximisation's radius, noise, step and steps, the teacher's EMA decays
     (``total_steps`` None: the run's updates) and R_s's precision. Defaults: the paper's."""
@@ -279,12 +255,11 @@ PAL_MODES = {"none": None, "start": False, "after": True}  # model.pals -> only 
 
 
 @dataclass(frozen=True)
-class PalSettings(Knobs):
+class PalSettings:
     """PALs (Stickland and Murray 2019; mtlib.model.pal.add_pals): ``num_heads`` x
     ``head_dim`` per task, attention dropout (None: BERT's), where their output enters the
     layer; ``after`` (model.pals): added to a fine-tuned model, only they train."""
 
-    RUN: ClassVar[tuple[str, ...]] = ("after",)
     num_heads: int
     head_dim: int
     dropout: float | None = None
@@ -303,13 +278,12 @@ SELECTIONS = {"none": None, "joint": "joint", "individual": "individual"}  # tra
 
 
 @dataclass(frozen=True)
-class PretrainSettings(Knobs):
+class PretrainSettings:
     """Head pretraining on the frozen encoder (mtlib.training.pretrain.pretrain_heads): AdamW's
     ``lr`` and ``weight_decay``, up to ``epochs``, ``patience`` (None: never stop early), at
     most ``max_examples`` per task (None: all); ``selection`` (train.pretrain_heads) of the
     kept epoch, joint or individual (None: a run does not pretrain)."""
 
-    RUN: ClassVar[tuple[str, ...]] = ("selection",)
     lr: float = 1e-3
     epochs: int = 25
     patience: int | None = 3
@@ -335,7 +309,6 @@ class Methods:
     """Every method one config names, as settings (``Config.methods``)."""
 
     method: str
-    sampler: SamplerSettings
     plan: PlanSettings
     combiner: SumSettings | PCGradSettings | GradVacSettings
     per_layer: bool                # the combiner treats each layer's gradient apart
@@ -376,8 +349,9 @@ def _pretrain(t) -> PretrainSettings:
 def resolve(m, t) -> Methods:
     """The :class:`Methods` of a config's ``model`` and ``train`` sections (ModelConfig and
     TrainConfig, mtlib.config); the ConfigError names the first wrong key."""
-    sampler, plan = _at("train", SamplerSettings, t.sampler), plan_settings(t)
+    choose(t.sampler, SAMPLERS, "train.sampler")
+    plan = plan_settings(t)
     choose(t.granularity, GRANULARITIES, "train.granularity")
     smart = _knobs(SmartSettings, t.smart_args, "train.smart_args")
-    return Methods(t.method, sampler, plan, _combiner(t, plan), GRANULARITIES[t.granularity],
+    return Methods(t.method, plan, _combiner(t, plan), GRANULARITIES[t.granularity],
                    {task: _head(m, task) for task in TASK_NAMES}, smart if t.smart else None, _pals(m, t), _pretrain(t))

@@ -35,7 +35,7 @@ def pcgrad_project(grads, generator):
 
 
 def gradvac_init(num_tasks, num_segments=1):
-    return GradVac().init_state(num_tasks, num_segments)["ema"]
+    return GradVac(0.01).init_state(num_tasks, num_segments)["ema"]
 
 
 def gradvac(grads, ema, beta, generator, segments=None, out=None):

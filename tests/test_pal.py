@@ -7,9 +7,11 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel
 
 from mtlib.model.pal import LowRankAttention, PalBank, add_pals, freeze_all_but_pals
+from mtlib.settings import PalSettings
 
 TASKS = ["sst", "para", "sts"]
 HEADS, HEAD_DIM = 2, 4
+PALS = PalSettings(HEADS, HEAD_DIM)
 
 
 def tiny_bert(seed: int = 0) -> BertModel:
@@ -46,7 +48,7 @@ def test_no_influence_init_leaves_outputs_exactly_unchanged():
     bert = tiny_bert()
     ids, mask = batch()
     plain = run(bert, ids, mask)
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, PALS, seed=0)
     for task in TASKS:
         assert torch.equal(run(bert, ids, mask, task, bank), plain)
     assert torch.count_nonzero(bank.pals["sst"].V_E.weight) > 0
@@ -56,7 +58,7 @@ def test_attention_placement_is_layer_norm_of_h_plus_attention_plus_pal():
     """Placement 'attention': a = LN(h + SA(h) + PAL(h)) built from BERT's own submodules, layer 0."""
     bert = tiny_bert()
     ids, _ = batch()
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0, placement="attention")
+    bank = add_pals(bert, TASKS, PalSettings(HEADS, HEAD_DIM, placement="attention"), seed=0)
     make_influential(bank)
     seen = {}
     attention = bert.encoder.layer[0].attention
@@ -74,7 +76,7 @@ def test_output_placement_adds_the_pal_beside_the_feed_forward_block():
     LN(FFN(a) + a + PAL(h)) with a = LN(h + SA(h)) untouched and h the layer's input."""
     bert = tiny_bert()
     ids, _ = batch()
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, PALS, seed=0)
     assert bank.placement == "output"
     make_influential(bank)
     seen = {}
@@ -98,7 +100,7 @@ def test_the_two_placements_differ_and_an_unknown_one_is_refused():
     outputs = []
     for placement in ("output", "attention"):
         bert = tiny_bert()
-        bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0, placement=placement)
+        bank = add_pals(bert, TASKS, PalSettings(HEADS, HEAD_DIM, placement=placement), seed=0)
         make_influential(bank)
         outputs.append(run(bert, ids, mask, "sst", bank))
     assert not torch.allclose(outputs[0], outputs[1])
@@ -118,7 +120,7 @@ def test_low_rank_attention_matches_scaled_dot_product_attention():
 def test_gradients_reach_pals_and_v_e_learns_after_one_step():
     bert = tiny_bert()
     ids, mask = batch()
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, PALS, seed=0)
     freeze_all_but_pals(bert, bank)
     optimiser = torch.optim.SGD(bank.parameters(), lr=1.0)
     pal = bank.pals["sst"]
@@ -139,7 +141,7 @@ def test_why_v_e_must_not_be_zero_report_init_gives_zero_gradients():
     """Regression for the report's init (V_E = V_D = 0): every PAL gradient is zero, forever."""
     bert = tiny_bert()
     ids, mask = batch()
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, PALS, seed=0)
     pal = bank.pals["sst"]
     torch.nn.init.zeros_(pal.V_E.weight)
     optimiser = torch.optim.AdamW(pal.parameters(), lr=1e-2)
@@ -156,7 +158,7 @@ def test_routing_selects_the_task_pal():
     bert = tiny_bert()
     ids, mask = batch()
     plain = run(bert, ids, mask)
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, PALS, seed=0)
     make_influential(bank)
     sst, para = run(bert, ids, mask, "sst", bank), run(bert, ids, mask, "para", bank)
     assert not torch.allclose(sst, plain, atol=1e-3)
@@ -173,7 +175,7 @@ def test_routing_selects_the_task_pal():
 
 def test_padding_does_not_change_real_positions():
     bert = tiny_bert()
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, PALS, seed=0)
     make_influential(bank)
     ids, mask = batch()
     padded_ids = torch.cat([ids, torch.zeros(3, 4, dtype=ids.dtype)], dim=1)
@@ -190,7 +192,7 @@ def test_padding_does_not_change_real_positions():
 
 def test_freeze_helper_and_parameter_counts():
     bert = tiny_bert()
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, PALS, seed=0)
     model = torch.nn.ModuleDict({"bert": bert, "pals": bank, "head": torch.nn.Linear(32, 5)})
     trainable = freeze_all_but_pals(model, bank)
     assert {id(p) for p in trainable} == {id(p) for p in bank.parameters()}
@@ -204,7 +206,7 @@ def test_freeze_helper_and_parameter_counts():
 def test_state_dict_round_trip_and_bert_keys_unchanged(tmp_path):
     bert = tiny_bert()
     keys = list(bert.state_dict())
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, PALS, seed=0)
     make_influential(bank)
     assert list(bert.state_dict()) == keys
     ids, mask = batch()
@@ -214,7 +216,7 @@ def test_state_dict_round_trip_and_bert_keys_unchanged(tmp_path):
 
     fresh = tiny_bert(seed=5)
     fresh.load_state_dict(load_file(tmp_path / "bert.safetensors"))
-    loaded = add_pals(fresh, TASKS, HEADS, HEAD_DIM, seed=9)
+    loaded = add_pals(fresh, TASKS, PALS, seed=9)
     loaded.load_state_dict(load_file(tmp_path / "pals.safetensors"))
     assert torch.equal(run(fresh, ids, mask, "para", loaded), expected)
 
@@ -231,7 +233,7 @@ def test_state_dict_round_trip_and_bert_keys_unchanged(tmp_path):
 
 def test_deepcopy_of_model_carries_its_own_pals():
     bert = tiny_bert()
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, PALS, seed=0)
     make_influential(bank)
     model = torch.nn.ModuleDict({"bert": bert, "pals": bank})
     ids, mask = batch()
@@ -248,7 +250,7 @@ def test_deepcopy_of_model_carries_its_own_pals():
 
 def test_bf16_autocast_close_to_fp32():
     bert = tiny_bert()
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, PALS, seed=0)
     make_influential(bank)
     ids, mask = batch()
     fp32 = run(bert, ids, mask, "sts", bank)
@@ -260,14 +262,14 @@ def test_bf16_autocast_close_to_fp32():
 
 def test_encoder_alone_refuses_to_guess_the_mask():
     bert = tiny_bert()
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, PALS, seed=0)
     with bank.route("sst"), pytest.raises(RuntimeError, match="attention mask"):
         bert.encoder(torch.randn(1, 4, 32))
 
 
 def test_gradient_checkpointing_is_refused_while_routed():
     bert = tiny_bert()
-    bank = add_pals(bert, TASKS, HEADS, HEAD_DIM, seed=0)
+    bank = add_pals(bert, TASKS, PALS, seed=0)
     bert.activation_checkpointing_enable()
     bert.train()
     ids, mask = batch()

@@ -14,6 +14,7 @@ from mtlib.config import load_config
 from mtlib.data.encode import collate, encode_split
 from mtlib.model.multitask import build_model
 from mtlib.model.pal import add_pals
+from mtlib.settings import PalSettings, SmartSettings
 from mtlib.training.smart import (Smart, adversarial_perturbation, divergence, ema_decay_at, symmetric_kl_bernoulli,
                          symmetric_kl_categorical)
 from mtlib.tasks import TASKS
@@ -130,7 +131,7 @@ def test_adversarial_term_alone_reaches_the_parameters_without_dropout(model, to
     """Eval mode, mu = 0: only the perturbation makes R_s non-zero, and it has a gradient."""
     model.eval()
     batch = make_batch(tokenizer, task)
-    smart = Smart(model, mu=0.0, epsilon=1e-3, noise_std=1e-3)
+    smart = Smart(model, SmartSettings(mu=0.0, epsilon=1e-3, noise_std=1e-3))
     output, _ = task_loss(model, batch)
     r_s = smart.adversarial_loss(model, batch, output)
     assert r_s > 0
@@ -204,7 +205,7 @@ def test_ema_decay_schedule_of_the_paper():
 
 
 def test_update_ema_moves_by_the_decay_formula(model):
-    smart = Smart(model, ema_decay=0.9)
+    smart = Smart(model, SmartSettings(ema_decay=0.9))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     with torch.no_grad():
         for p in model.parameters():
@@ -213,7 +214,7 @@ def test_update_ema_moves_by_the_decay_formula(model):
     for name, p in model.named_parameters():
         torch.testing.assert_close(smart.ema[name], 0.9 * before[name] + 0.1 * p.detach())
     assert smart.step == 1
-    late = Smart(model, ema_decay=0.9, ema_decay_late=0.5, total_steps=5)  # step 1 > 0.1 * 5: late beta
+    late = Smart(model, SmartSettings(ema_decay=0.9, ema_decay_late=0.5, total_steps=5))  # step 1 > 0.1 * 5: late beta
     theta = {n: p.detach().clone() for n, p in model.named_parameters()}
     with torch.no_grad():
         for p in model.parameters():
@@ -227,7 +228,7 @@ def test_update_ema_moves_by_the_decay_formula(model):
 def test_bregman_is_zero_at_start_and_positive_after_an_update(model, tokenizer, task):
     model.eval()
     batch = make_batch(tokenizer, task)
-    smart = Smart(model, lambda_s=0.0)
+    smart = Smart(model, SmartSettings(lambda_s=0.0))
     output, plain = task_loss(model, batch)
     assert smart.bregman_loss(model, batch, output) == 0
     assert torch.equal(smart.regularised_loss(model, batch, output, plain), plain)
@@ -243,7 +244,7 @@ def test_bregman_is_zero_at_start_and_positive_after_an_update(model, tokenizer,
 
 
 def test_teacher_includes_pal_parameters(model, tokenizer):
-    model.pals = add_pals(model.encoder, TASK_NAMES, num_heads=2, head_dim=4, seed=0)
+    model.pals = add_pals(model.encoder, TASK_NAMES, PalSettings(num_heads=2, head_dim=4), seed=0)
     model.eval()
     batch = make_batch(tokenizer, "sst")
     smart = Smart(model)
@@ -314,7 +315,7 @@ def test_under_amp_the_perturbed_path_runs_in_fp32_with_a_nonzero_perturbation(m
             return forward(self, batch, inputs_embeds)
 
         monkeypatch.setattr(type(model), "forward", recording)
-        smart = Smart(model, precision=precision, mu=0.0, generator=torch.Generator().manual_seed(0))
+        smart = Smart(model, SmartSettings(mu=0.0, precision=precision), torch.Generator().manual_seed(0))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             output = model(batch)
             smart.regularised_loss(model, batch, output, TASKS["sts"].loss(output, batch.labels))
@@ -334,7 +335,7 @@ def test_without_autocast_both_precisions_compute_the_same_term(model, tokenizer
     model.eval()
     values = []
     for precision in ("amp", "fp32"):
-        smart = Smart(model, precision=precision, mu=0.0, generator=torch.Generator().manual_seed(0))
+        smart = Smart(model, SmartSettings(mu=0.0, precision=precision), torch.Generator().manual_seed(0))
         output = model(batch)
         values.append(float(smart.regularised_loss(model, batch, output, TASKS["sst"].loss(output, batch.labels)).detach()))
     assert values[0] == values[1]

@@ -95,7 +95,7 @@ def build_model(cfg: Config, encoder: nn.Module | None = None, with_pals: bool =
 
 def add_task_pals(model: MultitaskModel, cfg: Config) -> None:
     """Attach one no-influence PAL per task; with ``pals: after``, freeze everything else."""
-    model.pals = add_pals(model.encoder, list(TASK_NAMES), seed=cfg.train.seed, **cfg.methods.pals.knobs())
+    model.pals = add_pals(model.encoder, list(TASK_NAMES), cfg.methods.pals, seed=cfg.train.seed)
     if cfg.methods.pals.after:
         freeze_all_but_pals(model, model.pals)
 

@@ -44,6 +44,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from mtlib.settings import PalSettings
+
 
 class LowRankAttention(nn.Module):
     """g_l^t: multi-head self-attention in the projected d-dimensional space."""
@@ -191,26 +193,26 @@ class PalBank(nn.Module):
 
 
 # Where a PAL's output is added: the BertLayer sub-module whose LayerNorm takes the sum
-# (model.pal_args.placement, checked by mtlib.settings.PalSettings).
+# (model.pal_args.placement).
 PLACEMENTS = {
     "output": lambda layer: layer.output,              # LN(FFN(a) + a + PAL(h)): the reference code
     "attention": lambda layer: layer.attention.output,  # LN(h + SA(h) + PAL(h)): the paper's shorthand
 }
 
 
-def add_pals(bert: nn.Module, tasks: list[str], num_heads: int, head_dim: int,
-             seed: int | None = None, dropout: float | None = None, placement: str = "output") -> PalBank:
+def add_pals(bert: nn.Module, tasks: list[str], pals: PalSettings, seed: int | None = None) -> PalBank:
     """Build a no-influence :class:`PalBank` sized from ``bert.config`` and attach it.
 
-    ``dropout`` on the PAL attention probabilities defaults to the config's
+    ``pals.dropout`` on the PAL attention probabilities, when None, is the config's
     ``attention_probs_dropout_prob``; the bank starts in ``bert``'s train/eval mode (a
     bank held by the caller's model then follows ``model.train()``); ``seed`` makes the
-    initialisation independent of the global RNG; ``placement`` see the module docstring.
+    initialisation independent of the global RNG; ``pals.placement`` see the module docstring.
     Stickland and Murray 2019, "BERT and PALs".
     """
     config = bert.config
-    p = config.attention_probs_dropout_prob if dropout is None else dropout
-    bank = PalBank(tasks, config.hidden_size, config.num_hidden_layers, num_heads, head_dim, p, placement)
+    p = config.attention_probs_dropout_prob if pals.dropout is None else pals.dropout
+    bank = PalBank(tasks, config.hidden_size, config.num_hidden_layers, pals.num_heads, pals.head_dim, p,
+                   pals.placement)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     for pal in bank.pals.values():
         pal.reset_parameters(config.initializer_range, generator)

@@ -135,9 +135,8 @@ class GradVac:
     meets the target of the last task j it visited.
     """
 
-    def __init__(self, beta: float = 0.01):
-        assert 0 < beta <= 1, beta  # checked by mtlib.settings.GradVacSettings
-        self.beta = beta
+    def __init__(self, beta: float):
+        self.beta = beta  # in (0, 1], checked by mtlib.settings.GradVacSettings
 
     def init_state(self, num_tasks: int, num_segments: int = 1) -> dict[str, torch.Tensor]:
         return {"ema": torch.zeros(num_segments, num_tasks, num_tasks)}
@@ -166,4 +165,4 @@ COMBINERS = {"sum": Sum, "pcgrad": PCGrad, "gradvac": GradVac}  # names, knobs a
 
 def build_combiner(settings):
     """The combiner ``settings`` describe (mtlib.settings.COMBINERS: SumSettings, GradVacSettings, ...)."""
-    return COMBINERS[settings.name](**settings.knobs())
+    return COMBINERS[settings.name](**vars(settings))

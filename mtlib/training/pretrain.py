@@ -41,8 +41,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +58,7 @@ from mtlib.training.evaluate import score
 from mtlib.training.precision import autocast, torch_threads
 from mtlib.model.heads import Features, RecurrentHead
 from mtlib.io import atomic_path
+from mtlib.settings import PretrainSettings
 from mtlib.tasks import TASKS, metric_key
 
 CACHE_FORMAT = "2"
@@ -399,22 +399,15 @@ def feature_sources(model, splits: list[EncodedSplit], token_level: bool, eval_b
 
 
 @dataclass(frozen=True)
-class HeadPretraining:
-    """How the heads pretrain: ``train.pretrain_args`` (lr to max_examples), then what the run
-    sets (:meth:`for_run`). AdamW(``lr``, ``weight_decay``) on each head, up to ``epochs``
-    passes of ``batch_size`` (an int or ``{task: int}``), ``patience`` passes without a better
-    validation metric to stop (None: never), weights kept at the epoch ``selection`` picks.
-    ``max_examples``: a fixed sample (:data:`SAMPLE_SEED`) of at most that many examples per
-    head, so every seed reads the same cached features (in ``cache_dir``, when given);
-    ``cache=False`` runs the encoder on every batch instead of once."""
+class HeadPretraining(PretrainSettings):
+    """How the heads pretrain: the checked ``train.pretrain_args`` (:class:`PretrainSettings`:
+    AdamW's lr and weight decay, epochs, patience, max_examples, the ``selection`` of the kept
+    epoch), then what the run sets (:meth:`for_run`), such as ``batch_size`` (an int or
+    ``{task: int}``). ``max_examples`` are a fixed sample (:data:`SAMPLE_SEED`), so every seed
+    reads the same cached features (in ``cache_dir``, when given); ``cache=False`` runs the
+    encoder on every batch instead of once."""
 
-    lr: float = 1e-3
-    epochs: int = 25
-    patience: int | None = 3
-    weight_decay: float = 0.0
-    max_examples: int | None = None
     cache: bool = True
-    selection: str = "individual"
     seed: int = 0
     batch_size: int | dict = 32
     eval_batch_size: int = 128
@@ -425,19 +418,16 @@ class HeadPretraining:
     cache_dir: Path | None = None
     progress: bool = False
 
-    SET_BY_THE_RUN: ClassVar[frozenset] = frozenset({"cache", "selection", "seed", "batch_size", "eval_batch_size",
-                                                     "bucketing", "device", "amp", "pad_id", "cache_dir", "progress"})
-
     @classmethod
     def for_run(cls, cfg: Config, device: torch.device, amp: str, pad_id: int, selection: str,
                 progress: bool = False) -> "HeadPretraining":
         """The settings of ``cfg``'s heads: its pretrain_args (checked when the config loaded),
         seed, batch sizes and caches."""
         t = cfg.train
-        return cls(**cfg.methods.pretrain.knobs(), selection=selection, seed=t.seed,
-                   batch_size={task: t.batch_size[task] for task in t.tasks}, eval_batch_size=t.eval_batch_size,
-                   bucketing=cfg.data.bucketing, device=device, amp=amp, pad_id=pad_id,
-                   cache_dir=Path(cfg.data.cache_dir) / "features", progress=progress)
+        knobs = {**asdict(cfg.methods.pretrain), "selection": selection}
+        return cls(**knobs, seed=t.seed, batch_size={task: t.batch_size[task] for task in t.tasks},
+                   eval_batch_size=t.eval_batch_size, bucketing=cfg.data.bucketing, device=device, amp=amp,
+                   pad_id=pad_id, cache_dir=Path(cfg.data.cache_dir) / "features", progress=progress)
 
 
 def pretrain_heads(model, train: dict[str, EncodedSplit], validation: dict[str, EncodedSplit],

@@ -74,7 +74,7 @@ class Sampler:
     cyclic: bool = False  # visit the tasks in turn instead of drawing from the probabilities
 
 
-SAMPLERS = {  # train.sampler; its names are checked by mtlib.settings.SamplerSettings
+SAMPLERS = {  # train.sampler; its names are checked against mtlib.settings.SAMPLERS
     "random": Sampler(uniform),
     "round_robin": Sampler(round_robin, cyclic=True),
     "proportional": Sampler(proportional),

@@ -73,6 +73,7 @@ from torch import nn
 from torch.func import functional_call
 
 from mtlib.data.encode import Batch
+from mtlib.settings import SmartSettings
 
 # ---------------------------------------------------------------------------- divergences
 
@@ -168,11 +169,10 @@ def adversarial_perturbation(model: nn.Module, batch: Batch, target: torch.Tenso
 class Smart:
     """SMART for the training loop: one loss tensor per batch, one teacher update per step.
 
-    ``lambda_s``, ``mu``: weights of R_s and D_Breg (a zero weight skips that term's passes);
-    ``epsilon``, ``noise_std``, ``step_size``, ``steps``: the inner maximisation;
-    ``ema_decay``, ``ema_decay_late``, ``total_steps``: beta (see :func:`ema_decay_at`);
-    ``generator``: source of the noise (None: the global torch RNG). Defaults: the paper's
-    (module docstring). ``model`` is only read, to start the teacher at theta~ = theta.
+``settings``: the weights of R_s and D_Breg (a zero weight skips that term's passes), the
+    inner maximisation's knobs and beta's (see :func:`ema_decay_at`); defaults: the paper's
+    (module docstring). ``generator``: source of the noise (None: the global torch RNG).
+    ``model`` is only read, to start the teacher at theta~ = theta.
 
     Use::
 
@@ -181,28 +181,23 @@ class Smart:
         loss.backward(); optimizer.step(); smart.update_ema(model)
     """
 
-    def __init__(self, model: nn.Module, lambda_s: float = 1.0, mu: float = 1.0, epsilon: float = 1e-5,
-                 noise_std: float = 1e-5, step_size: float = 1e-3, steps: int = 1, ema_decay: float = 0.99,
-                 ema_decay_late: float = 0.999, total_steps: int | None = None,
-                 generator: torch.Generator | None = None, precision: str = "fp32"):
-        self.precision = precision  # the config's knobs are checked by mtlib.settings.SmartSettings
-        self.lambda_s, self.mu = lambda_s, mu
-        self.epsilon, self.noise_std, self.step_size, self.steps = epsilon, noise_std, step_size, steps
-        self.ema_decay, self.ema_decay_late, self.total_steps = ema_decay, ema_decay_late, total_steps
-        self.generator = generator
+    def __init__(self, model: nn.Module, settings: SmartSettings = SmartSettings(),
+                 generator: torch.Generator | None = None):
+        self.settings, self.generator = settings, generator
         self.step = 0  # optimiser updates folded into the teacher so far
         self.ema = {name: p.detach().clone() for name, p in model.named_parameters()}  # theta~
         self.last_terms: dict[str, torch.Tensor] = {}  # detached R_s and D_Breg of the last call, for logging
 
     def perturbation(self, model: nn.Module, batch: Batch, output: torch.Tensor) -> list[torch.Tensor]:
-        return adversarial_perturbation(model, batch, output, self.epsilon, self.noise_std, self.step_size,
-                                        self.steps, self.generator)
+        s = self.settings
+        return adversarial_perturbation(model, batch, output, s.epsilon, s.noise_std, s.step_size, s.steps,
+                                        self.generator)
 
     def adversarial_loss(self, model: nn.Module, batch: Batch, output: torch.Tensor) -> torch.Tensor:
         """R_s: l_s(f(x + delta), f(x)), differentiable in the parameters through both outputs;
         in fp32 under autocast unless ``precision="amp"`` (module docstring)."""
         device_type = output.device.type
-        if self.precision == "fp32" and torch.is_autocast_enabled(device_type):
+        if self.settings.precision == "fp32" and torch.is_autocast_enabled(device_type):
             with torch.autocast(device_type, enabled=False):
                 return self._adversarial_loss(model, batch, model(batch))
         return self._adversarial_loss(model, batch, output)
@@ -236,18 +231,19 @@ class Smart:
         The reference code added the regulariser to a Python float and discarded it
         (STUDY.md, defect 1); here every term stays in the returned graph.
         """
-        zero = task_loss.new_zeros((), dtype=torch.float32)
-        r_s = self.adversarial_loss(model, batch, output) if self.lambda_s > 0 else zero
-        d_breg = self.bregman_loss(model, batch, output) if self.mu > 0 else zero
+        zero, s = task_loss.new_zeros((), dtype=torch.float32), self.settings
+        r_s = self.adversarial_loss(model, batch, output) if s.lambda_s > 0 else zero
+        d_breg = self.bregman_loss(model, batch, output) if s.mu > 0 else zero
         self.last_terms = {"adversarial": r_s.detach(), "bregman": d_breg.detach()}
-        return task_loss + self.lambda_s * r_s + self.mu * d_breg
+        return task_loss + s.lambda_s * r_s + s.mu * d_breg
 
     @torch.no_grad()
     def update_ema(self, model: nn.Module) -> None:
         """theta~ <- beta theta~ + (1 - beta) theta, after each optimiser step (Algorithm 1, line 14)."""
         self._check_model(model)
         self.step += 1
-        beta = ema_decay_at(self.step, self.total_steps, self.ema_decay, self.ema_decay_late)
+        s = self.settings
+        beta = ema_decay_at(self.step, s.total_steps, s.ema_decay, s.ema_decay_late)
         for name, p in model.named_parameters():
             self.ema[name].lerp_(p.detach().to(self.ema[name].dtype), 1.0 - beta)
 
@@ -287,7 +283,7 @@ def adversarial_term_sizes(model: nn.Module, batches: list[Batch], device_type: 
     for name, precision, training in (("amp", "amp", False), ("fp32", "fp32", False),
                                       ("fp32 with dropout", "fp32", True)):
         model.train(training)
-        smart = Smart(model, precision=precision, mu=0.0, generator=torch.Generator().manual_seed(seed))
+        smart = Smart(model, SmartSettings(mu=0.0, precision=precision), torch.Generator().manual_seed(seed))
         values = []
         for batch in batches:
             with torch.autocast(device_type, dtype=dtype):

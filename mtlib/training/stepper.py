@@ -1,6 +1,8 @@
 """One optimiser update: the plan's batches, their losses, the gradient combination, the step."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from mtlib import seeds
@@ -53,7 +55,7 @@ class Stepper:
         self.combiner_state = self.combiner.init_state(len(t.tasks), len(self.segments))
         total = t.epochs * updates_per_epoch(t)
         smart = methods.smart
-        self.smart = Smart(model, **{**smart.knobs(), "total_steps": smart.total_steps or total}) if smart else None
+        self.smart = Smart(model, dataclasses.replace(smart, total_steps=smart.total_steps or total)) if smart else None
         self.batch_counts: dict[str, int] = {}
         self.counts_epoch = 0
         self.grads: torch.Tensor | None = None     # (tasks, params), when the combiner needs them apart
