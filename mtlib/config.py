@@ -203,18 +203,19 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def _build(cls, data: Any, where: str):
-    check(isinstance(data, dict), where, f"expected a mapping, got {data!r}")
+    """``cls`` from the mapping ``data`` found at the key path ``where`` ("" at the top)."""
+    check(isinstance(data, dict), where or "the config", f"expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
-    check(not unknown, where, f"unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    check(not unknown, where or "the config", f"unknown key(s) {unknown}; valid keys: {sorted(fields)}")
     values = {}
     for name, f in fields.items():
         if name not in data:
             if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
                 continue
-            raise ConfigError(f"{where}: missing key {name!r}")
-        values[name] = _coerce(data[name], hints[name], f"{where}.{name}")
+            raise ConfigError(f"{where or 'the config'}: missing key {name!r}")
+        values[name] = _coerce(data[name], hints[name], f"{where}.{name}" if where else name)
     return cls(**values)
 
 
@@ -284,7 +285,8 @@ def load_config(path: str | Path = "params.yaml", experiment: str = "base_model"
     tree = params["base"]
     for layer in (profiles[profile], experiments[experiment]["set"], *map(parse_override, overrides), seed_override):
         tree = merge(tree, layer)
-    return config_from_dict({"profile": profile, "experiment": experiment, **tree}, where=str(path))
+    return config_from_dict({"profile": profile, "experiment": experiment, **tree},
+                            where=f"{path} (experiment {experiment}, profile {profile})")
 
 
 def resolve_seeds(seeds=None, path: str | Path = "params.yaml") -> list[int]:
@@ -313,12 +315,13 @@ def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Confi
 
 
 def config_from_dict(tree: dict, where: str = "config") -> Config:
-    config = _build(Config, tree, where)
+    """A checked :class:`Config`; a problem is a ConfigError "<where>: <full key>: <what>"."""
     try:
+        config = _build(Config, tree, "")
         validate(config)
         config.methods  # built now, so a wrong method or knob fails before any data is read
     except ConfigError as err:
-        raise ConfigError(f"{where}.{err}") from None
+        raise ConfigError(f"{where}: {err}") from None
     return config
 
 
