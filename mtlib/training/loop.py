@@ -211,11 +211,7 @@ def _restore(stepper: Stepper, experiment: Experiment) -> RunState:
     """The training state of the last checkpoint, loaded into the run's objects."""
     saved, tensors = load_checkpoint(experiment.folder.last, stepper.model, stepper.optimizer,
                                      config=runs.fingerprint(experiment.cfg))
-    stepper.sampler.load_state_dict(saved["sampler"])
-    for task, stream in stepper.streams.items():
-        stream.load_state_dict(saved["streams"][task])
-    stepper.scaler.load_state_dict(saved["scaler"])
-    stepper.load_state(saved["stepper"], tensors)
+    stepper.load_state(saved, tensors)
     seeds.restore_rng(saved["rng"], tensors)
     return RunState(**saved["run"])
 
@@ -235,10 +231,8 @@ def _evaluate_and_checkpoint(experiment: Experiment, stepper: Stepper, state: Ru
         state.stopped_early = t.patience is not None and state.bad_evals >= t.patience
     stepper_state, stepper_tensors = stepper.state()
     rng_state, rng_tensors = seeds.rng_state()
-    saved = {"run": dataclasses.asdict(state), "sampler": stepper.sampler.state_dict(), "scaler": stepper.scaler.state_dict(),
-             "streams": {k: s.state_dict() for k, s in stepper.streams.items()}, "stepper": stepper_state,
-             "rng": rng_state}
-    save_checkpoint(folder.last, stepper.model, stepper.optimizer, state=saved,
+    save_checkpoint(folder.last, stepper.model, stepper.optimizer,
+                    state={"run": dataclasses.asdict(state), **stepper_state, "rng": rng_state},
                     tensors={**rng_tensors, **stepper_tensors}, config=fingerprint)
     write_csv(folder.history, pd.DataFrame(state.history))
 
