@@ -303,7 +303,7 @@ def _score_splits(experiment: Experiment, model: MultitaskModel) -> dict:
     adjustments = {"sst": fit_sst_adjustment(experiment, model)} if experiment.cfg.train.sst_adjustment else None
     fields, args = {"dev": {}}, experiment.eval_args
     for split, encoded in experiment.scored.items():
-        scores, predictions, timing = evaluate(model, encoded, *args)
+        scores, predictions, examples_per_second = evaluate(model, encoded, *args)
         if adjustments:
             adjusted = {task: encoded[task] for task in adjustments if task in encoded}
             predictions.update(evaluate(model, adjusted, *args, adjustments)[1])
@@ -312,7 +312,7 @@ def _score_splits(experiment: Experiment, model: MultitaskModel) -> dict:
                 scores = score(encoded, predictions)
         if scores:
             fields[split] = scores
-        fields.setdefault("eval_examples_per_second", round(timing["examples_per_second"], 2))
+        fields.setdefault("eval_examples_per_second", round(examples_per_second, 2))
         experiment.write_predictions(split, encoded, predictions)
     return fields
 
