@@ -1,4 +1,5 @@
 """Run folders: the typed run state."""
+import dataclasses
 import json
 import math
 
@@ -7,6 +8,6 @@ from mtlib.training.runs import RunState
 
 def test_run_state_survives_its_json_round_trip():
     state = RunState(update=3, examples=96, best_score=0.5, history=[{"update": 3, "mean": 0.5}])
-    again = RunState.from_json(json.loads(json.dumps(state.to_json())))
+    again = RunState(**json.loads(json.dumps(dataclasses.asdict(state))))
     assert again == state
-    assert RunState.from_json(json.loads(json.dumps(RunState().to_json()))).best_score == -math.inf
+    assert RunState(**json.loads(json.dumps(dataclasses.asdict(RunState())))).best_score == -math.inf

@@ -54,7 +54,24 @@ def _pcgrad_coefficients(gram_matrix: torch.Tensor, generator: torch.Generator) 
     return coefficients
 
 
-class PCGrad(Sum):
+class _Coefficients:
+    """PCGrad's and GradVac's plumbing: ``_coefficients`` gives A (S, T, T), the new state and
+    the segment lengths; the projected rows are A g per segment, the update (1^T A) g."""
+
+    def init_state(self, num_tasks: int, num_segments: int = 1) -> dict[str, torch.Tensor]:
+        return {}
+
+    def project(self, grads, state, generator, segments=None):
+        coefficients, new_state, lengths = self._coefficients(grads, state, generator, segments)
+        return combine_rows(coefficients, grads, lengths), new_state
+
+    def combine(self, grads, state, generator, segments=None, out=None):
+        coefficients, new_state, lengths = self._coefficients(grads, state, generator, segments)
+        rows = None if out is None else out[None]
+        return combine_rows(coefficients.sum(1, keepdim=True), grads, lengths, rows)[0], new_state
+
+
+class PCGrad(_Coefficients):
     """PCGrad: Yu et al. 2020, "Gradient Surgery for Multi-Task Learning" (NeurIPS), Algorithm 1.
 
     For each task i, g_i' starts as g_i; for every other task j, in a random order, if
@@ -71,16 +88,9 @@ class PCGrad(Sum):
     an earlier one, and the result depends on the order.
     """
 
-    def _coefficients(self, grads, generator):
-        return _pcgrad_coefficients(gram(grads, [grads.shape[1]])[0].cpu(), generator)
-
-    def project(self, grads, state, generator, segments=None):
-        return combine_rows(self._coefficients(grads, generator)[None], grads, [grads.shape[1]]), {}
-
-    def combine(self, grads, state, generator, segments=None, out=None):
-        coefficients = self._coefficients(grads, generator).sum(0)[None, None]  # (1, 1, T)
-        rows = None if out is None else out[None]
-        return combine_rows(coefficients, grads, [grads.shape[1]], rows)[0], {}
+    def _coefficients(self, grads, state, generator, segments):
+        lengths = [grads.shape[1]]
+        return _pcgrad_coefficients(gram(grads, lengths)[0].cpu(), generator)[None], {}, lengths
 
 
 def _gradvac_coefficients(gram_matrix: torch.Tensor, ema: torch.Tensor, beta: float,
@@ -109,7 +119,7 @@ def _gradvac_coefficients(gram_matrix: torch.Tensor, ema: torch.Tensor, beta: fl
     return coefficients, new_ema
 
 
-class GradVac:
+class GradVac(_Coefficients):
     """GradVac: Wang, Tsvetkov, Firat and Cao 2020, "Gradient Vaccine: Investigating and
     Improving Multi-task Optimization in Massively Multilingual Models" (ICLR 2021), Algorithm 1.
 
@@ -141,23 +151,14 @@ class GradVac:
     def init_state(self, num_tasks: int, num_segments: int = 1) -> dict[str, torch.Tensor]:
         return {"ema": torch.zeros(num_segments, num_tasks, num_tasks)}
 
-    def _coefficients(self, grads, ema, generator, segments):
-        num_tasks, size = grads.shape
+    def _coefficients(self, grads, state, generator, segments):
+        ema, (num_tasks, size) = state["ema"], grads.shape
         lengths = segment_lengths(segments, size)
         if ema.shape != (len(lengths), num_tasks, num_tasks):
             raise ValueError(f"ema must have shape ({len(lengths)}, {num_tasks}, {num_tasks}), got {tuple(ema.shape)}")
         coefficients, new_ema = _gradvac_coefficients(gram(grads, lengths).cpu(), ema.detach().cpu(), self.beta,
                                                       generator)
         return coefficients, {"ema": new_ema.to(device=grads.device, dtype=ema.dtype)}, lengths
-
-    def project(self, grads, state, generator, segments=None):
-        coefficients, new_state, lengths = self._coefficients(grads, state["ema"], generator, segments)
-        return combine_rows(coefficients, grads, lengths), new_state
-
-    def combine(self, grads, state, generator, segments=None, out=None):
-        coefficients, new_state, lengths = self._coefficients(grads, state["ema"], generator, segments)
-        rows = None if out is None else out[None]
-        return combine_rows(coefficients.sum(1, keepdim=True), grads, lengths, rows)[0], new_state
 
 
 COMBINERS = {"sum": Sum, "pcgrad": PCGrad, "gradvac": GradVac}  # names, knobs and checks: mtlib.settings

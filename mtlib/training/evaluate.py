@@ -38,26 +38,23 @@ def predict_split(model, split: EncodedSplit, batch_size: int, pad_id: int, devi
 
 
 def score(splits: dict[str, EncodedSplit], predictions: dict[str, np.ndarray]) -> dict[str, float]:
-    """``{'sst/acc': .., 'para/acc': .., 'sts/pearson': .., 'mean': ..}`` for labelled splits."""
-    metrics = {metric_key(t): TASKS[t].score(predictions[t], splits[t].labels) for t in splits}
-    if set(splits) == set(TASKS):
+    """``{'sst/acc': .., 'para/acc': .., 'sts/pearson': .., 'mean': ..}`` of the labelled splits."""
+    labelled = [t for t, split in splits.items() if split.labels is not None]
+    metrics = {metric_key(t): TASKS[t].score(predictions[t], splits[t].labels) for t in labelled}
+    if set(labelled) == set(TASKS):
         metrics["mean"] = float(np.mean(list(metrics.values())))
     return metrics
 
 
 def evaluate(model, splits: dict[str, EncodedSplit], batch_size: int, pad_id: int, device: torch.device,
              amp: str = "none", adjustments: dict[str, torch.Tensor] | None = None,
-             ) -> tuple[dict[str, float], dict[str, np.ndarray], dict]:
-    """Predict every split, score the labelled ones; also returns timing."""
-    start, examples = time.perf_counter(), 0
-    predictions = {}
-    for task, split in splits.items():
-        predictions[task] = predict_split(model, split, batch_size, pad_id, device, amp, (adjustments or {}).get(task))
-        examples += len(split)
-    seconds = time.perf_counter() - start
-    labelled = {t: s for t, s in splits.items() if s.labels is not None}
-    timing = {"seconds": seconds, "examples_per_second": examples / max(seconds, 1e-9)}
-    return score(labelled, {t: predictions[t] for t in labelled}), predictions, timing
+             ) -> tuple[dict[str, float], dict[str, np.ndarray], float]:
+    """Predict every split, score the labelled ones; also returns the examples predicted per second."""
+    start = time.perf_counter()
+    predictions = {task: predict_split(model, split, batch_size, pad_id, device, amp, (adjustments or {}).get(task))
+                   for task, split in splits.items()}
+    seconds, examples = time.perf_counter() - start, sum(len(split) for split in splits.values())
+    return score(splits, predictions), predictions, examples / max(seconds, 1e-9)
 
 
 def prediction_frame(split: EncodedSplit, predictions: np.ndarray) -> pd.DataFrame:

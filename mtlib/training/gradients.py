@@ -6,7 +6,7 @@ shared parameters. This module is the plumbing around it:
 
 * :func:`point_grads` makes the parameters' ``.grad`` views of a flat buffer, so backward
   writes a task's gradient straight into its row, and a combined vector becomes the
-  gradient without a copy; :func:`flat_grad` copies gradients into one vector;
+  gradient without a copy;
 * :func:`param_segments` splits the flat vector into per-layer slices (GradVac per layer);
 * :func:`gram` and :func:`combine_rows`: the two (T, P) operations every coefficient-space
   method needs (the Gram matrix g g^T, and rows A g).
@@ -21,24 +21,10 @@ from torch import nn
 
 Segments = Sequence[tuple[int, int]]
 
-def flat_grad(params: Iterable[nn.Parameter]) -> torch.Tensor:
-    """Concatenate the parameters' ``.grad`` into one float32 vector (P,), a detached copy.
-
-    A parameter without a gradient contributes zeros, so the layout depends only on the
-    parameters, never on which of them a task's loss reached.
-    """
-    parts = [
-        p.grad.detach().reshape(-1).float()
-        if p.grad is not None
-        else torch.zeros(p.numel(), device=p.device)
-        for p in params
-    ]
-    return torch.cat(parts) if parts else torch.zeros(0)
-
 
 def point_grads(params: Iterable[nn.Parameter], flat: torch.Tensor) -> None:
-    """Make every parameter's ``.grad`` a view of its slice of ``flat`` (P,), in
-    :func:`flat_grad`'s layout.
+    """Make every parameter's ``.grad`` a view of its slice of ``flat`` (P,), in the
+    parameters' order.
 
     Backward then accumulates in place into ``flat`` (autograd adds into an existing
     ``.grad``), so a task's gradient lands in its row of the (T, P) matrix with no copy, and

@@ -25,11 +25,6 @@ from mtlib.training.runs import ADJUSTMENT_FILE, read_run_config
 CHUNK_ROWS = 10_000  # rows predicted at a time: memory does not grow with the input file
 
 
-def _trained_nothing(run_dir: Path) -> bool:
-    metrics = run_dir / "metrics.json"
-    return metrics.exists() and RunRecord.read(metrics).updates == 0
-
-
 def load_run(run_dir: str | Path, device: str | None = None):
     """``(config, model with the best weights, tokenizer, device, class adjustments {task: W} or None)``.
 
@@ -40,7 +35,8 @@ def load_run(run_dir: str | Path, device: str | None = None):
     check_max_length(cfg.backbone)
     best = run_dir / "checkpoints" / "best"
     own = (best / "model.safetensors").exists()
-    if not own and cfg.train.init_from and _trained_nothing(run_dir):
+    metrics = run_dir / "metrics.json"
+    if not own and cfg.train.init_from and metrics.exists() and RunRecord.read(metrics).updates == 0:
         best = runs.init_checkpoint(cfg.train)
     if not (best / "model.safetensors").exists():
         raise CheckpointError(f"{best}: no checkpoint (was the run trained with train.keep_checkpoint=false?)")

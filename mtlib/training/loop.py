@@ -43,7 +43,7 @@ from mtlib.training.precision import amp_reason, describe_machine, grad_scaler, 
 from mtlib.training.pretrain import (HeadPretraining, encoder_fingerprint, evaluate_heads, feature_sources,
                                      kept_scores, needs_tokens, pretrain_heads, pretraining_sample)
 from mtlib.training import runs
-from mtlib.training.runs import RunFolder, RunState, write_history
+from mtlib.training.runs import RunFolder, RunState
 from mtlib.training.samplers import TaskSampler
 from mtlib.training.stepper import Stepper, adamw
 from mtlib.training.plans import evaluation_interval, updates_per_epoch
@@ -211,13 +211,9 @@ def _restore(stepper: Stepper, experiment: Experiment) -> RunState:
     """The training state of the last checkpoint, loaded into the run's objects."""
     saved, tensors = load_checkpoint(experiment.folder.last, stepper.model, stepper.optimizer,
                                      config=runs.fingerprint(experiment.cfg))
-    stepper.sampler.load_state_dict(saved["sampler"])
-    for task, stream in stepper.streams.items():
-        stream.load_state_dict(saved["streams"][task])
-    stepper.scaler.load_state_dict(saved["scaler"])
-    stepper.load_state(saved["stepper"], tensors)
+    stepper.load_state(saved, tensors)
     seeds.restore_rng(saved["rng"], tensors)
-    return RunState.from_json(saved["run"])
+    return RunState(**saved["run"])
 
 
 def _evaluate_and_checkpoint(experiment: Experiment, stepper: Stepper, state: RunState, epoch: int) -> None:
@@ -235,84 +231,88 @@ def _evaluate_and_checkpoint(experiment: Experiment, stepper: Stepper, state: Ru
         state.stopped_early = t.patience is not None and state.bad_evals >= t.patience
     stepper_state, stepper_tensors = stepper.state()
     rng_state, rng_tensors = seeds.rng_state()
-    saved = {"run": state.to_json(), "sampler": stepper.sampler.state_dict(), "scaler": stepper.scaler.state_dict(),
-             "streams": {k: s.state_dict() for k, s in stepper.streams.items()}, "stepper": stepper_state,
-             "rng": rng_state}
-    save_checkpoint(folder.last, stepper.model, stepper.optimizer, state=saved,
+    save_checkpoint(folder.last, stepper.model, stepper.optimizer,
+                    state={"run": dataclasses.asdict(state), **stepper_state, "rng": rng_state},
                     tensors={**rng_tensors, **stepper_tensors}, config=fingerprint)
-    write_history(folder, state.history)
+    write_csv(folder.history, pd.DataFrame(state.history))
 
 
-def _identity(experiment: Experiment) -> dict:
-    """The record's fields that say which run it is and where it ran."""
+def _write_record(experiment: Experiment, model: MultitaskModel | None, scores: dict,
+                  state: RunState | None = None) -> dict:
+    """Write metrics.json: ``scores`` (the record's score fields) and what the run was. A run
+    that made no update (``state`` None: heads, posthoc; random: no model either) records
+    zero updates in the fields' order; a fine-tuned one its counters, in TRAINED_ORDER."""
     cfg = experiment.cfg
-    return {"backbone": cfg.backbone.name, "profile": cfg.profile, "experiment": cfg.experiment,
-            "seed": cfg.train.seed, "machine": describe_machine(experiment.device)}
-
-
-def _untrained(experiment: Experiment, model: MultitaskModel | None, scores: dict) -> dict:
-    """Write the record of a run that makes no update (heads, posthoc; random: no model)."""
     params = ({"total": 0, "trainable": 0, "shared": 0, "task_specific": {t: 0 for t in TASK_NAMES}}
               if model is None else parameter_counts(model))
-    record = RunRecord(**scores, best_update=0, updates=0, stopped_early=False, train_seconds=0.0,
-                       data=experiment.counts, params=params, precision=None if model is None else experiment.amp,
-                       **_identity(experiment))
-    return record.write(experiment.folder.metrics)
+    if state is None:
+        counters = {"best_update": 0, "updates": 0, "stopped_early": False, "train_seconds": 0.0}
+    else:
+        best = next(row for row in state.history if row["update"] == state.best_update)
+        seconds = max(state.train_seconds, 1e-9)
+        counters = {"validation": {k: v for k, v in best.items() if "/" in k or k == "mean"},
+                    "best_update": state.best_update, "updates": state.update, "stopped_early": state.stopped_early,
+                    "train_seconds": round(state.train_seconds, 2),
+                    "train_examples_per_second": round(state.examples / seconds, 2),
+                    "train_tokens_per_second": round(state.tokens / seconds, 2)}
+    record = RunRecord(**scores, **counters, data=experiment.counts, params=params,
+                       precision=None if model is None else experiment.amp, backbone=cfg.backbone.name,
+                       profile=cfg.profile, experiment=cfg.experiment, seed=cfg.train.seed,
+                       machine=describe_machine(experiment.device))
+    return record.write(experiment.folder.metrics, None if state is None else TRAINED_ORDER)
+
+
+def _score_each(experiment: Experiment, predict: Callable[[dict[str, EncodedSplit]], tuple[dict, dict]]) -> dict:
+    """Score dev (and test) once and write the predictions; ``predict(encoded)`` returns a
+    split's (scores of its labelled tasks, {task: predictions})."""
+    fields = {"dev": {}}
+    for split, encoded in experiment.scored.items():
+        scores, predictions = predict(encoded)
+        if scores:
+            fields[split] = scores
+        experiment.write_predictions(split, encoded, predictions)
+    return fields
 
 
 def random_predictor(experiment: Experiment) -> dict:
     """The random predictor: uniformly drawn labels (a floor every method must clear)."""
     rng = np.random.default_rng(experiment.cfg.train.seed)
-    scores = {"dev": {}}
-    for split, encoded in experiment.scored.items():
+
+    def predict(encoded):
         predictions = {task: TASKS[task].random_predictions(len(s), rng) for task, s in encoded.items()}
-        labelled = score({t: s for t, s in encoded.items() if s.labels is not None}, predictions)
-        if labelled:
-            scores[split] = labelled
-        experiment.write_predictions(split, encoded, predictions)
-    return _untrained(experiment, None, scores)
+        return score(encoded, predictions), predictions
+
+    return _write_record(experiment, None, _score_each(experiment, predict))
 
 
 def finish_run(experiment: Experiment, model: MultitaskModel, state: RunState) -> dict:
     """Score dev ONCE with the weights the validation split selected; write predictions and
     metrics.json; drop what is not kept."""
-    t = experiment.cfg.train
     load_model_weights(experiment.folder.best, model)
-    adjustments = {"sst": fit_sst_adjustment(experiment, model)} if t.sst_adjustment else None
-    best = next(row for row in state.history if row["update"] == state.best_update)
-    seconds = max(state.train_seconds, 1e-9)
-    record = RunRecord(**_score_splits(experiment, model, adjustments),
-                       validation={k: v for k, v in best.items() if "/" in k or k == "mean"},
-                       best_update=state.best_update, updates=state.update, stopped_early=state.stopped_early,
-                       train_seconds=round(state.train_seconds, 2),
-                       train_examples_per_second=round(state.examples / seconds, 2),
-                       train_tokens_per_second=round(state.tokens / seconds, 2),
-                       params=parameter_counts(model), data=experiment.counts, precision=experiment.amp,
-                       **_identity(experiment))
-    content = record.write(experiment.folder.metrics, TRAINED_ORDER)
+    content = _write_record(experiment, model, _score_splits(experiment, model), state)
     shutil.rmtree(experiment.folder.last, ignore_errors=True)
-    if not t.keep_checkpoint:
+    if not experiment.cfg.train.keep_checkpoint:
         shutil.rmtree(experiment.folder.path / "checkpoints", ignore_errors=True)
     return content
 
 
-def _score_splits(experiment: Experiment, model: MultitaskModel, adjustments: dict | None) -> dict:
+def _score_splits(experiment: Experiment, model: MultitaskModel) -> dict:
     """Score dev (and test) once and write the predictions; returns the record's score fields.
-    With ``adjustments`` ({task: W}) only those tasks are predicted a second time, through
-    W; the scores without it go to ``<split>_unadjusted``."""
+    With ``train.sst_adjustment`` sst is predicted a second time, through the adjustment
+    matrix; the scores without it go to ``<split>_unadjusted``."""
+    adjustments = {"sst": fit_sst_adjustment(experiment, model)} if experiment.cfg.train.sst_adjustment else None
     fields, args = {"dev": {}}, experiment.eval_args
     for split, encoded in experiment.scored.items():
-        scores, predictions, timing = evaluate(model, encoded, *args)
+        scores, predictions, examples_per_second = evaluate(model, encoded, *args)
         if adjustments:
             adjusted = {task: encoded[task] for task in adjustments if task in encoded}
             predictions.update(evaluate(model, adjusted, *args, adjustments)[1])
             if scores:
                 fields[f"{split}_unadjusted"] = scores
-                scores = score({k: s for k, s in encoded.items() if s.labels is not None},
-                               {k: predictions[k] for k, s in encoded.items() if s.labels is not None})
+                scores = score(encoded, predictions)
         if scores:
             fields[split] = scores
-        fields.setdefault("eval_examples_per_second", round(timing["examples_per_second"], 2))
+        fields.setdefault("eval_examples_per_second", round(examples_per_second, 2))
         experiment.write_predictions(split, encoded, predictions)
     return fields
 
@@ -324,13 +324,9 @@ def heads_only(experiment: Experiment, progress: bool) -> dict:
     model = build_model(cfg).to(experiment.device)
     history = _pretrain_heads(experiment, model, progress)
     validation, epochs = kept_scores(history)
-    scores = {"dev": {}, "validation": validation, "head_epochs": epochs}
-    for split, encoded in experiment.scored.items():
-        labelled, predictions = evaluate_heads(model, encoded, *experiment.eval_args, _features_dir(cfg))
-        if labelled:
-            scores[split] = labelled
-        experiment.write_predictions(split, encoded, predictions)
-    return _untrained(experiment, model, scores)
+    scores = _score_each(experiment, lambda encoded: evaluate_heads(model, encoded, *experiment.eval_args,
+                                                                    _features_dir(cfg)))
+    return _write_record(experiment, model, {**scores, "validation": validation, "head_epochs": epochs})
 
 
 def warm_caches(cfg: Config, data_dir=None, tasks=None, features: bool = True) -> None:
@@ -373,11 +369,9 @@ def posthoc(experiment: Experiment) -> dict:
     """A trained run (``train.init_from``) scored again without training, through the SST
     adjustment matrix when ``train.sst_adjustment`` is on: what a post-hoc step adds, with
     the weights held fixed."""
-    cfg, t = experiment.cfg, experiment.cfg.train
-    model = build_model(cfg).to(experiment.device)
-    load_model_weights(runs.init_checkpoint(t), model)
-    adjustments = {"sst": fit_sst_adjustment(experiment, model)} if t.sst_adjustment else None
-    return _untrained(experiment, model, _score_splits(experiment, model, adjustments))
+    model = build_model(experiment.cfg).to(experiment.device)
+    load_model_weights(runs.init_checkpoint(experiment.cfg.train), model)
+    return _write_record(experiment, model, _score_splits(experiment, model))
 
 
 @dataclass(frozen=True)

@@ -478,5 +478,4 @@ def evaluate_heads(model, splits: dict[str, EncodedSplit], batch_size: int, pad_
                                    cache_dir=cache_dir, fingerprint=fingerprint)
         predictions[task] = predict_features(head, source, split, batch_size, device, amp)
     model.train(was_training)
-    labelled = {t: s for t, s in splits.items() if s.labels is not None}
-    return score(labelled, {t: predictions[t] for t in labelled}), predictions
+    return score(splits, predictions), predictions

@@ -16,7 +16,6 @@ runs the same checks without the lock, before a run spends time on its data.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import math
@@ -26,12 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import filelock
-import pandas as pd
 import yaml
 
 from mtlib.config import Config, ConfigError, TrainConfig, config_from_dict, yaml_problem
 from mtlib.errors import RunFolderError
-from mtlib.io import write_csv, write_text
+from mtlib.io import write_text
 from mtlib.training.checkpoint import checkpoint_exists
 
 MARKER = ".mtlib-run"
@@ -56,13 +54,6 @@ class RunState:
     bad_evals: int = 0              # evaluations since the best one
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)  # one row per evaluation
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "RunState":
-        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -108,10 +99,6 @@ def init_checkpoint(t: TrainConfig) -> Path:
     return RunFolder(Path(t.init_from.format(seed=t.seed))).best
 
 
-def save_config(cfg: Config, path: Path) -> None:
-    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
 def read_run_config(run_dir: str | Path) -> Config:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
@@ -123,10 +110,6 @@ def read_run_config(run_dir: str | Path) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file") from None
     return config_from_dict(tree, where=str(path))
-
-
-def write_history(folder: RunFolder, history: list[dict]) -> None:
-    write_csv(folder.history, pd.DataFrame(history))
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -223,7 +206,7 @@ def claim(path: str | Path, cfg: Config, resume: bool, overwrite: bool):
             if not folder.marker.exists():
                 write_text(folder.marker, MARKER_TEXT)
             if not folder.config.exists():
-                save_config(cfg, folder.config)
+                write_text(folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             yield folder
         except BaseException:
             if fresh and not checkpoint_exists(folder.last) and not folder.metrics.exists():

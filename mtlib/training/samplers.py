@@ -47,7 +47,8 @@ def square_root(sizes: dict[str, int], epoch: int, epochs: int) -> dict[str, flo
 
 def annealed_alpha(epoch: int, epochs: int) -> float:
     """alpha = 1 - 0.8 (e - 1) / (E - 1) (Stickland and Murray 2019), with alpha = 1 when E = 1."""
-    _check_epoch(epoch, epochs)
+    if epochs < 1 or not 1 <= epoch <= epochs:
+        raise ValueError(f"epoch must be in 1..{epochs} (1-based), got {epoch}")
     if epochs == 1:
         return 1.0
     return 1.0 - 0.8 * (epoch - 1) / (epochs - 1)
@@ -58,16 +59,6 @@ def annealed(sizes: dict[str, int], epoch: int, epochs: int) -> dict[str, float]
     return temperature(sizes, epoch, epochs, alpha=annealed_alpha(epoch, epochs))
 
 
-def round_robin(sizes: dict[str, int], epoch: int, epochs: int) -> dict[str, float]:
-    """Round-robin visits tasks in turn; over a cycle each task has probability 1/T."""
-    return uniform(sizes, epoch, epochs)
-
-
-def _check_epoch(epoch: int, epochs: int) -> None:
-    if epochs < 1 or not 1 <= epoch <= epochs:
-        raise ValueError(f"epoch must be in 1..{epochs} (1-based), got {epoch}")
-
-
 @dataclass(frozen=True)
 class Sampler:
     probabilities: Callable[[dict[str, int], int, int], dict[str, float]]  # (sizes, epoch, epochs)
@@ -76,7 +67,7 @@ class Sampler:
 
 SAMPLERS = {  # train.sampler; its names are checked against mtlib.settings.SAMPLERS
     "random": Sampler(uniform),
-    "round_robin": Sampler(round_robin, cyclic=True),
+    "round_robin": Sampler(uniform, cyclic=True),  # the tasks in turn: over a cycle, each 1/T
     "proportional": Sampler(proportional),
     "square_root": Sampler(square_root),
     "annealed": Sampler(annealed),

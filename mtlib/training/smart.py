@@ -188,11 +188,6 @@ class Smart:
         self.ema = {name: p.detach().clone() for name, p in model.named_parameters()}  # theta~
         self.last_terms: dict[str, torch.Tensor] = {}  # detached R_s and D_Breg of the last call, for logging
 
-    def perturbation(self, model: nn.Module, batch: Batch, output: torch.Tensor) -> list[torch.Tensor]:
-        s = self.settings
-        return adversarial_perturbation(model, batch, output, s.epsilon, s.noise_std, s.step_size, s.steps,
-                                        self.generator)
-
     def adversarial_loss(self, model: nn.Module, batch: Batch, output: torch.Tensor) -> torch.Tensor:
         """R_s: l_s(f(x + delta), f(x)), differentiable in the parameters through both outputs;
         in fp32 under autocast unless ``precision="amp"`` (module docstring)."""
@@ -203,7 +198,9 @@ class Smart:
         return self._adversarial_loss(model, batch, output)
 
     def _adversarial_loss(self, model: nn.Module, batch: Batch, output: torch.Tensor) -> torch.Tensor:
-        deltas = self.perturbation(model, batch, output)
+        s = self.settings
+        deltas = adversarial_perturbation(model, batch, output, s.epsilon, s.noise_std, s.step_size, s.steps,
+                                          self.generator)
         embeds = model.word_embeddings(batch)  # with gradients: the embedding matrix is a parameter too
         perturbed = model(batch, inputs_embeds=[e + d.to(e.dtype) for e, d in zip(embeds, deltas)])
         return divergence(batch.task, perturbed, output)
@@ -214,15 +211,13 @@ class Smart:
             raise ValueError("the model's parameters changed since this Smart was built (PALs added?); "
                              "build a new Smart for the new model")
 
-    def teacher_output(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """f(x; theta~): the live model run with the teacher's parameters, without gradients."""
+    def bregman_loss(self, model: nn.Module, batch: Batch, output: torch.Tensor) -> torch.Tensor:
+        """D_Breg: l_s(f(x; theta), f(x; theta~)), differentiable in theta only: f(x; theta~) is
+        the live model run with the teacher's parameters, without gradients."""
         self._check_model(model)
         with torch.no_grad():
-            return functional_call(model, self.ema, (batch,))
-
-    def bregman_loss(self, model: nn.Module, batch: Batch, output: torch.Tensor) -> torch.Tensor:
-        """D_Breg: l_s(f(x; theta), f(x; theta~)), differentiable in theta only."""
-        return divergence(batch.task, output, self.teacher_output(model, batch))
+            teacher = functional_call(model, self.ema, (batch,))
+        return divergence(batch.task, output, teacher)
 
     def regularised_loss(self, model: nn.Module, batch: Batch, output: torch.Tensor,
                          task_loss: torch.Tensor) -> torch.Tensor:

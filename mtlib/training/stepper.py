@@ -121,13 +121,21 @@ class Stepper:
         point_grads(self.shared, combined.mul_(scale) if scale != 1.0 else combined)
 
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        """JSON-able state and tensors, for the checkpoint."""
+        """JSON-able state (its own, the sampler's, the scaler's, the streams') and tensors,
+        for the checkpoint."""
         tensors = {f"combiner.{k}": v for k, v in self.combiner_state.items()}
         if self.smart is not None:
             tensors.update({f"smart.{k}": v for k, v in self.smart.state_dict().items()})
-        return {"batch_counts": self.batch_counts, "counts_epoch": self.counts_epoch}, tensors
+        return {"sampler": self.sampler.state_dict(), "scaler": self.scaler.state_dict(),
+                "streams": {k: s.state_dict() for k, s in self.streams.items()},
+                "stepper": {"batch_counts": self.batch_counts, "counts_epoch": self.counts_epoch}}, tensors
 
-    def load_state(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+    def load_state(self, saved: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.sampler.load_state_dict(saved["sampler"])
+        for task, stream in self.streams.items():
+            stream.load_state_dict(saved["streams"][task])
+        self.scaler.load_state_dict(saved["scaler"])
+        state = saved["stepper"]
         self.batch_counts, self.counts_epoch = dict(state["batch_counts"]), int(state["counts_epoch"])
         self.combiner_state = {k[len("combiner."):]: v.to(self.device) for k, v in tensors.items()
                                if k.startswith("combiner.")}
