@@ -2,14 +2,9 @@
 
 A combiner (:mod:`mtlib.training.combiners`) works on a matrix ``grads`` of shape (T, P):
 one row per task, each the flattened gradient of that task's loss with respect to the P
-shared parameters. This module is the plumbing around it:
-
-* :func:`point_grads` makes the parameters' ``.grad`` views of a flat buffer, so backward
-  writes a task's gradient straight into its row, and a combined vector becomes the
-  gradient without a copy;
-* :func:`param_segments` splits the flat vector into per-layer slices (GradVac per layer);
-* :func:`gram` and :func:`combine_rows`: the two (T, P) operations every coefficient-space
-  method needs (the Gram matrix g g^T, and rows A g).
+shared parameters. This module is the plumbing around it: the parameters' ``.grad`` as views
+of its rows (:func:`point_grads`), per-layer slices (:func:`param_segments`, GradVac per layer)
+and the two operations every coefficient-space method needs (:func:`gram`, :func:`combine_rows`).
 """
 from __future__ import annotations
 
@@ -59,9 +54,7 @@ def _group_key(name: str) -> str:
     return name.rpartition(".")[0] + "." if "." in name else name
 
 
-def param_segments(
-    named_params: Iterable[tuple[str, nn.Parameter]], per_layer: bool
-) -> list[tuple[int, int]]:
+def param_segments(named_params: Iterable[tuple[str, nn.Parameter]], per_layer: bool) -> list[tuple[int, int]]:
     """Split the flat gradient of ``named_params`` into contiguous (start, end) slices
     (``train.granularity``, mtlib.settings.GRANULARITIES).
 

@@ -34,9 +34,6 @@ class PlanContext:
     batch_counts: dict[str, int] = field(default_factory=dict)  # this epoch's batches per task so far
 
 
-# ---------------------------------------------------------------------------- Gradient Compromise
-
-
 def compromise_beta(epoch: int, epochs: int) -> float:
     """beta = 0.2 + 0.8 (e - 1) / (E - 1), e the 1-based epoch of E (Pritsky et al. 2023).
 
@@ -109,9 +106,6 @@ def reference_code_weights(batch_counts: dict[str, int], alpha: float) -> dict[s
     return {task: 1.0 / float(max(c, 1)) ** alpha for task, c in batch_counts.items()}
 
 
-# ---------------------------------------------------------------------------- plans
-
-
 def sampled(ctx: PlanContext) -> list[tuple[str, float]]:
     """k micro-batches whose tasks the sampler draws; their losses averaged (weight 1/k)."""
     return [(ctx.sampler.draw(ctx.epoch), 1.0 / ctx.accumulation) for _ in range(ctx.accumulation)]
@@ -123,8 +117,7 @@ def each_task(ctx: PlanContext) -> list[tuple[str, float]]:
 
 
 def _compromise_tasks(ctx: PlanContext) -> list[str]:
-    probs = annealed(ctx.sizes, ctx.epoch, ctx.epochs)
-    return compromise_group(probs, ctx.group_size, ctx.generator)
+    return compromise_group(annealed(ctx.sizes, ctx.epoch, ctx.epochs), ctx.group_size, ctx.generator)
 
 
 def compromise(ctx: PlanContext) -> list[tuple[str, float]]:
@@ -156,8 +149,6 @@ def compromise_then_sampled(ctx: PlanContext) -> list[tuple[str, float]]:
         return compromise(ctx)
     return [(ctx.sampler.draw(ctx.epoch), 1.0 / ctx.group_size) for _ in range(ctx.group_size)]
 
-
-# ---------------------------------------------------------------------------- registry
 
 PLANS = {  # train.plan -> the plan; its batches and constraints: mtlib.settings.PlanSettings
     "sampled": sampled,

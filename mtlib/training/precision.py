@@ -42,16 +42,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _cpuinfo(field: str) -> str:
+    """The value of /proc/cpuinfo's first ``field`` line ('' where there is none, or no Linux)."""
+    path = Path("/proc/cpuinfo")
+    lines = path.read_text().splitlines() if path.exists() else []
+    return next((line.split(":", 1)[1] for line in lines if line.lower().startswith(field)), "")
+
+
 @functools.cache
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags as Linux reports them (empty elsewhere)."""
-    path = Path("/proc/cpuinfo")
-    if not path.exists():
-        return frozenset()
-    for line in path.read_text().splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+    return frozenset(_cpuinfo("flags").split())
 
 
 def cpu_has_native_bf16() -> bool:
@@ -130,12 +131,7 @@ def grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler:
 
 def cpu_model() -> str:
     """The CPU's model name as Linux reports it (platform.processor() elsewhere)."""
-    path = Path("/proc/cpuinfo")
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return _cpuinfo("model name").strip() or platform.processor() or platform.machine() or "unknown CPU"
 
 
 def describe_machine(device: torch.device | str = "cpu", threads: int | None = None) -> str:

@@ -75,9 +75,6 @@ from torch.func import functional_call
 from mtlib.data.encode import Batch
 from mtlib.settings import SmartSettings
 
-# ---------------------------------------------------------------------------- divergences
-
-
 def symmetric_kl_categorical(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of KL(P||Q) + KL(Q||P), P = softmax(p), Q = softmax(q); p, q (B, C).
 
@@ -113,16 +110,10 @@ def divergence(task: str, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return DIVERGENCES[task](p, q)
 
 
-# ---------------------------------------------------------------------------- adversarial step
-
-
-def ema_decay_at(step: int, total_steps: int | None, early: float = 0.99, late: float = 0.999,
-                 switch: float = 0.1) -> float:
-    """beta for update ``step`` (1-based): ``early`` while step <= switch * total_steps, then
+def ema_decay_at(step: int, total_steps: int | None, early: float = 0.99, late: float = 0.999) -> float:
+    """beta for update ``step`` (1-based): ``early`` while step <= 0.1 total_steps, then
     ``late`` (SMART Section 4.1); always ``early`` when ``total_steps`` is None."""
-    if total_steps is None or step <= switch * total_steps:
-        return early
-    return late
+    return early if total_steps is None or step <= 0.1 * total_steps else late
 
 
 def _normalise_inf(g: torch.Tensor) -> torch.Tensor:
@@ -163,13 +154,10 @@ def adversarial_perturbation(model: nn.Module, batch: Batch, target: torch.Tenso
     return [d.detach().clamp(-epsilon, epsilon) for d in deltas]
 
 
-# ---------------------------------------------------------------------------- the regulariser
-
-
 class Smart:
     """SMART for the training loop: one loss tensor per batch, one teacher update per step.
 
-``settings``: the weights of R_s and D_Breg (a zero weight skips that term's passes), the
+    ``settings``: the weights of R_s and D_Breg (a zero weight skips that term's passes), the
     inner maximisation's knobs and beta's (see :func:`ema_decay_at`); defaults: the paper's
     (module docstring). ``generator``: source of the noise (None: the global torch RNG).
     ``model`` is only read, to start the teacher at theta~ = theta.

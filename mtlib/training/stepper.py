@@ -75,11 +75,10 @@ class Stepper:
         generator = seeds.generator(seeds.counter_seed(self.t.seed, update))
         ctx = PlanContext(self.sampler, epoch, self.t.epochs, self.sizes, self.t.accumulation, self.t.group_size,
                           generator, self.batch_counts)
-        apart = self.apart
-        if apart:
+        if self.apart:
             self._zero_task_gradients()
-        examples, tokens = self._backward(self.plan(ctx), apart)
-        if apart:
+        examples, tokens = self._backward(self.plan(ctx), self.apart)
+        if self.apart:
             self._combine(generator)
         if self.t.max_grad_norm:
             self.scaler.unscale_(self.optimizer)
