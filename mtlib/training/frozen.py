@@ -9,7 +9,6 @@ defaults a profile uses, on the validation split, never on dev.
 """
 from __future__ import annotations
 
-
 import pandas as pd
 
 from mtlib.config import Config, with_overrides

@@ -18,13 +18,10 @@ computed ONCE per (task, split) and cached, on disk if ``cache_dir`` is given, a
 safetensors file keyed by a hash of the encoder's weights and the split's token ids
 (:func:`load_or_encode`). Training a head then costs only the head.
 
-What is stored, per example:
-  * ``pooled``: the sentence vector of each part ([CLS] or mean, as the model pools),
-    concatenated, (N, parts * H), float32;
-  * for heads that read every token (RNN/LSTM), each part's token states, flattened as
-    (total tokens, H) with row offsets (N + 1), in **float16**: half the memory of fp32 and
-    a relative rounding error of 2^-11 (bf16's is 2^-8). Hidden states beyond fp16's range
-    (65,504) raise an error instead of turning into inf.
+What is stored (:class:`CachedFeatures`): each part's sentence vector, float32, and for heads
+that read every token (RNN/LSTM) each part's token states in **float16**: half the memory of
+fp32 and a relative rounding error of 2^-11 (bf16's is 2^-8). Hidden states beyond fp16's
+range (65,504) raise an error instead of turning into inf.
 
 Deliberate differences from a loop that runs the encoder on every batch:
   * the encoder runs in eval mode (no dropout), so its output can be cached; the head
@@ -347,9 +344,8 @@ SELECTIONS = {
 
 def train_heads(trainers: dict[str, HeadTrainer], epochs: int, patience: int | None, selection: str,
                 progress: bool = False) -> dict[str, list[dict]]:
-    """Train every head epoch by epoch and keep each at the epoch ``selection`` picks:
-    ``individual``, each head's best validation metric (each stops after ``patience`` epochs
-    without a better one); ``joint``, the best mean over the heads (all stop together)."""
+    """Train every head epoch by epoch, until ``patience`` epochs bring no better validation
+    metric, and keep each at the epoch ``selection`` picks (module docstring)."""
     rule = SELECTIONS[selection]
     history: dict[str, list[dict]] = {task: [] for task in trainers}
     active = set(trainers)
@@ -400,16 +396,13 @@ def feature_sources(model, splits: list[EncodedSplit], token_level: bool, eval_b
 
 @dataclass(frozen=True)
 class HeadPretraining(PretrainSettings):
-    """How the heads pretrain: the checked ``train.pretrain_args`` (:class:`PretrainSettings`:
-    AdamW's lr and weight decay, epochs, patience, max_examples, the ``selection`` of the kept
-    epoch), then what the run sets (:meth:`for_run`), such as ``batch_size`` (an int or
-    ``{task: int}``). ``max_examples`` are a fixed sample (:data:`SAMPLE_SEED`), so every seed
-    reads the same cached features (in ``cache_dir``, when given); ``cache=False`` runs the
-    encoder on every batch instead of once."""
+    """How the heads pretrain: the checked ``train.pretrain_args`` (:class:`PretrainSettings`),
+    then what the run sets (:meth:`for_run`). ``max_examples`` are a fixed sample
+    (:data:`SAMPLE_SEED`), so every seed reads the same cached features."""
 
     cache: bool = True
     seed: int = 0
-    batch_size: int | dict = 32
+    batch_size: int | dict = 32  # or {task: int}
     eval_batch_size: int = 128
     bucketing: bool = True
     device: torch.device = torch.device("cpu")
@@ -421,8 +414,7 @@ class HeadPretraining(PretrainSettings):
     @classmethod
     def for_run(cls, cfg: Config, device: torch.device, amp: str, pad_id: int, selection: str,
                 progress: bool = False) -> "HeadPretraining":
-        """The settings of ``cfg``'s heads: its pretrain_args (checked when the config loaded),
-        seed, batch sizes and caches."""
+        """The settings of ``cfg``'s heads: its pretrain_args, seed, batch sizes and caches."""
         t = cfg.train
         knobs = {**asdict(cfg.methods.pretrain), "selection": selection}
         return cls(**knobs, seed=t.seed, batch_size={task: t.batch_size[task] for task in t.tasks},

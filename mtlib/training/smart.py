@@ -137,13 +137,9 @@ def adversarial_perturbation(model: nn.Module, batch: Batch, target: torch.Tenso
         embeds = [e.detach() for e in model.word_embeddings(batch)]  # per part (B, T, H)
     masks = [part["attention_mask"].unsqueeze(-1).float() for part in batch.inputs]  # (B, T, 1)
     device = embeds[0].device
-    deltas = []
-    for e, m in zip(embeds, masks):
-        if generator is None:
-            noise = torch.randn(e.shape, device=device)
-        else:
-            noise = torch.randn(e.shape, generator=generator, device=generator.device).to(device)
-        deltas.append(noise_std * noise * m)
+    noise_device = device if generator is None else generator.device
+    deltas = [noise_std * torch.randn(e.shape, generator=generator, device=noise_device).to(device) * m
+              for e, m in zip(embeds, masks)]
     for _ in range(steps):
         deltas = [d.requires_grad_() for d in deltas]
         with torch.enable_grad():
