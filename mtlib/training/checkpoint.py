@@ -42,13 +42,9 @@ def reading(path: str | Path):
 
 def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     sd = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, state in sd["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"{index}.{key}"] = value.contiguous()
-            else:
-                scalars[f"{index}.{key}"] = value
+    flat = {f"{index}.{key}": value for index, state in sd["state"].items() for key, value in state.items()}
+    tensors = {name: value.contiguous() for name, value in flat.items() if torch.is_tensor(value)}
+    scalars = {name: value for name, value in flat.items() if not torch.is_tensor(value)}
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 

@@ -31,14 +31,11 @@ def point_grads(params: Iterable[nn.Parameter], flat: torch.Tensor) -> None:
     total = sum(p.numel() for p in params)
     if flat.shape != (total,) or not flat.is_contiguous():
         raise ValueError(f"expected a contiguous flat buffer of shape ({total},), got {tuple(flat.shape)}")
-    start = 0
-    for p in params:
+    for p, chunk in zip(params, flat.split([p.numel() for p in params])):
         if p.dtype != flat.dtype or p.device != flat.device:
             raise ValueError(f"parameter of {p.dtype} on {p.device} cannot take a gradient view of "
                              f"{flat.dtype} on {flat.device}")
-        end = start + p.numel()
-        p.grad = flat[start:end].view(p.shape)
-        start = end
+        p.grad = chunk.view(p.shape)
 
 
 _LAYER = re.compile(r"(.*?(?:^|\.)layers?\.\d+\.)")
@@ -129,9 +126,6 @@ def combine_rows(coefficients: torch.Tensor, grads: torch.Tensor, lengths: list[
     written segment by segment into ``out`` (R, P) (a new tensor when None)."""
     if out is None:
         out = grads.new_empty(coefficients.shape[1], grads.shape[1])
-    start = 0
-    for c, chunk in zip(coefficients, grads.split(lengths, dim=1)):
-        end = start + chunk.shape[1]
-        torch.mm(c.to(grads), chunk, out=out[:, start:end])
-        start = end
+    for c, chunk, rows in zip(coefficients, grads.split(lengths, dim=1), out.split(lengths, dim=1)):
+        torch.mm(c.to(grads), chunk, out=rows)
     return out

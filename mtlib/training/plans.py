@@ -97,12 +97,8 @@ def compromise_group(probs: dict[str, float], n: int, generator: torch.Generator
 
 
 def reference_code_weights(batch_counts: dict[str, int], alpha: float) -> dict[str, float]:
-    """The public reference code's Gradient Compromise loss weights: 1 / max(c_i, 1)^alpha.
-
-    c_i is the running count of task i's batches so far in the epoch and alpha the
-    annealed sampler's exponent. This reproduces the code (defect 3 of the study), NOT the
-    report, whose rule is :func:`compromise_weights`; it exists only to compare the two.
-    """
+    """The public reference code's loss weights 1 / max(c_i, 1)^alpha, c_i task i's batches so far
+    this epoch (:func:`compromise_reference`); NOT the report's rule, :func:`compromise_weights`."""
     return {task: 1.0 / float(max(c, 1)) ** alpha for task, c in batch_counts.items()}
 
 

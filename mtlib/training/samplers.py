@@ -4,9 +4,6 @@ A sampler is a pure function ``(sizes, epoch, epochs) -> {task: probability}`` w
 ``sizes`` maps each task to its training-set size, ``epoch`` is 1-based and ``epochs`` is
 the total number of epochs. Drawing from those probabilities happens in
 :class:`TaskSampler`, whose only state is a seed and a counter, so it resumes exactly.
-
-Each entry of ``SAMPLERS`` is a :class:`Sampler`: its probabilities, and whether it draws
-from them or visits the tasks in turn (round robin, the one deterministic schedule).
 """
 from __future__ import annotations
 
@@ -83,7 +80,6 @@ class TaskSampler:
     """
 
     def __init__(self, name: str, sizes: dict[str, int], epochs: int, seed: int):
-        self.name = name
         self.sampler = SAMPLERS[name]
         self.tasks = list(sizes)
         self.sizes = dict(sizes)
