@@ -166,8 +166,7 @@ def eda(sentence: str, rng_or_seed, alpha: float = 0.1, operation: str | None = 
     if not words:
         return sentence
     if operation is None:
-        ops = [op for op in OPERATIONS if len(words) > 1 or op not in _NEEDS_TWO_WORDS]
-        operation = rng.choice(ops)
+        operation = rng.choice([op for op in OPERATIONS if len(words) > 1 or op not in _NEEDS_TWO_WORDS])
     elif operation not in OPERATIONS:
         raise ValueError(f"unknown EDA operation {operation!r}; valid: {', '.join(OPERATIONS)}")
     seed = rng.getrandbits(32)
@@ -246,11 +245,8 @@ def balance_classes(df: pd.DataFrame, text_columns, label_column: str, seed: int
 # --- writing ---------------------------------------------------------------------------
 
 def write_augmented(df: pd.DataFrame, path) -> Path:
-    """Write ``df`` as a tab-separated file in the course layout, atomically.
-
-    The layout matches the course CSVs: an unnamed leading index column (0..n-1), then the
-    frame's columns (``id``, the text columns, the label).
-    """
+    """Write ``df`` atomically in the course CSVs' layout: tab-separated, an unnamed leading
+    index column (0..n-1), then the frame's columns (``id``, the text columns, the label)."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         df.reset_index(drop=True).to_csv(f, sep="\t", index=True)

@@ -111,17 +111,14 @@ def _open_rows(path: Path):
 
 def _rows(path: Path, reader):
     """``(line number, fields)`` of each non-blank row, read with csv's quoting rules."""
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except UnicodeDecodeError:
-            raise DataError(f"{path}:{reader.line_num + 1}: not UTF-8 text (is it a task file?)") from None
-        except csv.Error as err:
-            raise DataError(f"{path}:{reader.line_num}: {err}") from None
-        if fields:
-            yield reader.line_num, fields
+    try:
+        for fields in reader:
+            if fields:
+                yield reader.line_num, fields
+    except UnicodeDecodeError:
+        raise DataError(f"{path}:{reader.line_num + 1}: not UTF-8 text (is it a task file?)") from None
+    except csv.Error as err:
+        raise DataError(f"{path}:{reader.line_num}: {err}") from None
 
 
 def _columns(path: Path, header: list[str], spec: Task, labelled: bool | None) -> tuple[list[str], bool]:
