@@ -114,16 +114,6 @@ def _maps(value, key_type, value_type) -> bool:
                                            for k, v in value.items())
 
 
-def _check_tagger_model(weights, tagdict, classes) -> None:
-    """Raise ValueError unless the three parts have the averaged-perceptron shapes."""
-    if not _maps(weights, str, dict) or not all(_maps(ws, str, (int, float)) for ws in weights.values()):
-        raise ValueError("tagger weights must map feature -> {tag: number}")
-    if not _maps(tagdict, str, str):
-        raise ValueError("tagger tagdict must map word -> tag")
-    if not isinstance(classes, (set, frozenset, list, tuple)) or not all(isinstance(c, str) for c in classes):
-        raise ValueError("tagger classes must be a collection of tags")
-
-
 def tagger_json_files(model) -> dict[str, str]:
     """Convert a ``(weights, tagdict, classes)`` model into NLTK's JSON files.
 
@@ -136,7 +126,12 @@ def tagger_json_files(model) -> dict[str, str]:
     if not isinstance(model, tuple) or len(model) != 3:
         raise ValueError("tagger model must be a (weights, tagdict, classes) tuple")
     weights, tagdict, classes = model
-    _check_tagger_model(weights, tagdict, classes)
+    if not _maps(weights, str, dict) or not all(_maps(ws, str, (int, float)) for ws in weights.values()):
+        raise ValueError("tagger weights must map feature -> {tag: number}")
+    if not _maps(tagdict, str, str):
+        raise ValueError("tagger tagdict must map word -> tag")
+    if not isinstance(classes, (set, frozenset, list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise ValueError("tagger classes must be a collection of tags")
     names = PerceptronTagger(load=False).param_files(TAGGER_LANG)
     parts = (weights, tagdict, sorted(classes))
     return {name: json.dumps(part, sort_keys=True) for name, part in zip(names, parts)}
@@ -232,7 +227,6 @@ def required_files() -> list[Path]:
 
 def is_complete(target: Path) -> bool:
     """True when ``target`` holds a finished build of the current format."""
-    target = Path(target)
     if not all((target / rel).is_file() for rel in required_files()):
         return False
     try:
