@@ -88,25 +88,16 @@ def download(target: str | Path = "data/raw", base_url: str | None = None) -> Pa
     return target
 
 
-def _open_rows(path: Path):
-    """``(open file, csv reader, header)``; a missing, unreadable or empty file is a DataError."""
+def _open(path: Path):
+    """The task file, opened for csv; a folder, a missing or an unreadable file is a DataError."""
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not a task file")
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        return path.open(newline="", encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as err:
         raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
-    reader = csv.reader(handle, delimiter="\t")
-    try:
-        header = next(_rows(path, reader), None)
-        if header is None:
-            raise DataError(f"{path}:1: file is empty")
-    except DataError:
-        handle.close()
-        raise
-    return handle, reader, header[1]
 
 
 def _rows(path: Path, reader):
@@ -153,8 +144,11 @@ def iter_task_file(path: str | Path, task: str, labelled: bool | None = None, ch
     to find duplicates). Every row is checked as it is read; ``warn=False`` leaves out the
     warning about dropped rows (for a second pass over a file)."""
     path, spec = Path(path), TASKS[task]
-    handle, reader, header = _open_rows(path)
-    with handle:
+    with _open(path) as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        header = next((fields for _, fields in _rows(path, reader)), None)
+        if header is None:
+            raise DataError(f"{path}:1: file is empty")
         wanted, labelled = _columns(path, header, spec, labelled)
         index = {c: header.index(c) for c in wanted}
         records, seen, dropped, chunks = [], {}, [], 0
