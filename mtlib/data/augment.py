@@ -111,8 +111,7 @@ def random_insertion(words: list[str], alpha: float, rng: random.Random,
     nlpaug has no "insert a synonym" action, so this composes its pieces: a random
     alphabetic non-stop word of the sentence, a random one-word WordNet synonym of it
     (:func:`wordnet_synonyms`, nlpaug's WordNet dictionary over NLTK), inserted at a
-    random position. Words without synonyms are retried up to 10 times, as in EDA.
-    """
+    random position (words without synonyms: up to :data:`_RI_TRIES` tries, as in EDA)."""
     stop, _ = _lexicon(nltk_data)
     out = list(words)
     for _ in range(max(1, math.ceil(alpha * len(words)))):  # n, as nlpaug counts
