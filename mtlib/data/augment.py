@@ -111,8 +111,7 @@ def random_insertion(words: list[str], alpha: float, rng: random.Random,
     nlpaug has no "insert a synonym" action, so this composes its pieces: a random
     alphabetic non-stop word of the sentence, a random one-word WordNet synonym of it
     (:func:`wordnet_synonyms`, nlpaug's WordNet dictionary over NLTK), inserted at a
-    random position. Words without synonyms are retried up to 10 times, as in EDA.
-    """
+    random position (words without synonyms: up to :data:`_RI_TRIES` tries, as in EDA)."""
     stop, _ = _lexicon(nltk_data)
     out = list(words)
     for _ in range(max(1, math.ceil(alpha * len(words)))):  # n, as nlpaug counts
@@ -166,8 +165,7 @@ def eda(sentence: str, rng_or_seed, alpha: float = 0.1, operation: str | None = 
     if not words:
         return sentence
     if operation is None:
-        ops = [op for op in OPERATIONS if len(words) > 1 or op not in _NEEDS_TWO_WORDS]
-        operation = rng.choice(ops)
+        operation = rng.choice([op for op in OPERATIONS if len(words) > 1 or op not in _NEEDS_TWO_WORDS])
     elif operation not in OPERATIONS:
         raise ValueError(f"unknown EDA operation {operation!r}; valid: {', '.join(OPERATIONS)}")
     seed = rng.getrandbits(32)
@@ -246,11 +244,8 @@ def balance_classes(df: pd.DataFrame, text_columns, label_column: str, seed: int
 # --- writing ---------------------------------------------------------------------------
 
 def write_augmented(df: pd.DataFrame, path) -> Path:
-    """Write ``df`` as a tab-separated file in the course layout, atomically.
-
-    The layout matches the course CSVs: an unnamed leading index column (0..n-1), then the
-    frame's columns (``id``, the text columns, the label).
-    """
+    """Write ``df`` atomically in the course CSVs' layout: tab-separated, an unnamed leading
+    index column (0..n-1), then the frame's columns (``id``, the text columns, the label)."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         df.reset_index(drop=True).to_csv(f, sep="\t", index=True)

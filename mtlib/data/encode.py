@@ -80,12 +80,9 @@ def tokenize(tokenizer, frame: pd.DataFrame, task: str, pair_mode: str, max_leng
     columns = [frame[c].tolist() for c in spec.text_columns]
     # (first, second) sentences per part: a pair in one sequence, or each column alone
     groups = [tuple(columns)] if spec.is_pair and pair_mode == "sentence" else [(c, None) for c in columns]
-    parts = []
-    for first, second in groups:
-        enc = tokenizer(first, second, truncation="longest_first" if second is not None else True,
-                        max_length=max_length, return_token_type_ids=True)
-        parts.append((enc["input_ids"], enc["token_type_ids"]))
-    return parts
+    encodings = [tokenizer(first, second, truncation="longest_first" if second is not None else True,
+                           max_length=max_length, return_token_type_ids=True) for first, second in groups]
+    return [(enc["input_ids"], enc["token_type_ids"]) for enc in encodings]
 
 
 def _cache_key(tokenizer, backbone: str, frame: pd.DataFrame, task: str, pair_mode: str, max_length: int) -> str:

@@ -88,40 +88,28 @@ def download(target: str | Path = "data/raw", base_url: str | None = None) -> Pa
     return target
 
 
-def _open_rows(path: Path):
-    """``(open file, csv reader, header)``; a missing, unreadable or empty file is a DataError."""
+def _open(path: Path):
+    """The task file, opened for csv; a folder, a missing or an unreadable file is a DataError."""
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not a task file")
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        return path.open(newline="", encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as err:
         raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
-    reader = csv.reader(handle, delimiter="\t")
-    try:
-        header = next(_rows(path, reader), None)
-        if header is None:
-            raise DataError(f"{path}:1: file is empty")
-    except DataError:
-        handle.close()
-        raise
-    return handle, reader, header[1]
 
 
 def _rows(path: Path, reader):
     """``(line number, fields)`` of each non-blank row, read with csv's quoting rules."""
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except UnicodeDecodeError:
-            raise DataError(f"{path}:{reader.line_num + 1}: not UTF-8 text (is it a task file?)") from None
-        except csv.Error as err:
-            raise DataError(f"{path}:{reader.line_num}: {err}") from None
-        if fields:
-            yield reader.line_num, fields
+    try:
+        for fields in reader:
+            if fields:
+                yield reader.line_num, fields
+    except UnicodeDecodeError:
+        raise DataError(f"{path}:{reader.line_num + 1}: not UTF-8 text (is it a task file?)") from None
+    except csv.Error as err:
+        raise DataError(f"{path}:{reader.line_num}: {err}") from None
 
 
 def _columns(path: Path, header: list[str], spec: Task, labelled: bool | None) -> tuple[list[str], bool]:
@@ -156,8 +144,11 @@ def iter_task_file(path: str | Path, task: str, labelled: bool | None = None, ch
     to find duplicates). Every row is checked as it is read; ``warn=False`` leaves out the
     warning about dropped rows (for a second pass over a file)."""
     path, spec = Path(path), TASKS[task]
-    handle, reader, header = _open_rows(path)
-    with handle:
+    with _open(path) as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        header = next((fields for _, fields in _rows(path, reader)), None)
+        if header is None:
+            raise DataError(f"{path}:1: file is empty")
         wanted, labelled = _columns(path, header, spec, labelled)
         index = {c: header.index(c) for c in wanted}
         records, seen, dropped, chunks = [], {}, [], 0

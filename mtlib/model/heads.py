@@ -97,5 +97,4 @@ HEADS = {MlpHeadSettings: PooledHead, RecurrentHeadSettings: RecurrentHead, Cosi
 
 
 def build_head(settings, encoder_size: int) -> nn.Module:
-    """The head ``settings`` describe (mtlib.settings.HEADS) on an encoder of that width."""
     return HEADS[type(settings)](settings, encoder_size)

@@ -33,12 +33,11 @@ class MultitaskModel(nn.Module):
     """``encoder`` (a transformers BertModel), ``heads[task]``, and optionally a
     :class:`mtlib.model.pal.PalBank` whose task-specific layers are routed by the batch's task."""
 
-    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], pals: nn.Module | None = None,
-                 pooling: str = "cls"):
+    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], pooling: str = "cls"):
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
-        self.pals = pals
+        self.pals: nn.Module | None = None  # set by add_task_pals
         self.pool = POOLINGS[pooling]
 
     def word_embeddings(self, batch: Batch) -> list[torch.Tensor]:
@@ -69,13 +68,6 @@ class MultitaskModel(nn.Module):
         loss of training: the Stepper passes the output it keeps for SMART."""
         return TASKS[batch.task].loss(self(batch) if output is None else output, batch.labels)
 
-    def task_modules(self, task: str) -> list[nn.Module]:
-        """The modules that only ``task`` uses: its head, and its PALs if any."""
-        modules = [self.heads[task]]
-        if self.pals is not None and task in self.pals.pals:
-            modules.append(self.pals.pals[task])
-        return modules
-
 
 def build_model(cfg: Config, encoder: nn.Module | None = None, with_pals: bool = True) -> MultitaskModel:
     """The model a config describes; heads (and PALs) are initialised from the training seed.
@@ -101,13 +93,16 @@ def add_task_pals(model: MultitaskModel, cfg: Config) -> None:
 
 
 def parameter_counts(model: MultitaskModel) -> dict:
-    """Total, trainable and task-specific parameters (per task) — sharing is the point."""
-    def count(params, trainable_only=False):
-        return sum(p.numel() for p in params if p.requires_grad or not trainable_only)
+    """Total, trainable and task-specific parameters (per task: its head and its PALs if any) — sharing is
+    the point."""
+    def count(params):
+        return sum(p.numel() for p in params)
 
+    pals = model.pals.pals if model.pals is not None else {}
     return {
         "total": count(model.parameters()),
-        "trainable": count(model.parameters(), trainable_only=True),
+        "trainable": count(p for p in model.parameters() if p.requires_grad),
         "shared": count(model.encoder.parameters()),
-        "task_specific": {task: sum(count(m.parameters()) for m in model.task_modules(task)) for task in model.heads},
+        "task_specific": {task: count(head.parameters()) + (count(pals[task].parameters()) if task in pals else 0)
+                          for task, head in model.heads.items()},
     }

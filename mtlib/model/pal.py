@@ -88,7 +88,7 @@ class TaskPal(nn.Module):
         self.V_D = nn.Linear(d, hidden_size, bias=False)
         self.layers = nn.ModuleList(LowRankAttention(num_heads, head_dim, dropout) for _ in range(num_layers))
 
-    def reset_parameters(self, std: float, generator: torch.Generator | None = None) -> None:
+    def reset_parameters(self, std: float, generator: torch.Generator) -> None:
         """No-influence start: V_D = 0; V_E and attention weights ~ N(0, std^2); biases 0."""
         nn.init.normal_(self.V_E.weight, std=std, generator=generator)
         nn.init.zeros_(self.V_D.weight)
@@ -106,8 +106,7 @@ class PalBank(nn.Module):
     """Task -> :class:`TaskPal`, plus the routing state the hooks read.
 
     Hold it as a submodule of the multitask model (its keys then sit beside, not inside,
-    the BERT keys). ``attach`` installs the hooks; ``route`` sets the task of the batch.
-    """
+    the BERT keys)."""
 
     def __init__(self, tasks: list[str], hidden_size: int, num_layers: int, num_heads: int,
                  head_dim: int, dropout: float = 0.0, placement: str = "output"):
@@ -129,24 +128,23 @@ class PalBank(nn.Module):
         finally:
             self.active_task = previous
 
-    def attach(self, bert: nn.Module) -> list[RemovableHandle]:
-        """Install the hooks on ``bert`` (a transformers ``BertModel``); returns their handles."""
+    def attach(self, bert: nn.Module) -> None:
+        """Install the hooks on ``bert`` (a transformers ``BertModel``)."""
         layers = bert.encoder.layer
         if len(layers) != self.num_layers:
             raise ValueError(f"the bank has PALs for {self.num_layers} layers, the model has {len(layers)}")
         if self._handles:
             raise RuntimeError("this PalBank is already attached; call detach() first")
-        handles = [bert.register_forward_pre_hook(self._record_mask, with_kwargs=True),
-                   bert.register_forward_hook(self._forget_mask, always_call=True)]
+        self._handles = [bert.register_forward_pre_hook(self._record_mask, with_kwargs=True),
+                         bert.register_forward_hook(self._forget_mask, always_call=True)]
         for index, layer in enumerate(layers):
             # Partials of bound methods, not closures, so copy.deepcopy of a model that
             # holds both BERT and the bank rebinds the hooks to the copied bank.
-            handles.append(layer.register_forward_pre_hook(functools.partial(self._record_input, index),
-                                                           with_kwargs=True))
+            self._handles.append(layer.register_forward_pre_hook(functools.partial(self._record_input, index),
+                                                                 with_kwargs=True))
             target = PLACEMENTS[self.placement](layer)
-            handles.append(target.register_forward_pre_hook(functools.partial(self._add_pal, index), with_kwargs=True))
-        self._handles = handles
-        return handles
+            self._handles.append(target.register_forward_pre_hook(functools.partial(self._add_pal, index),
+                                                                  with_kwargs=True))
 
     def detach(self) -> None:
         """Remove the hooks; the model runs as if it had no PALs."""
@@ -192,28 +190,27 @@ class PalBank(nn.Module):
         return (args[0], x + pal(h, index, self._mask).to(x.dtype), *args[2:]), kwargs
 
 
-# Where a PAL's output is added: the BertLayer sub-module whose LayerNorm takes the sum
-# (model.pal_args.placement).
+# Where a PAL's output is added (methods.pals.placement): the BertLayer sub-module whose LayerNorm takes the sum.
 PLACEMENTS = {
     "output": lambda layer: layer.output,              # LN(FFN(a) + a + PAL(h)): the reference code
     "attention": lambda layer: layer.attention.output,  # LN(h + SA(h) + PAL(h)): the paper's shorthand
 }
 
 
-def add_pals(bert: nn.Module, tasks: list[str], pals: PalSettings, seed: int | None = None) -> PalBank:
+def add_pals(bert: nn.Module, tasks: list[str], pals: PalSettings, seed: int) -> PalBank:
     """Build a no-influence :class:`PalBank` sized from ``bert.config`` and attach it.
 
     ``pals.dropout`` on the PAL attention probabilities, when None, is the config's
     ``attention_probs_dropout_prob``; the bank starts in ``bert``'s train/eval mode (a
     bank held by the caller's model then follows ``model.train()``); ``seed`` makes the
-    initialisation independent of the global RNG; ``pals.placement`` see the module docstring.
+    initialisation independent of the global RNG.
     Stickland and Murray 2019, "BERT and PALs".
     """
     config = bert.config
     p = config.attention_probs_dropout_prob if pals.dropout is None else pals.dropout
     bank = PalBank(tasks, config.hidden_size, config.num_hidden_layers, pals.num_heads, pals.head_dim, p,
                    pals.placement)
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    generator = torch.Generator().manual_seed(seed)
     for pal in bank.pals.values():
         pal.reset_parameters(config.initializer_range, generator)
     reference = next(bert.parameters())
