@@ -164,15 +164,6 @@ class Config:
         return resolve(self.model, self.train)
 
 
-def _is_optional(tp) -> tuple[bool, Any]:
-    """(whether ``tp`` is ``X | None``, X)."""
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        [inner] = [a for a in args if a is not type(None)]
-        return True, inner
-    return False, tp
-
-
 # A leaf field's type -> (what YAML may give for it, its name in an error, how to convert it).
 # A bool is an int to Python, never to a config. YAML reads 1e-5 (no dot) as a string.
 LEAVES = {bool: (bool, "true/false", bool), int: (int, "an integer", int),
@@ -181,7 +172,9 @@ LEAVES = {bool: (bool, "true/false", bool), int: (int, "an integer", int),
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
-    optional, inner = _is_optional(tp)
+    args = typing.get_args(tp)
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args
+    [inner] = [a for a in args if a is not type(None)] if optional else [tp]  # X of ``X | None``
     if value is None:
         if optional or tp is Any:
             return None
