@@ -1,17 +1,14 @@
 """Training one experiment: data -> model -> updates -> evaluation -> run folder.
 
-:func:`train` reads top to bottom: check the config, prepare the data once
-(:func:`build_experiment`), claim the run folder (mtlib.training.runs.claim), then hand over
-to the run's method (``METHODS``): fine-tuning, heads on the frozen encoder, a trained run
-scored again, or the random predictor. Each method writes one
-:class:`~mtlib.record.RunRecord` (metrics.json).
+:func:`train` checks the config, prepares the data once (:func:`build_experiment`), claims
+the run folder (mtlib.training.runs.claim), then hands over to the run's method (``METHODS``):
+fine-tuning, heads on the frozen encoder, a trained run scored again, or the random
+predictor; each writes one :class:`~mtlib.record.RunRecord` (metrics.json).
 
-Every run follows the report's protocol: the heads are first trained on the frozen encoder
-(``train.pretrain_heads``: joint or individual; mtlib.training.pretrain), then fine-tuning
-builds the :class:`~mtlib.training.stepper.Stepper` (:func:`build_training`) and alternates
-updates and evaluations on the VALIDATION split held out of train (each checkpointed, so
-``resume`` continues exactly); the best validation score picks the checkpoint, and dev is
-scored once, at that checkpoint (:func:`finish_run`).
+The report's protocol: the heads are first trained on the frozen encoder (``train.pretrain_heads``),
+then fine-tuning (:func:`build_training`) alternates updates and evaluations on the VALIDATION
+split held out of train (each checkpointed, so ``resume`` continues exactly); the best
+validation score picks the checkpoint, and dev is scored once, at that checkpoint (:func:`finish_run`).
 """
 from __future__ import annotations
 
@@ -127,11 +124,8 @@ def build_experiment(cfg: Config, device: torch.device, out_dir: str | Path, dat
 
 def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True) -> dict:
-    """Train ``cfg`` into ``out_dir``; returns metrics.json's content.
-
-    The config (its methods' settings, when it loaded), the backbone's limits (from its
-    config file, before any data), the device and the data are all checked before the
-    run folder is touched; the folder is then held for the whole run (:func:`runs.claim`)."""
+    """Train ``cfg`` into ``out_dir``; returns metrics.json's content. The config, the backbone's limits
+    (from its config file), the device and the data are all checked before the run folder is touched."""
     method = METHODS[cfg.methods.method]
     cfg, device = as_run(cfg)
     runs.check_folder(Path(out_dir), cfg, resume, overwrite)  # again under the lock; here it fails fast
@@ -146,11 +140,9 @@ def finetune(experiment: Experiment, resume: bool, progress: bool) -> dict:
     cfg, t = experiment.cfg, experiment.cfg.train
     resuming = resume and checkpoint_exists(experiment.folder.last)
     stepper = build_training(experiment, pretrain=cfg.methods.pretrain.selection is not None and not resuming, progress=progress)
-    state = RunState()
-    if resuming:
-        state = _restore(stepper, experiment)
-    elif resume and experiment.folder.metrics.exists():
+    if resume and not resuming and experiment.folder.metrics.exists():
         raise FileExistsError(f"{experiment.folder.path}: the run is complete (metrics.json exists); nothing to resume")
+    state = _restore(stepper, experiment) if resuming else RunState()
     per_epoch = updates_per_epoch(t)
     total, eval_every = t.epochs * per_epoch, evaluation_interval(t)
     bar = tqdm(total=total, initial=state.update, disable=not progress, desc=cfg.experiment, mininterval=5)
@@ -201,7 +193,6 @@ def _pretrain_heads(experiment: Experiment, model: MultitaskModel, progress: boo
                                   experiment.cfg.methods.pretrain.selection, progress)
     history = pretrain_heads(model, {k: experiment.data["train"][k] for k in t.tasks},
                              experiment.data["validation"], how)
-    experiment.folder.path.mkdir(parents=True, exist_ok=True)
     write_csv(experiment.folder.path / "pretrain_history.csv",
               pd.concat([pd.DataFrame(rows).assign(task=task) for task, rows in history.items()]))
     return history
