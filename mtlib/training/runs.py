@@ -127,13 +127,12 @@ def check_folder(path: Path, cfg: Config, resume: bool, overwrite: bool) -> bool
         raise RunFolderError(f"{path}: not empty and not a run folder (no {MARKER}); nothing is written there "
                              "(choose another --out)")
     if resume:
-        if (path / "config.yaml").exists():
-            changed = differences(read_run_config(path), cfg)
-            if changed:
-                more = f"; and {len(changed) - 6} more" if len(changed) > 6 else ""
-                raise RunFolderError(f"{path}: --resume with another config than the run's config.yaml: "
-                                     f"{'; '.join(changed[:6])}{more} (resume with the run's own settings, "
-                                     "or start a new run with another --out or --overwrite)")
+        changed = differences(read_run_config(path), cfg) if (path / "config.yaml").exists() else []
+        if changed:
+            more = f"; and {len(changed) - 6} more" if len(changed) > 6 else ""
+            raise RunFolderError(f"{path}: --resume with another config than the run's config.yaml: "
+                                 f"{'; '.join(changed[:6])}{more} (resume with the run's own settings, "
+                                 "or start a new run with another --out or --overwrite)")
         return False
     if overwrite:
         return True
