@@ -275,9 +275,8 @@ def load_config(path: str | Path = "params.yaml", experiment: str = "base_model"
     check(experiment in experiments, str(path),
           f"unknown experiment {experiment!r}; choose one of {sorted(experiments)}")
     seed_override = {} if seed is None else {"train": {"seed": seed}}
-    tree = params["base"]
-    for layer in (profiles[profile], experiments[experiment]["set"], *map(parse_override, overrides), seed_override):
-        tree = merge(tree, layer)
+    layers = (profiles[profile], experiments[experiment]["set"], *map(parse_override, overrides), seed_override)
+    tree = functools.reduce(merge, layers, params["base"])
     return config_from_dict({"profile": profile, "experiment": experiment, **tree},
                             where=f"{path} (experiment {experiment}, profile {profile})")
 
@@ -301,9 +300,7 @@ def resolve_seeds(seeds=None, path: str | Path = "params.yaml") -> list[int]:
 
 def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
     """``cfg`` with ``--set``-style overrides applied, validated like a loaded config."""
-    tree = cfg.to_dict()
-    for text in overrides:
-        tree = merge(tree, parse_override(text))
+    tree = functools.reduce(merge, map(parse_override, overrides), cfg.to_dict())
     return config_from_dict(tree, where=f"{cfg.experiment} with {list(overrides)}")
 
 
