@@ -48,10 +48,9 @@ from mtlib.training.plans import evaluation_interval, updates_per_epoch
 
 @dataclass(frozen=True)
 class Experiment:
-    """One run, assembled before its folder is touched: the config as run (``train.amp``
-    resolved for this machine), the folder's paths, the tokenizer, the device and the data,
-    prepared ONCE: ``{"train"/"validation"/"dev" (and "test", when the profile predicts the
-    test-student files): {task: split}}``, every split but train cut to the trained tasks."""
+    """One run, assembled before its folder is touched: the config as run (``train.amp`` resolved
+    for this machine) and the data, prepared ONCE: ``{"train"/"validation"/"dev" (and "test", when
+    the profile predicts the test-student files): {task: split}}``, all but train cut to the trained tasks."""
 
     cfg: Config
     folder: RunFolder
@@ -188,10 +187,9 @@ def _features_dir(cfg: Config) -> Path:
 
 def _pretrain_heads(experiment: Experiment, model: MultitaskModel, progress: bool) -> dict[str, list[dict]]:
     """Pretrain the heads (train.pretrain_heads) and keep their history beside the run."""
-    t = experiment.cfg.train
     how = HeadPretraining.for_run(experiment.cfg, experiment.device, experiment.amp, experiment.pad_id,
                                   experiment.cfg.methods.pretrain.selection, progress)
-    history = pretrain_heads(model, {k: experiment.data["train"][k] for k in t.tasks},
+    history = pretrain_heads(model, {k: experiment.data["train"][k] for k in experiment.cfg.train.tasks},
                              experiment.data["validation"], how)
     write_csv(experiment.folder.path / "pretrain_history.csv",
               pd.concat([pd.DataFrame(rows).assign(task=task) for task, rows in history.items()]))
@@ -321,12 +319,11 @@ def heads_only(experiment: Experiment, progress: bool) -> dict:
 
 
 def warm_caches(cfg: Config, data_dir=None, tasks=None, features: bool = True) -> None:
-    """Compute what every seed of ``cfg`` shares, so that runs side by side find it in the
-    caches instead of each computing it: the tokenised and EDA-balanced data and, unless
-    ``features`` is False, where the heads are pretrained on a pretrained encoder, its
-    features for ``tasks`` (default: all of the run's; training rows capped as pretraining
-    caps them). Runs with ``cfg``'s thread count, so the features are those a run would
-    compute itself."""
+    """Compute what every seed of ``cfg`` shares, so that runs side by side find it in the caches
+    instead of each computing it: the tokenised and EDA-balanced data and, unless ``features`` is
+    False, where the heads are pretrained on a pretrained encoder, its features for ``tasks``
+    (default: all of the run's; training rows capped as pretraining caps them), with ``cfg``'s
+    thread count so that they are those a run would compute itself."""
     t = cfg.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
