@@ -60,17 +60,13 @@ class Experiment:
     counts: dict[str, dict[str, int]]  # training rows after each preparation step; validation and dev rows
 
     @property
-    def amp(self) -> str:
-        return self.cfg.train.amp
-
-    @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
 
     @property
     def eval_args(self) -> tuple:
         """How every split is scored: (eval batch size, pad id, device, precision)."""
-        return self.cfg.train.eval_batch_size, self.pad_id, self.device, self.amp
+        return self.cfg.train.eval_batch_size, self.pad_id, self.device, self.cfg.train.amp
 
     @property
     def scored(self) -> dict[str, dict[str, EncodedSplit]]:
@@ -172,13 +168,13 @@ def build_training(experiment: Experiment, pretrain: bool, progress: bool) -> St
     model = model.to(device)
     if pretrain:
         _pretrain_heads(experiment, model, progress)
-    optimizer, scaler = adamw(model, t), grad_scaler(experiment.amp, device)
+    optimizer, scaler = adamw(model, t), grad_scaler(t.amp, device)
     train_data = experiment.data["train"]
     streams = {task: BatchStream(train_data[task], t.batch_size[task], t.seed, experiment.pad_id, cfg.data.bucketing)
                for task in t.tasks}
     sizes = {task: len(train_data[task]) for task in t.tasks}
     sampler = TaskSampler(t.sampler, sizes, t.epochs, t.seed)
-    return Stepper(cfg, model, optimizer, scaler, streams, sampler, sizes, device, experiment.amp)
+    return Stepper(cfg, model, optimizer, scaler, streams, sampler, sizes, device, t.amp)
 
 
 def _features_dir(cfg: Config) -> Path:
@@ -187,7 +183,7 @@ def _features_dir(cfg: Config) -> Path:
 
 def _pretrain_heads(experiment: Experiment, model: MultitaskModel, progress: bool) -> dict[str, list[dict]]:
     """Pretrain the heads (train.pretrain_heads) and keep their history beside the run."""
-    how = HeadPretraining.for_run(experiment.cfg, experiment.device, experiment.amp, experiment.pad_id,
+    how = HeadPretraining.for_run(experiment.cfg, experiment.device, experiment.cfg.train.amp, experiment.pad_id,
                                   experiment.cfg.methods.pretrain.selection, progress)
     history = pretrain_heads(model, {k: experiment.data["train"][k] for k in experiment.cfg.train.tasks},
                              experiment.data["validation"], how)
@@ -245,7 +241,7 @@ def _write_record(experiment: Experiment, model: MultitaskModel | None, scores: 
                     "train_examples_per_second": round(state.examples / seconds, 2),
                     "train_tokens_per_second": round(state.tokens / seconds, 2)}
     record = RunRecord(**scores, **counters, data=experiment.counts, params=params,
-                       precision=None if model is None else experiment.amp, backbone=cfg.backbone.name,
+                       precision=None if model is None else cfg.train.amp, backbone=cfg.backbone.name,
                        profile=cfg.profile, experiment=cfg.experiment, seed=cfg.train.seed,
                        machine=describe_machine(experiment.device))
     return record.write(experiment.folder.metrics, None if state is None else TRAINED_ORDER)
