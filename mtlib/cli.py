@@ -147,7 +147,3 @@ def _run(args) -> int:
         from mtlib.data.files import download
         print(f"course files in {download(args.target)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

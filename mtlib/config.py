@@ -164,15 +164,6 @@ class Config:
         return resolve(self.model, self.train)
 
 
-def _is_optional(tp) -> tuple[bool, Any]:
-    """(whether ``tp`` is ``X | None``, X)."""
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        [inner] = [a for a in args if a is not type(None)]
-        return True, inner
-    return False, tp
-
-
 # A leaf field's type -> (what YAML may give for it, its name in an error, how to convert it).
 # A bool is an int to Python, never to a config. YAML reads 1e-5 (no dot) as a string.
 LEAVES = {bool: (bool, "true/false", bool), int: (int, "an integer", int),
@@ -181,7 +172,9 @@ LEAVES = {bool: (bool, "true/false", bool), int: (int, "an integer", int),
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
-    optional, inner = _is_optional(tp)
+    args = typing.get_args(tp)
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args
+    [inner] = [a for a in args if a is not type(None)] if optional else [tp]  # X of ``X | None``
     if value is None:
         if optional or tp is Any:
             return None
@@ -282,9 +275,8 @@ def load_config(path: str | Path = "params.yaml", experiment: str = "base_model"
     check(experiment in experiments, str(path),
           f"unknown experiment {experiment!r}; choose one of {sorted(experiments)}")
     seed_override = {} if seed is None else {"train": {"seed": seed}}
-    tree = params["base"]
-    for layer in (profiles[profile], experiments[experiment]["set"], *map(parse_override, overrides), seed_override):
-        tree = merge(tree, layer)
+    layers = (profiles[profile], experiments[experiment]["set"], *map(parse_override, overrides), seed_override)
+    tree = functools.reduce(merge, layers, params["base"])
     return config_from_dict({"profile": profile, "experiment": experiment, **tree},
                             where=f"{path} (experiment {experiment}, profile {profile})")
 
@@ -308,9 +300,7 @@ def resolve_seeds(seeds=None, path: str | Path = "params.yaml") -> list[int]:
 
 def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
     """``cfg`` with ``--set``-style overrides applied, validated like a loaded config."""
-    tree = cfg.to_dict()
-    for text in overrides:
-        tree = merge(tree, parse_override(text))
+    tree = functools.reduce(merge, map(parse_override, overrides), cfg.to_dict())
     return config_from_dict(tree, where=f"{cfg.experiment} with {list(overrides)}")
 
 

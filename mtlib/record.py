@@ -21,7 +21,6 @@ import pandas as pd
 
 from mtlib.io import write_json
 
-SEED_FOLDER = re.compile(r"seed(\d+)")  # results/runs/<experiment>/seed<k>
 PRECISIONS = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast with a GradScaler"}  # train.amp
 CURVE_COLUMNS = ("update", "epoch", "examples")
 IDENTITY = ("backbone", "profile", "experiment", "seed", "machine")
@@ -32,8 +31,8 @@ class RecordError(ValueError):
 
 
 def folder_seed(folder: str | Path) -> int | None:
-    """The k of a ``seed<k>`` run folder; None for a folder named otherwise."""
-    match = SEED_FOLDER.fullmatch(Path(folder).name)
+    """The k of a ``seed<k>`` run folder (results/runs/<experiment>/seed<k>); None for a folder named otherwise."""
+    match = re.fullmatch(r"seed(\d+)", Path(folder).name)
     return int(match.group(1)) if match else None
 
 

@@ -1,17 +1,14 @@
 """Training one experiment: data -> model -> updates -> evaluation -> run folder.
 
-:func:`train` reads top to bottom: check the config, prepare the data once
-(:func:`build_experiment`), claim the run folder (mtlib.training.runs.claim), then hand over
-to the run's method (``METHODS``): fine-tuning, heads on the frozen encoder, a trained run
-scored again, or the random predictor. Each method writes one
-:class:`~mtlib.record.RunRecord` (metrics.json).
+:func:`train` checks the config, prepares the data once (:func:`build_experiment`), claims
+the run folder (mtlib.training.runs.claim), then hands over to the run's method (``METHODS``):
+fine-tuning, heads on the frozen encoder, a trained run scored again, or the random
+predictor; each writes one :class:`~mtlib.record.RunRecord` (metrics.json).
 
-Every run follows the report's protocol: the heads are first trained on the frozen encoder
-(``train.pretrain_heads``: joint or individual; mtlib.training.pretrain), then fine-tuning
-builds the :class:`~mtlib.training.stepper.Stepper` (:func:`build_training`) and alternates
-updates and evaluations on the VALIDATION split held out of train (each checkpointed, so
-``resume`` continues exactly); the best validation score picks the checkpoint, and dev is
-scored once, at that checkpoint (:func:`finish_run`).
+The report's protocol: the heads are first trained on the frozen encoder (``train.pretrain_heads``),
+then fine-tuning (:func:`build_training`) alternates updates and evaluations on the VALIDATION
+split held out of train (each checkpointed, so ``resume`` continues exactly); the best
+validation score picks the checkpoint, and dev is scored once, at that checkpoint (:func:`finish_run`).
 """
 from __future__ import annotations
 
@@ -51,10 +48,9 @@ from mtlib.training.plans import evaluation_interval, updates_per_epoch
 
 @dataclass(frozen=True)
 class Experiment:
-    """One run, assembled before its folder is touched: the config as run (``train.amp``
-    resolved for this machine), the folder's paths, the tokenizer, the device and the data,
-    prepared ONCE: ``{"train"/"validation"/"dev" (and "test", when the profile predicts the
-    test-student files): {task: split}}``, every split but train cut to the trained tasks."""
+    """One run, assembled before its folder is touched: the config as run (``train.amp`` resolved
+    for this machine) and the data, prepared ONCE: ``{"train"/"validation"/"dev" (and "test", when
+    the profile predicts the test-student files): {task: split}}``, all but train cut to the trained tasks."""
 
     cfg: Config
     folder: RunFolder
@@ -64,17 +60,13 @@ class Experiment:
     counts: dict[str, dict[str, int]]  # training rows after each preparation step; validation and dev rows
 
     @property
-    def amp(self) -> str:
-        return self.cfg.train.amp
-
-    @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
 
     @property
     def eval_args(self) -> tuple:
         """How every split is scored: (eval batch size, pad id, device, precision)."""
-        return self.cfg.train.eval_batch_size, self.pad_id, self.device, self.amp
+        return self.cfg.train.eval_batch_size, self.pad_id, self.device, self.cfg.train.amp
 
     @property
     def scored(self) -> dict[str, dict[str, EncodedSplit]]:
@@ -127,11 +119,8 @@ def build_experiment(cfg: Config, device: torch.device, out_dir: str | Path, dat
 
 def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True) -> dict:
-    """Train ``cfg`` into ``out_dir``; returns metrics.json's content.
-
-    The config (its methods' settings, when it loaded), the backbone's limits (from its
-    config file, before any data), the device and the data are all checked before the
-    run folder is touched; the folder is then held for the whole run (:func:`runs.claim`)."""
+    """Train ``cfg`` into ``out_dir``; returns metrics.json's content. The config, the backbone's limits
+    (from its config file), the device and the data are all checked before the run folder is touched."""
     method = METHODS[cfg.methods.method]
     cfg, device = as_run(cfg)
     runs.check_folder(Path(out_dir), cfg, resume, overwrite)  # again under the lock; here it fails fast
@@ -146,11 +135,9 @@ def finetune(experiment: Experiment, resume: bool, progress: bool) -> dict:
     cfg, t = experiment.cfg, experiment.cfg.train
     resuming = resume and checkpoint_exists(experiment.folder.last)
     stepper = build_training(experiment, pretrain=cfg.methods.pretrain.selection is not None and not resuming, progress=progress)
-    state = RunState()
-    if resuming:
-        state = _restore(stepper, experiment)
-    elif resume and experiment.folder.metrics.exists():
+    if resume and not resuming and experiment.folder.metrics.exists():
         raise FileExistsError(f"{experiment.folder.path}: the run is complete (metrics.json exists); nothing to resume")
+    state = _restore(stepper, experiment) if resuming else RunState()
     per_epoch = updates_per_epoch(t)
     total, eval_every = t.epochs * per_epoch, evaluation_interval(t)
     bar = tqdm(total=total, initial=state.update, disable=not progress, desc=cfg.experiment, mininterval=5)
@@ -181,13 +168,13 @@ def build_training(experiment: Experiment, pretrain: bool, progress: bool) -> St
     model = model.to(device)
     if pretrain:
         _pretrain_heads(experiment, model, progress)
-    optimizer, scaler = adamw(model, t), grad_scaler(experiment.amp, device)
+    optimizer, scaler = adamw(model, t), grad_scaler(t.amp, device)
     train_data = experiment.data["train"]
     streams = {task: BatchStream(train_data[task], t.batch_size[task], t.seed, experiment.pad_id, cfg.data.bucketing)
                for task in t.tasks}
     sizes = {task: len(train_data[task]) for task in t.tasks}
     sampler = TaskSampler(t.sampler, sizes, t.epochs, t.seed)
-    return Stepper(cfg, model, optimizer, scaler, streams, sampler, sizes, device, experiment.amp)
+    return Stepper(cfg, model, optimizer, scaler, streams, sampler, sizes, device, t.amp)
 
 
 def _features_dir(cfg: Config) -> Path:
@@ -196,12 +183,10 @@ def _features_dir(cfg: Config) -> Path:
 
 def _pretrain_heads(experiment: Experiment, model: MultitaskModel, progress: bool) -> dict[str, list[dict]]:
     """Pretrain the heads (train.pretrain_heads) and keep their history beside the run."""
-    t = experiment.cfg.train
-    how = HeadPretraining.for_run(experiment.cfg, experiment.device, experiment.amp, experiment.pad_id,
+    how = HeadPretraining.for_run(experiment.cfg, experiment.device, experiment.cfg.train.amp, experiment.pad_id,
                                   experiment.cfg.methods.pretrain.selection, progress)
-    history = pretrain_heads(model, {k: experiment.data["train"][k] for k in t.tasks},
+    history = pretrain_heads(model, {k: experiment.data["train"][k] for k in experiment.cfg.train.tasks},
                              experiment.data["validation"], how)
-    experiment.folder.path.mkdir(parents=True, exist_ok=True)
     write_csv(experiment.folder.path / "pretrain_history.csv",
               pd.concat([pd.DataFrame(rows).assign(task=task) for task, rows in history.items()]))
     return history
@@ -256,7 +241,7 @@ def _write_record(experiment: Experiment, model: MultitaskModel | None, scores: 
                     "train_examples_per_second": round(state.examples / seconds, 2),
                     "train_tokens_per_second": round(state.tokens / seconds, 2)}
     record = RunRecord(**scores, **counters, data=experiment.counts, params=params,
-                       precision=None if model is None else experiment.amp, backbone=cfg.backbone.name,
+                       precision=None if model is None else cfg.train.amp, backbone=cfg.backbone.name,
                        profile=cfg.profile, experiment=cfg.experiment, seed=cfg.train.seed,
                        machine=describe_machine(experiment.device))
     return record.write(experiment.folder.metrics, None if state is None else TRAINED_ORDER)
@@ -330,12 +315,11 @@ def heads_only(experiment: Experiment, progress: bool) -> dict:
 
 
 def warm_caches(cfg: Config, data_dir=None, tasks=None, features: bool = True) -> None:
-    """Compute what every seed of ``cfg`` shares, so that runs side by side find it in the
-    caches instead of each computing it: the tokenised and EDA-balanced data and, unless
-    ``features`` is False, where the heads are pretrained on a pretrained encoder, its
-    features for ``tasks`` (default: all of the run's; training rows capped as pretraining
-    caps them). Runs with ``cfg``'s thread count, so the features are those a run would
-    compute itself."""
+    """Compute what every seed of ``cfg`` shares, so that runs side by side find it in the caches
+    instead of each computing it: the tokenised and EDA-balanced data and, unless ``features`` is
+    False, where the heads are pretrained on a pretrained encoder, its features for ``tasks``
+    (default: all of the run's; training rows capped as pretraining caps them), with ``cfg``'s
+    thread count so that they are those a run would compute itself."""
     t = cfg.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)

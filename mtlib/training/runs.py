@@ -34,11 +34,9 @@ from mtlib.training.checkpoint import checkpoint_exists
 
 MARKER = ".mtlib-run"
 MARKER_TEXT = "This folder is an mtlib run folder: `mtlib train --overwrite` may replace it.\n"
+ADJUSTMENT_FILE = "sst_adjustment.safetensors"
 # Config keys that say where a run computes, not what it computes: a resume may change them.
 WHERE_IT_RUNS = ("train.device", "train.num_threads", "data.dir", "data.cache_dir", "data.processed_dir")
-
-
-ADJUSTMENT_FILE = "sst_adjustment.safetensors"
 
 
 @dataclass
@@ -56,39 +54,18 @@ class RunState:
     history: list[dict] = field(default_factory=list)  # one row per evaluation
 
 
-@dataclass(frozen=True)
 class RunFolder:
     """The paths of one run folder."""
 
-    path: Path
-
-    @property
-    def marker(self) -> Path:
-        return self.path / MARKER
-
-    @property
-    def config(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / "metrics.json"
-
-    @property
-    def history(self) -> Path:
-        return self.path / "history.csv"
-
-    @property
-    def best(self) -> Path:
-        return self.path / "checkpoints" / "best"
-
-    @property
-    def last(self) -> Path:
-        return self.path / "checkpoints" / "last"
-
-    @property
-    def adjustment(self) -> Path:
-        return self.path / ADJUSTMENT_FILE
+    def __init__(self, path: Path):
+        self.path = path
+        self.marker = path / MARKER
+        self.config = path / "config.yaml"
+        self.metrics = path / "metrics.json"
+        self.history = path / "history.csv"
+        self.best = path / "checkpoints" / "best"
+        self.last = path / "checkpoints" / "last"
+        self.adjustment = path / ADJUSTMENT_FILE
 
     def predictions(self, task: str, split: str) -> Path:
         return self.path / "predictions" / f"{task}-{split}.csv"
@@ -150,13 +127,12 @@ def check_folder(path: Path, cfg: Config, resume: bool, overwrite: bool) -> bool
         raise RunFolderError(f"{path}: not empty and not a run folder (no {MARKER}); nothing is written there "
                              "(choose another --out)")
     if resume:
-        if (path / "config.yaml").exists():
-            changed = differences(read_run_config(path), cfg)
-            if changed:
-                more = f"; and {len(changed) - 6} more" if len(changed) > 6 else ""
-                raise RunFolderError(f"{path}: --resume with another config than the run's config.yaml: "
-                                     f"{'; '.join(changed[:6])}{more} (resume with the run's own settings, "
-                                     "or start a new run with another --out or --overwrite)")
+        changed = differences(read_run_config(path), cfg) if (path / "config.yaml").exists() else []
+        if changed:
+            more = f"; and {len(changed) - 6} more" if len(changed) > 6 else ""
+            raise RunFolderError(f"{path}: --resume with another config than the run's config.yaml: "
+                                 f"{'; '.join(changed[:6])}{more} (resume with the run's own settings, "
+                                 "or start a new run with another --out or --overwrite)")
         return False
     if overwrite:
         return True
