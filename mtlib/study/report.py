@@ -1,14 +1,9 @@
 """The results table: every run folder gathered, summarised over seeds, set beside the report.
 
-``collect_runs`` reads ``results/runs/<experiment>/seed<k>/metrics.json``;
-``bootstrap_runs`` reads every run's dev predictions and scores them on example resamples
-(mtlib.study.stats); ``summarise`` turns both into one row per experiment (mean, std and a
-95% interval counting seeds and the dev sample, the report's number, and the paired
-difference to the row it builds on, with its interval and whether it is resolved);
-``detectable_effects`` states the smallest difference the profile can resolve;
-``write_table`` writes results/table.csv and results/table.md.
-
-notebooks/05_results.py shows them in use.
+``collect_runs`` reads ``results/runs/<experiment>/seed<k>/metrics.json``, ``bootstrap_runs``
+scores every run's dev predictions on example resamples (mtlib.study.stats), ``summarise``
+turns both into one row per experiment and ``write_table`` writes results/table.csv and
+results/table.md; notebooks/05_results.py shows them in use.
 """
 from __future__ import annotations
 
@@ -93,14 +88,13 @@ def read_metrics(path: str | Path) -> dict:
         raise RecordError(f"{path}: malformed metrics.json: seed is {seed!r}, not an integer "
                            "(and the folder is not named seed<k>)")
     row = {"experiment": str(record.experiment or path.parent.parent.name), "seed": int(seed)}
-    for column, key in METRICS.items():
-        row[column] = _number(record.dev.get(key), path, f"dev[{key!r}]")
+    row.update({column: _number(record.dev.get(key), path, f"dev[{key!r}]") for column, key in METRICS.items()})
     for key in ("best_update", "updates", "train_seconds", "train_examples_per_second",
                 "train_tokens_per_second", "eval_examples_per_second"):
         row[key] = _number(getattr(record, key), path, key)
     row["stopped_early"] = record.stopped_early
-    for key in ("total", "trainable", "shared"):
-        row[f"params_{key}"] = _number(params.get(key), path, f"params[{key!r}]")
+    row.update({f"params_{key}": _number(params.get(key), path, f"params[{key!r}]")
+                for key in ("total", "trainable", "shared")})
     per_task = {t: _number(specific.get(t), path, f"params['task_specific'][{t!r}]") for t in TASK_NAMES}
     row["params_task_specific"] = float(np.nansum(list(per_task.values()))) if specific else math.nan
     row.update({f"params_{t}": n for t, n in per_task.items()})
