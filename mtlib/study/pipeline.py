@@ -275,7 +275,7 @@ def index_page(pages: Sequence[Mapping[str, str]], title: str, note: str = "") -
 
 
 def build_report(executed_dir: str | Path, html_dir: str | Path, index_path: str | Path,
-                 order: Sequence[str] = (), title: str = "Multitask BERT: the study, notebook by notebook") -> list[dict]:
+                 order: Sequence[str] = ()) -> list[dict]:
     """Render every ``*.ipynb`` under ``executed_dir`` to ``html_dir`` (same relative paths,
     .html; their shared style sheet beside them) and write ``index_path`` linking them: by
     top-level name (the notebook number), then in ``order`` of experiments (the rest
@@ -296,7 +296,7 @@ def build_report(executed_dir: str | Path, html_dir: str | Path, index_path: str
                       "title": notebook_title(notebook),
                       "href": Path(os.path.relpath(target.resolve(), index_path.resolve().parent)).as_posix()})
     note = f"Notebooks executed by papermill on {_dates(notebooks.values())} (UTC); each page opens with what it ran."
-    write_text(index_path, index_page(pages, title, note))
+    write_text(index_path, index_page(pages, "Multitask BERT: the study, notebook by notebook", note))
     return pages
 
 
@@ -388,17 +388,16 @@ def find_machine_paths(root: str | Path = ".", forbidden: Sequence[str] | None =
     return problems
 
 
-def check_outputs(root: str | Path = ".", dvc_yaml: str | Path = "dvc.yaml",
-                  required: Sequence[str] = TABLE_FILES, prefixes: Sequence[str] = ("figures/",),
+def check_outputs(root: str | Path = ".", dvc_yaml: str | Path = "dvc.yaml", required: Sequence[str] = TABLE_FILES,
                   forbidden: Sequence[str] | None = None) -> list[str]:
     """Problems with the pipeline's products under ``root`` (empty list: none): each of
-    ``required`` and each output of dvc.yaml under one of ``prefixes`` must exist and not be
+    ``required`` and each output of dvc.yaml under figures/ must exist and not be
     empty (a folder must hold files, none of them empty), and no published file may name an
     absolute path of the machine (:func:`find_machine_paths`; ``forbidden`` replaces
     :func:`machine_paths`)."""
     root = Path(root)
     declared = [p for paths in declared_outputs(root / dvc_yaml).values() for p in paths
-                if "${" not in p and any(p.startswith(prefix) for prefix in prefixes)]
+                if "${" not in p and p.startswith("figures/")]
     problems = [problem for name in dict.fromkeys([*required, *declared]) for problem in _nonempty(root, name)]
     return problems + find_machine_paths(root, forbidden)
 
