@@ -24,12 +24,9 @@ from mtlib.study.provenance import is_minilm
 
 def plot_compromise_vs_annealed(histories: pd.DataFrame, path: str | Path, compromise: str = "gradient_compromise",
                                 annealed: str = "annealed") -> Figure:
-    """The report's Figure 5: Gradient Compromise against the annealed sampler, one panel per
-    task metric, from mtlib.study.report.collect_histories' long frame.
-
-    The report plots against epochs; examples seen is the fairer axis because Gradient
-    Compromise consumes a group of batches per optimiser update.
-    """
+    """The report's Figure 5: Gradient Compromise against the annealed sampler, one panel per task
+    metric (mtlib.study.report.collect_histories' frame), against examples seen rather than the
+    report's epochs: Gradient Compromise consumes a group of batches per optimiser update."""
     missing = [e for e in (compromise, annealed) if e not in set(histories["experiment"])]
     if missing:
         raise KeyError(f"no histories for {missing}; have {sorted(set(histories['experiment']))}")
@@ -54,9 +51,8 @@ def plot_confusion_matrix(labels: Sequence[int], predictions: Sequence[int], pat
     sns.heatmap(matrix, ax=ax, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues", square=True,
                 xticklabels=SST_CLASSES, yticklabels=SST_CLASSES, cbar_kws={"label": "share of the true class"})
     ax.tick_params(axis="y", rotation=0)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"SST dev confusion matrix (accuracy {accuracy:.3f}, n={len(labels):,})")
+    ax.set(xlabel="predicted", ylabel="true",
+           title=f"SST dev confusion matrix (accuracy {accuracy:.3f}, n={len(labels):,})")
     return save(fig, path)
 
 
@@ -102,10 +98,8 @@ def plot_score_vs_parameters(summary: pd.DataFrame, path: str | Path) -> Figure:
                 ecolor="C0", alpha=0.5, capsize=3)
     for name, xi, yi in zip(rows["experiment"], x, y):
         ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xscale("log")
+    ax.set(xscale="log", xlabel="task-specific parameters (log scale)", ylabel=f"dev {METRIC_TITLES['mean']}")
     ax.margins(x=0.15)  # room for the names
-    ax.set_xlabel("task-specific parameters (log scale)")
-    ax.set_ylabel(f"dev {METRIC_TITLES['mean']}")
     ax.grid(alpha=0.3, which="both")
     _minilm_note(fig, rows)
     return save(fig, path)

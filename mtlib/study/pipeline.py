@@ -364,8 +364,7 @@ def machine_paths(root: str | Path = ".") -> list[str]:
 
 
 def _published_files(root: Path) -> list[Path]:
-    """The files a published report is made of: executed notebooks, HTML pages, the
-    results table and the figures."""
+    """The files a published report is made of: executed notebooks, HTML pages, the results table, the figures."""
     found = [p for folder in ("reports", "figures") if (root / folder).is_dir()
              for p in (root / folder).rglob("*") if p.is_file()]
     return sorted(found + [root / name for name in TABLE_FILES if (root / name).is_file()])
@@ -390,11 +389,10 @@ def find_machine_paths(root: str | Path = ".", forbidden: Sequence[str] | None =
 
 def check_outputs(root: str | Path = ".", dvc_yaml: str | Path = "dvc.yaml", required: Sequence[str] = TABLE_FILES,
                   forbidden: Sequence[str] | None = None) -> list[str]:
-    """Problems with the pipeline's products under ``root`` (empty list: none): each of
-    ``required`` and each output of dvc.yaml under figures/ must exist and not be
-    empty (a folder must hold files, none of them empty), and no published file may name an
-    absolute path of the machine (:func:`find_machine_paths`; ``forbidden`` replaces
-    :func:`machine_paths`)."""
+    """Problems with the pipeline's products under ``root`` (empty list: none): each of ``required``
+    and each output of dvc.yaml under figures/ must exist and not be empty (a folder must hold files,
+    none of them empty), and no published file may name an absolute path of the machine
+    (:func:`find_machine_paths`; ``forbidden`` replaces :func:`machine_paths`)."""
     root = Path(root)
     declared = [p for paths in declared_outputs(root / dvc_yaml).values() for p in paths
                 if "${" not in p and p.startswith("figures/")]

@@ -113,8 +113,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder of runs")
-    rows = [read_metrics(p) for p in _run_files(root, "metrics.json")]
-    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    runs = pd.DataFrame([read_metrics(p) for p in _run_files(root, "metrics.json")], columns=RUN_COLUMNS)
     counts = [c for c in RUN_COLUMNS if c.startswith("params_")] + ["best_update", "updates"]
     runs[counts] = runs[counts].astype(float).astype("Int64")  # counts stay integers; NA where absent
     duplicated = runs[runs.duplicated(["experiment", "seed"], keep=False)]
@@ -380,10 +379,6 @@ def _count(n) -> str:
     return f"{int(n)}"
 
 
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|")
-
-
 def _report_cell(r: Mapping) -> str:
     numbers = [r[f"{m}_report"] for m in METRICS]
     return "–" if all(math.isnan(x) for x in numbers) else " / ".join(f"{x:.3f}" for x in numbers)
@@ -392,7 +387,7 @@ def _report_cell(r: Mapping) -> str:
 def markdown_rows(header: list[str], body: list[list]) -> list[str]:
     """A Markdown table's lines: the header, its rule, a row per list of cells (``|`` escaped)."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(_cell(c) for c in cells) + " |" for cells in body)]
+            *("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |" for cells in body)]
 
 
 def table_markdown(summary: pd.DataFrame, caveat: str | None = None, not_run: Sequence[str] = ()) -> str:

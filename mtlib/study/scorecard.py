@@ -214,10 +214,8 @@ def _measure(claim: Claim, comparison: Comparison, runs, replicates, histories) 
 
 def judge(runs: pd.DataFrame, replicates: Replicates, histories: pd.DataFrame | None = None,
           rows: Mapping | None = None, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
-    """One row per (claim, comparison): the claim, the comparison, our Δ (``estimate``) over
-    ``n`` paired seeds with its 95% interval, the report's Δ and numbers (from the rows'
-    labels), the comparison's verdict and the claim's (:data:`SCORECARD_COLUMNS`).
-
+    """One row per (claim, comparison) of :data:`SCORECARD_COLUMNS`: our Δ (``estimate``) over ``n``
+    paired seeds with its 95% interval, the report's Δ and numbers, the comparison's verdict and the claim's.
     ``runs``: mtlib.study.report.collect_runs; ``replicates``: mtlib.study.report.bootstrap_runs;
     ``histories``: mtlib.study.report.collect_histories (for the learning-speed claim);
     ``rows``: params.yaml's experiments (for the report's numbers)."""
