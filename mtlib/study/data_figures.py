@@ -47,8 +47,7 @@ def plot_class_distributions(labels: Mapping[str, Sequence], path: str | Path) -
             ax.bar_label(bars, [f"{c:,}\n{c / counts.sum():.0%}" for c in counts], fontsize=8)
             ax.margins(y=0.2)
             _class_ticks(ax, task, len(counts))
-        ax.set_title(f"{TASK_TITLES[task]} (n={len(values):,})")
-        ax.set_ylabel("examples")
+        ax.set(title=f"{TASK_TITLES[task]} (n={len(values):,})", ylabel="examples")
     return save(fig, path)
 
 
@@ -60,9 +59,8 @@ def plot_token_lengths(lengths: Mapping[str, Sequence[int]], path: str | Path, p
         cut = float(np.percentile(values, percentile))
         ax.hist(values, bins=40, color="C0", edgecolor="white")
         ax.axvline(cut, color="C3", linestyle="--", label=f"{percentile:g}th percentile: {cut:.0f}")
-        ax.set_title(f"{TASK_TITLES.get(task, task)} (mean {values.mean():.0f} tokens)")
-        ax.set_xlabel("tokens")
-        ax.set_ylabel("examples")
+        ax.set(title=f"{TASK_TITLES.get(task, task)} (mean {values.mean():.0f} tokens)", xlabel="tokens",
+               ylabel="examples")
         ax.legend(fontsize=8)
     return save(fig, path)
 
@@ -82,8 +80,7 @@ def plot_augmentation_counts(before: Mapping[str, object], after: Mapping[str, o
         ax.bar(x - 0.2, old.to_numpy(), width=0.4, label=f"before ({old.sum():,})", color="C7")
         ax.bar(x + 0.2, new.to_numpy(), width=0.4, label=f"after ({new.sum():,})", color="C0")
         _class_ticks(ax, task, len(old))
-        ax.set_title(TASK_TITLES.get(task, task))
-        ax.set_ylabel("training examples")
+        ax.set(title=TASK_TITLES.get(task, task), ylabel="training examples")
         ax.margins(y=0.2)
         ax.legend(fontsize=8, loc="upper center", ncols=2)
     return save(fig, path)
@@ -97,10 +94,7 @@ def plot_sampler_probabilities(probabilities: Mapping[str, Mapping[int, Mapping[
         frame = pd.DataFrame(per_epoch).T.sort_index()  # (epochs, tasks)
         for task in frame.columns:
             ax.plot(frame.index, frame[task], marker="o", label=task)
-        ax.set_title(sampler)
-        ax.set_xlabel("epoch")
-        ax.set_ylim(0, 1)
-        ax.set_xticks(frame.index)
+        ax.set(title=sampler, xlabel="epoch", ylim=(0, 1), xticks=frame.index)
     axes[0].set_ylabel("P(task)")
     axes[0].legend(fontsize=8)
     return save(fig, path)

@@ -4,7 +4,7 @@ score against task-specific parameters. Each takes data in (frames, dicts, array
 a PNG and returns the Figure (see :mod:`mtlib.study.plotting`)."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +23,18 @@ from mtlib.study.provenance import is_minilm
 # Learning curves
 
 def plot_compromise_vs_annealed(histories: pd.DataFrame, path: str | Path, compromise: str = "gradient_compromise",
-                                annealed: str = "annealed",
-                                metrics: Sequence[str] = tuple(metric_key(t) for t in TASK_NAMES),
-                                x: str = "examples", labels: Mapping[str, str] | None = None) -> Figure:
-    """The report's Figure 5: Gradient Compromise against the annealed sampler, one panel per
-    metric, from mtlib.study.report.collect_histories' long frame.
-
-    The report plots against epochs; examples seen (the default ``x``) is the fairer axis
-    because Gradient Compromise consumes a group of batches per optimiser update.
-    """
+                                annealed: str = "annealed") -> Figure:
+    """The report's Figure 5: Gradient Compromise against the annealed sampler, one panel per task
+    metric (mtlib.study.report.collect_histories' frame), against examples seen rather than the
+    report's epochs: Gradient Compromise consumes a group of batches per optimiser update."""
     missing = [e for e in (compromise, annealed) if e not in set(histories["experiment"])]
     if missing:
         raise KeyError(f"no histories for {missing}; have {sorted(set(histories['experiment']))}")
     pair = pd.concat([histories[histories["experiment"] == e] for e in (compromise, annealed)], ignore_index=True)
-    names = {compromise: "Gradient Compromise", annealed: "annealed sampler", **(labels or {})}
-    fig, axes = new_figure(len(metrics))
-    for ax, metric in zip(axes, metrics):
-        draw_curves(ax, pair, metric, x, names)
+    names = {compromise: "Gradient Compromise", annealed: "annealed sampler"}
+    fig, axes = new_figure(len(TASK_NAMES))
+    for ax, metric in zip(axes, map(metric_key, TASK_NAMES)):
+        draw_curves(ax, pair, metric, "examples", names)
         ax.set_title(METRIC_TITLES.get(metric, metric))
     axes[0].legend(fontsize=8)
     return save(fig, path)
@@ -48,18 +43,16 @@ def plot_compromise_vs_annealed(histories: pd.DataFrame, path: str | Path, compr
 # ---------------------------------------------------------------------------------------
 # Error analysis
 
-def plot_confusion_matrix(labels: Sequence[int], predictions: Sequence[int], path: str | Path,
-                          classes: Sequence[str] = SST_CLASSES, title: str | None = None) -> Figure:
+def plot_confusion_matrix(labels: Sequence[int], predictions: Sequence[int], path: str | Path) -> Figure:
     """SST dev confusion matrix, rows (true classes) normalised to 1, each cell annotated."""
-    matrix = confusion_matrix(labels, predictions, len(classes))
+    matrix = confusion_matrix(labels, predictions, len(SST_CLASSES))
     accuracy = float(np.mean(np.asarray(labels) == np.asarray(predictions)))
     fig, (ax,) = new_figure(1, width=5.6, height=4.6)
     sns.heatmap(matrix, ax=ax, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues", square=True,
-                xticklabels=classes, yticklabels=classes, cbar_kws={"label": "share of the true class"})
+                xticklabels=SST_CLASSES, yticklabels=SST_CLASSES, cbar_kws={"label": "share of the true class"})
     ax.tick_params(axis="y", rotation=0)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or f"SST dev confusion matrix (accuracy {accuracy:.3f}, n={len(labels):,})")
+    ax.set(xlabel="predicted", ylabel="true",
+           title=f"SST dev confusion matrix (accuracy {accuracy:.3f}, n={len(labels):,})")
     return save(fig, path)
 
 
@@ -73,13 +66,12 @@ def _minilm_note(fig: Figure, summary: pd.DataFrame) -> None:
                      fontsize=9)
 
 
-def plot_report_comparison(summary: pd.DataFrame, path: str | Path,
-                           metrics: Sequence[str] = tuple(METRICS)) -> Figure:
+def plot_report_comparison(summary: pd.DataFrame, path: str | Path) -> Figure:
     """Per metric: each experiment's mean ± 95% t-interval over seeds (one seed: a dot without
     a bar), the report's number beside it; ``summary`` is mtlib.study.report.summarise's frame."""
-    fig, axes = new_figure(len(metrics), width=3.2, height=0.9 + 0.38 * len(summary), sharey=True)
+    fig, axes = new_figure(len(METRICS), width=3.2, height=0.9 + 0.38 * len(summary), sharey=True)
     y = np.arange(len(summary))
-    for ax, metric in zip(axes, metrics):
+    for ax, metric in zip(axes, METRICS):
         half = summary[f"{metric}_ci95"].fillna(0).to_numpy(dtype=float)
         ax.errorbar(summary[f"{metric}_mean"], y, xerr=half, fmt="o", color="C0", capsize=3,
                     label="this study (95% CI)")
@@ -95,22 +87,19 @@ def plot_report_comparison(summary: pd.DataFrame, path: str | Path,
     return save(fig, path)
 
 
-def plot_score_vs_parameters(summary: pd.DataFrame, path: str | Path, metric: str = "mean",
-                             parameters: str = "params_task_specific") -> Figure:
-    """``metric`` (mean ± 95% CI over seeds) against task-specific parameters, log x, one dot per experiment."""
-    rows = summary[pd.to_numeric(summary[parameters], errors="coerce").fillna(0) > 0]
-    x = rows[parameters].to_numpy(dtype=float)
-    y = rows[f"{metric}_mean"].to_numpy(dtype=float)
+def plot_score_vs_parameters(summary: pd.DataFrame, path: str | Path) -> Figure:
+    """The dev mean (mean ± 95% CI over seeds) against task-specific parameters, log x, one dot per experiment."""
+    rows = summary[pd.to_numeric(summary["params_task_specific"], errors="coerce").fillna(0) > 0]
+    x = rows["params_task_specific"].to_numpy(dtype=float)
+    y = rows["mean_mean"].to_numpy(dtype=float)
     fig, (ax,) = new_figure(1, width=6.0, height=4.2)
     ax.scatter(x, y, color="C0", zorder=3)
-    ax.errorbar(x, y, yerr=rows[f"{metric}_ci95"].fillna(0).to_numpy(dtype=float), fmt="none",
+    ax.errorbar(x, y, yerr=rows["mean_ci95"].fillna(0).to_numpy(dtype=float), fmt="none",
                 ecolor="C0", alpha=0.5, capsize=3)
     for name, xi, yi in zip(rows["experiment"], x, y):
         ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xscale("log")
+    ax.set(xscale="log", xlabel="task-specific parameters (log scale)", ylabel=f"dev {METRIC_TITLES['mean']}")
     ax.margins(x=0.15)  # room for the names
-    ax.set_xlabel(parameters.removeprefix("params_").replace("_", "-") + " parameters (log scale)")
-    ax.set_ylabel(f"dev {METRIC_TITLES.get(metric, metric)}")
     ax.grid(alpha=0.3, which="both")
     _minilm_note(fig, rows)
     return save(fig, path)

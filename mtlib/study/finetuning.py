@@ -1,9 +1,7 @@
 """One experiment trained for each seed and read back: what notebooks 03 and 04 show.
 
-Both notebooks train an experiment's seeds side by side (:func:`train_seeds`), flatten the
-runs for ``dvc metrics`` and ``dvc plots`` (:func:`export_runs`), and show a table of the
-seeds, the dev score each run's selected weights got, and the VALIDATION curves (the split
-that picks the checkpoint; dev is scored once per run).
+Their curves are VALIDATION curves (the split that picks the checkpoint): dev is scored once
+per run, by its selected weights.
 """
 from __future__ import annotations
 

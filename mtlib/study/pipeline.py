@@ -2,12 +2,9 @@
 
 dvc.yaml runs the numbered notebooks, whose sources are percent-format scripts under
 notebooks/ (jupytext turns each into a notebook that papermill executes). This module
-generates dvc.yaml (:func:`dvc_yaml`: a stage per experiment params.yaml asks for, each
-stage's deps its notebook's mtlib import closure), renders the executed notebooks as an
-HTML report (:func:`build_report`), and checks that notebook sources are thin
-(:func:`check_notebook`), that ``dvc repro`` made every declared output and no published
-file names a path of the machine (:func:`check_outputs`), and that the committed outputs
-are the ones dvc.lock records (:func:`check_lock`).
+generates dvc.yaml (:func:`dvc_yaml`), renders the executed notebooks as an HTML report
+(:func:`build_report`) and checks the notebook sources (:func:`check_notebook`), the
+pipeline's outputs (:func:`check_outputs`) and dvc.lock (:func:`check_lock`).
 
 Command line: ``python -m mtlib.study.pipeline {dvc-yaml,report,check-notebooks,check-outputs,check-lock} ...``.
 """
@@ -212,11 +209,11 @@ def _reading_order(relative: Path, notebook, order: Sequence[str]) -> tuple:
     return relative.parts[0], rank.get(experiment, len(rank)), experiment, relative
 
 
-def render_html(notebook, path: str | Path, title: str = "notebook", styles_dir: str | Path | None = None) -> Path:
+def render_html(notebook, path: str | Path, title: str, styles_dir: str | Path) -> Path:
     """One executed notebook (a NotebookNode) as an HTML page (images inline) that reads as a
     report: cells tagged ``hide-input`` show their outputs only, the parameters cells are
-    left out, and no cell carries an In/Out prompt. With ``styles_dir`` the page's style
-    sheets go to a file there that every page shares (:func:`shared_styles`)."""
+    left out, and no cell carries an In/Out prompt. The page's style sheets go to a file in
+    ``styles_dir`` that every page shares (:func:`shared_styles`)."""
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import TagRemovePreprocessor
 
@@ -224,9 +221,7 @@ def render_html(notebook, path: str | Path, title: str = "notebook", styles_dir:
     exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={HIDE_INPUT_TAG},
                                                          remove_cell_tags=set(REMOVED_CELL_TAGS)), enabled=True)
     body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": title}})
-    if styles_dir is not None:
-        body = shared_styles(body, Path(path), Path(styles_dir))
-    write_text(path, body)
+    write_text(path, shared_styles(body, Path(path), Path(styles_dir)))
     return Path(path)
 
 
@@ -280,7 +275,7 @@ def index_page(pages: Sequence[Mapping[str, str]], title: str, note: str = "") -
 
 
 def build_report(executed_dir: str | Path, html_dir: str | Path, index_path: str | Path,
-                 order: Sequence[str] = (), title: str = "Multitask BERT: the study, notebook by notebook") -> list[dict]:
+                 order: Sequence[str] = ()) -> list[dict]:
     """Render every ``*.ipynb`` under ``executed_dir`` to ``html_dir`` (same relative paths,
     .html; their shared style sheet beside them) and write ``index_path`` linking them: by
     top-level name (the notebook number), then in ``order`` of experiments (the rest
@@ -301,7 +296,7 @@ def build_report(executed_dir: str | Path, html_dir: str | Path, index_path: str
                       "title": notebook_title(notebook),
                       "href": Path(os.path.relpath(target.resolve(), index_path.resolve().parent)).as_posix()})
     note = f"Notebooks executed by papermill on {_dates(notebooks.values())} (UTC); each page opens with what it ran."
-    write_text(index_path, index_page(pages, title, note))
+    write_text(index_path, index_page(pages, "Multitask BERT: the study, notebook by notebook", note))
     return pages
 
 
@@ -334,10 +329,7 @@ def check_notebook(path: str | Path) -> list[str]:
 
 
 def _out_paths(entries) -> list[str]:
-    paths = []
-    for entry in entries or []:
-        paths.extend([entry] if isinstance(entry, str) else list(entry))
-    return paths
+    return [path for entry in entries or [] for path in ([entry] if isinstance(entry, str) else entry)]
 
 
 def declared_outputs(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[str]]:
@@ -372,8 +364,7 @@ def machine_paths(root: str | Path = ".") -> list[str]:
 
 
 def _published_files(root: Path) -> list[Path]:
-    """The files a published report is made of: executed notebooks, HTML pages, the
-    results table and the figures."""
+    """The files a published report is made of: executed notebooks, HTML pages, the results table, the figures."""
     found = [p for folder in ("reports", "figures") if (root / folder).is_dir()
              for p in (root / folder).rglob("*") if p.is_file()]
     return sorted(found + [root / name for name in TABLE_FILES if (root / name).is_file()])
@@ -396,17 +387,15 @@ def find_machine_paths(root: str | Path = ".", forbidden: Sequence[str] | None =
     return problems
 
 
-def check_outputs(root: str | Path = ".", dvc_yaml: str | Path = "dvc.yaml",
-                  required: Sequence[str] = TABLE_FILES, prefixes: Sequence[str] = ("figures/",),
+def check_outputs(root: str | Path = ".", dvc_yaml: str | Path = "dvc.yaml", required: Sequence[str] = TABLE_FILES,
                   forbidden: Sequence[str] | None = None) -> list[str]:
-    """Problems with the pipeline's products under ``root`` (empty list: none): each of
-    ``required`` and each output of dvc.yaml under one of ``prefixes`` must exist and not be
-    empty (a folder must hold files, none of them empty), and no published file may name an
-    absolute path of the machine (:func:`find_machine_paths`; ``forbidden`` replaces
-    :func:`machine_paths`)."""
+    """Problems with the pipeline's products under ``root`` (empty list: none): each of ``required``
+    and each output of dvc.yaml under figures/ must exist and not be empty (a folder must hold files,
+    none of them empty), and no published file may name an absolute path of the machine
+    (:func:`find_machine_paths`; ``forbidden`` replaces :func:`machine_paths`)."""
     root = Path(root)
     declared = [p for paths in declared_outputs(root / dvc_yaml).values() for p in paths
-                if "${" not in p and any(p.startswith(prefix) for prefix in prefixes)]
+                if "${" not in p and p.startswith("figures/")]
     problems = [problem for name in dict.fromkeys([*required, *declared]) for problem in _nonempty(root, name)]
     return problems + find_machine_paths(root, forbidden)
 
@@ -417,9 +406,7 @@ def check_outputs(root: str | Path = ".", dvc_yaml: str | Path = "dvc.yaml",
 def _tracked(root: Path) -> set[str] | None:
     """The files git tracks under ``root`` (paths relative to it), None outside a git repository."""
     result = subprocess.run(["git", "ls-files", "-z", "--", "."], cwd=root, capture_output=True, text=True)
-    if result.returncode != 0:
-        return None
-    return {name for name in result.stdout.split("\0") if name}
+    return {name for name in result.stdout.split("\0") if name} if result.returncode == 0 else None
 
 
 def check_lock(root: str | Path = ".") -> list[str]:

@@ -4,10 +4,9 @@ the results of 05 both draw them).
 
 Figures are built without pyplot, so nothing is registered in pyplot's global list of open
 figures (no ``plt.close`` needed, no memory kept once the caller drops the Figure) and a
-notebook's own backend is left alone; a returned Figure still shows inline in Jupyter. Each
-PNG is written atomically (temporary file, then os.replace). The figures themselves live
-beside the notebooks that draw them: :mod:`mtlib.study.data_figures` (01) and
-:mod:`mtlib.study.figures` (05, 06), so that editing one reruns only its own stages.
+notebook's own backend is left alone; a returned Figure still shows inline in Jupyter. The
+figures themselves live beside the notebooks that draw them: :mod:`mtlib.study.data_figures`
+(01) and :mod:`mtlib.study.figures` (05, 06), so that editing one reruns only its own stages.
 """
 from __future__ import annotations
 
@@ -36,8 +35,7 @@ def new_figure(n_panels: int = 1, width: float = 4.6, height: float = 3.4, **sub
     """A constrained-layout Figure on an Agg canvas with ``n_panels`` axes in one row."""
     fig = Figure(figsize=(width * n_panels, height), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, n_panels, squeeze=False, **subplots).ravel()
-    return fig, axes
+    return fig, fig.subplots(1, n_panels, squeeze=False, **subplots).ravel()
 
 
 def save(fig: Figure, path: str | Path) -> Figure:
@@ -87,8 +85,7 @@ def draw_curves(ax, histories, metric: str, x: str, labels: Mapping[str, str] | 
                 label=f"{(labels or {}).get(experiment, experiment)} (seeds: {seeds})")
         ax.fill_between(part[x], part["mean"] - part["std"], part["mean"] + part["std"], color=color, alpha=0.2,
                         linewidth=0)
-    ax.set_xlabel(X_TITLES.get(x, x))
-    ax.set_ylabel(f"validation {METRIC_TITLES.get(metric, metric)}")
+    ax.set(xlabel=X_TITLES.get(x, x), ylabel=f"validation {METRIC_TITLES.get(metric, metric)}")
     ax.grid(alpha=0.3)
 
 
@@ -98,7 +95,6 @@ def plot_learning_curves(histories, path: str | Path, metric: str = "mean", x: s
     one line per experiment (mean over seeds), a ±1 std band."""
     fig, (ax,) = new_figure(1, width=6.4, height=4.2)
     draw_curves(ax, histories, metric, x, labels)
-    metric_title = METRIC_TITLES.get(metric, metric)
-    ax.set_title(title or f"Validation {metric_title} during training (mean ± std over seeds)")
+    ax.set_title(title or f"Validation {METRIC_TITLES.get(metric, metric)} during training (mean ± std over seeds)")
     ax.legend(fontsize=8)
     return save(fig, path)

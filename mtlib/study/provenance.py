@@ -1,12 +1,10 @@
-"""What was run, and where: the facts every page of the report opens with.
+"""What was run, and where: the facts every page of the report opens with, and the
+all-MiniLM-L6-v2 caveat whenever that backbone is involved.
 
-A page states its profile, experiment(s), seeds, backbone, the precision the arithmetic
-ran in, and the machine; it carries the all-MiniLM-L6-v2 caveat whenever that backbone is
-involved. The notebooks that compute (01-04) describe their configuration on the machine
-running them (:func:`config_header`). Every run records its machine in metrics.json
-(``machine``, beside ``precision``: mtlib.training.precision.describe_machine), so the
-notebooks that read runs back (05, 06) describe the runs themselves (:func:`runs_header`),
-wherever each was made.
+The notebooks that compute (01-04) describe their configuration on the machine running them
+(:func:`config_header`). Every run records its machine in metrics.json (``machine``, beside
+``precision``: mtlib.training.precision.describe_machine), so the notebooks that read runs
+back (05, 06) describe the runs themselves (:func:`runs_header`), wherever each was made.
 """
 from __future__ import annotations
 

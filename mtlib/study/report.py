@@ -1,14 +1,9 @@
 """The results table: every run folder gathered, summarised over seeds, set beside the report.
 
-``collect_runs`` reads ``results/runs/<experiment>/seed<k>/metrics.json``;
-``bootstrap_runs`` reads every run's dev predictions and scores them on example resamples
-(mtlib.study.stats); ``summarise`` turns both into one row per experiment (mean, std and a
-95% interval counting seeds and the dev sample, the report's number, and the paired
-difference to the row it builds on, with its interval and whether it is resolved);
-``detectable_effects`` states the smallest difference the profile can resolve;
-``write_table`` writes results/table.csv and results/table.md.
-
-notebooks/05_results.py shows them in use.
+``collect_runs`` reads ``results/runs/<experiment>/seed<k>/metrics.json``, ``bootstrap_runs``
+scores every run's dev predictions on example resamples (mtlib.study.stats), ``summarise``
+turns both into one row per experiment and ``write_table`` writes results/table.csv and
+results/table.md; notebooks/05_results.py shows them in use.
 """
 from __future__ import annotations
 
@@ -93,14 +88,13 @@ def read_metrics(path: str | Path) -> dict:
         raise RecordError(f"{path}: malformed metrics.json: seed is {seed!r}, not an integer "
                            "(and the folder is not named seed<k>)")
     row = {"experiment": str(record.experiment or path.parent.parent.name), "seed": int(seed)}
-    for column, key in METRICS.items():
-        row[column] = _number(record.dev.get(key), path, f"dev[{key!r}]")
+    row.update({column: _number(record.dev.get(key), path, f"dev[{key!r}]") for column, key in METRICS.items()})
     for key in ("best_update", "updates", "train_seconds", "train_examples_per_second",
                 "train_tokens_per_second", "eval_examples_per_second"):
         row[key] = _number(getattr(record, key), path, key)
     row["stopped_early"] = record.stopped_early
-    for key in ("total", "trainable", "shared"):
-        row[f"params_{key}"] = _number(params.get(key), path, f"params[{key!r}]")
+    row.update({f"params_{key}": _number(params.get(key), path, f"params[{key!r}]")
+                for key in ("total", "trainable", "shared")})
     per_task = {t: _number(specific.get(t), path, f"params['task_specific'][{t!r}]") for t in TASK_NAMES}
     row["params_task_specific"] = float(np.nansum(list(per_task.values()))) if specific else math.nan
     row.update({f"params_{t}": n for t, n in per_task.items()})
@@ -119,8 +113,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder of runs")
-    rows = [read_metrics(p) for p in _run_files(root, "metrics.json")]
-    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    runs = pd.DataFrame([read_metrics(p) for p in _run_files(root, "metrics.json")], columns=RUN_COLUMNS)
     counts = [c for c in RUN_COLUMNS if c.startswith("params_")] + ["best_update", "updates"]
     runs[counts] = runs[counts].astype(float).astype("Int64")  # counts stay integers; NA where absent
     duplicated = runs[runs.duplicated(["experiment", "seed"], keep=False)]
@@ -212,15 +205,15 @@ def bootstrap_runs(runs: pd.DataFrame, data_dir=None, replicates: int = REPLICAT
 # ---------------------------------------------------------------------------------------
 # Statistics over seeds
 
-def seed_interval(replicates: Replicates, metric: str, experiment: str, seeds, reference: str | None = None,
-                  confidence: float = 0.95) -> Interval:
+def seed_interval(replicates: Replicates, metric: str, experiment: str, seeds,
+                  reference: str | None = None) -> Interval:
     """mtlib.study.stats.interval of ``experiment``'s mean ``metric`` over ``seeds`` or, with a
     ``reference``, of the per-seed differences experiment - reference (paired by seed)."""
     point, boot = replicates.values(metric, [(experiment, s) for s in seeds])
     if reference is not None:
         ref_point, ref_boot = replicates.values(metric, [(reference, s) for s in seeds])
         point, boot = point - ref_point, boot - ref_boot
-    return interval(point, boot, confidence)
+    return interval(point, boot)
 
 
 def report_row(row: Mapping | None) -> tuple[str | None, tuple[float, ...]]:
@@ -300,23 +293,22 @@ def summarise(runs: pd.DataFrame, rows: Mapping | None = None, replicates: Repli
     return summary
 
 
-def detectable_effects(summary: pd.DataFrame, n: int | None = None, alpha: float = 0.05,
-                       power: float = 0.8) -> pd.DataFrame:
-    """The minimal detectable effect (mtlib.study.stats.minimal_detectable_effect) per
-    metric for a comparison over ``n`` seeds (default: the most seeds any row shares with
-    its parent), from the profile's own measurements: the standard deviation of per-seed
+def detectable_effects(summary: pd.DataFrame) -> pd.DataFrame:
+    """The minimal detectable effect (mtlib.study.stats.minimal_detectable_effect, 5% level,
+    80% power) per metric for a comparison over the most seeds any row shares with its
+    parent, from the profile's own measurements: the standard deviation of per-seed
     differences pooled over every (row, parent) pair with two or more shared seeds, and the
     root mean square over those pairs of the shared dev-sample standard error (0 where the
     summary has no dev replicates). One row per metric: pairs, sd, df, dev_se, n, mde."""
     with_parent = summary[summary["n_paired"] >= 2]
-    n = int(n or (summary["n_paired"].max() if len(summary) else 0))
+    n = int(summary["n_paired"].max() if len(summary) else 0)
     out = []
     for metric in METRICS:
         sd, df = pooled_sd(with_parent[f"{metric}_diff_std"].astype(float), with_parent["n_paired"])
         used = with_parent[f"{metric}_diff_std"].notna()
         dev = with_parent.loc[used, f"{metric}_diff_dev_se"].astype(float).dropna()
         dev_se = float(np.sqrt((dev ** 2).mean())) if len(dev) else math.nan
-        mde = minimal_detectable_effect(sd, n, 0.0 if math.isnan(dev_se) else dev_se, alpha, power)
+        mde = minimal_detectable_effect(sd, n, 0.0 if math.isnan(dev_se) else dev_se)
         out.append({"metric": metric, "pairs": int(used.sum()), "sd": sd, "df": df, "dev_se": dev_se, "n": n,
                     "mde": mde})
     return pd.DataFrame(out).set_index("metric")
@@ -387,10 +379,6 @@ def _count(n) -> str:
     return f"{int(n)}"
 
 
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|")
-
-
 def _report_cell(r: Mapping) -> str:
     numbers = [r[f"{m}_report"] for m in METRICS]
     return "–" if all(math.isnan(x) for x in numbers) else " / ".join(f"{x:.3f}" for x in numbers)
@@ -399,7 +387,7 @@ def _report_cell(r: Mapping) -> str:
 def markdown_rows(header: list[str], body: list[list]) -> list[str]:
     """A Markdown table's lines: the header, its rule, a row per list of cells (``|`` escaped)."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(_cell(c) for c in cells) + " |" for cells in body)]
+            *("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |" for cells in body)]
 
 
 def table_markdown(summary: pd.DataFrame, caveat: str | None = None, not_run: Sequence[str] = ()) -> str:
@@ -415,13 +403,11 @@ def table_markdown(summary: pd.DataFrame, caveat: str | None = None, not_run: Se
               "(sst / para / sts / mean) in their own column.", ""]
     header = ["experiment", "report row", "seeds", "sst acc", "para acc", "sts r", "mean", "report",
               "task-specific params", "trainable params", "train s", "backbone", "profile"]
-    body = []
-    for r in (row._asdict() for row in summary.itertuples(index=False)):
-        body.append([r["experiment"], r["label"] if isinstance(r["label"], str) else "–", r["n_seeds"],
-                     *(score_cell(r, m) for m in METRICS), _report_cell(r), _count(r["params_task_specific"]),
-                     _count(r["params_trainable"]),
-                     "–" if math.isnan(r["train_seconds"]) else f"{r['train_seconds']:.0f}",
-                     r["backbone"] or "–", r["profile"] or "–"])
+    body = [[r["experiment"], r["label"] if isinstance(r["label"], str) else "–", r["n_seeds"],
+             *(score_cell(r, m) for m in METRICS), _report_cell(r), _count(r["params_task_specific"]),
+             _count(r["params_trainable"]), "–" if math.isnan(r["train_seconds"]) else f"{r['train_seconds']:.0f}",
+             r["backbone"] or "–", r["profile"] or "–"]
+            for r in (row._asdict() for row in summary.itertuples(index=False))]
     lines += markdown_rows(header, body)
     if not_run:
         lines += ["", f"Rows of the study not run at this profile (to fit its time budget): {', '.join(not_run)}."]
@@ -436,10 +422,7 @@ def table_markdown(summary: pd.DataFrame, caveat: str | None = None, not_run: Se
 
 def write_table(summary: pd.DataFrame, csv_path: str | Path, md_path: str | Path, caveat: str | None = None,
                 not_run: Sequence[str] = ()) -> None:
-    """Write results/table.csv and results/table.md atomically (temporary file, then os.replace).
-
-    ``caveat`` is printed at the top of the Markdown; :data:`MINILM_CAVEAT` is added on its
-    own whenever a row's backbone is all-MiniLM-L6-v2, so it cannot be forgotten.
-    """
+    """Write results/table.csv and results/table.md (:func:`table_markdown`, which adds
+    :data:`MINILM_CAVEAT` on its own whenever a row's backbone is all-MiniLM-L6-v2, so it cannot be forgotten)."""
     write_csv(csv_path, summary)
     write_text(md_path, table_markdown(summary, caveat, not_run))

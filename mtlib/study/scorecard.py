@@ -30,7 +30,7 @@ Gradient Compromise's "much faster at learning" is judged on validation curves
 update consumes a whole group of batches, so updates are not comparable): the statistic
 is each run's mean validation score over the first part of training,
 mtlib.study.stats.curve_mean from the latest first evaluation of the runs compared to
-``early_fraction`` of the fewest examples any of them saw in total, paired by seed. Its
+:data:`EARLY_FRACTION` of the fewest examples any of them saw in total, paired by seed. Its
 interval is the t-interval over seeds (the validation examples are not stored, so there
 is no dev-sample part; every run uses the same validation rows).
 """
@@ -114,7 +114,7 @@ CLAIMS: tuple[Claim, ...] = (
 DIRECTIONS = (BETTER, WORSE, NO_EFFECT)
 
 
-def verdict(direction: str, lo: float, hi: float, margin: float = MARGIN) -> str:
+def verdict(direction: str, lo: float, hi: float) -> str:
     """The verdict on one comparison from its 95% interval [lo, hi] (module docstring);
     NaN bounds (no interval: fewer than two seeds, or too few evaluations) are not resolvable."""
     if direction not in DIRECTIONS:
@@ -122,9 +122,9 @@ def verdict(direction: str, lo: float, hi: float, margin: float = MARGIN) -> str
     if math.isnan(lo) or math.isnan(hi):
         return NOT_RESOLVABLE
     if direction == NO_EFFECT:
-        if -margin <= lo and hi <= margin:
+        if -MARGIN <= lo and hi <= MARGIN:
             return CONFIRMED
-        return CONTRADICTED if lo > margin or hi < -margin else NOT_RESOLVABLE
+        return CONTRADICTED if lo > MARGIN or hi < -MARGIN else NOT_RESOLVABLE
     if direction == WORSE:
         lo, hi = -hi, -lo  # a claimed decrease is a claimed increase of -Δ
     return CONFIRMED if lo > 0 else CONTRADICTED if hi < 0 else NOT_RESOLVABLE
@@ -155,17 +155,15 @@ def dev_difference(comparison: Comparison, runs: pd.DataFrame, replicates: Repli
     return seed_interval(replicates, comparison.metric, comparison.experiment, seeds, comparison.reference)
 
 
-def early_budget(histories: pd.DataFrame, names: Sequence[str], seeds: Sequence[int],
-                 fraction: float = EARLY_FRACTION) -> tuple[float, float]:
-    """(start, stop) examples seen of the early window: from the latest first evaluation of
-    the runs to ``fraction`` of the fewest examples any of them saw by its last evaluation."""
+def early_budget(histories: pd.DataFrame, names: Sequence[str], seeds: Sequence[int]) -> tuple[float, float]:
+    """(start, stop) examples seen of the early window: from the latest first evaluation of the
+    runs to :data:`EARLY_FRACTION` of the fewest examples any of them saw by its last evaluation."""
     runs = histories[histories["experiment"].isin(names) & histories["seed"].isin(seeds)]
     per_run = runs.groupby(["experiment", "seed"])["examples"]
-    return float(per_run.min().max()), fraction * float(per_run.max().min())
+    return float(per_run.min().max()), EARLY_FRACTION * float(per_run.max().min())
 
 
-def early_difference(comparison: Comparison, histories: pd.DataFrame,
-                     fraction: float = EARLY_FRACTION) -> tuple[Interval | None, str]:
+def early_difference(comparison: Comparison, histories: pd.DataFrame) -> tuple[Interval | None, str]:
     """The paired Δ of the early-window mean validation score (module docstring) and a note
     naming the window; (None, note) if a side has no history."""
     column = "mean" if comparison.metric == "mean" else metric_key(comparison.metric)
@@ -176,13 +174,13 @@ def early_difference(comparison: Comparison, histories: pd.DataFrame,
     seeds = sorted(set.intersection(*(set(present.loc[present["experiment"] == n, "seed"]) for n in names)))
     if not seeds:
         return None, "no validation history"
-    start, stop = early_budget(present, names, seeds, fraction)
+    start, stop = early_budget(present, names, seeds)
     areas = {n: [curve_mean(*_curve(present, n, s, column), start, stop) for s in seeds] for n in names}
     differences = [a - b for a, b in zip(areas[names[0]], areas[names[1]])]
     if start >= stop:
         return Interval(math.nan, math.nan, math.nan, len(seeds)), (
             f"no common early window: a run is first evaluated after {start:,.0f} examples, "
-            f"beyond {fraction:.0%} of training ({stop:,.0f}); evaluate more often")
+            f"beyond {EARLY_FRACTION:.0%} of training ({stop:,.0f}); evaluate more often")
     return interval(differences), f"validation {column} averaged over examples {start:,.0f}–{stop:,.0f}"
 
 
@@ -206,22 +204,18 @@ SCORECARD_COLUMNS = ["claim", "words", "direction", "experiment", "reference", "
                      "report_diff", "report_experiment", "report_reference", "verdict", "claim_verdict", "note"]
 
 
-def _measure(claim: Claim, comparison: Comparison, runs, replicates, histories,
-             fraction: float) -> tuple[Interval | None, str]:
+def _measure(claim: Claim, comparison: Comparison, runs, replicates, histories) -> tuple[Interval | None, str]:
     if claim.statistic == EARLY:
         if histories is None:
             return None, "no validation history given"
-        return early_difference(comparison, histories, fraction)
+        return early_difference(comparison, histories)
     return dev_difference(comparison, runs, replicates), ""
 
 
 def judge(runs: pd.DataFrame, replicates: Replicates, histories: pd.DataFrame | None = None,
-          rows: Mapping | None = None, claims: Sequence[Claim] = CLAIMS, margin: float = MARGIN,
-          early_fraction: float = EARLY_FRACTION) -> pd.DataFrame:
-    """One row per (claim, comparison): the claim, the comparison, our Δ (``estimate``) over
-    ``n`` paired seeds with its 95% interval, the report's Δ and numbers (from the rows'
-    labels), the comparison's verdict and the claim's (:data:`SCORECARD_COLUMNS`).
-
+          rows: Mapping | None = None, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
+    """One row per (claim, comparison) of :data:`SCORECARD_COLUMNS`: our Δ (``estimate``) over ``n``
+    paired seeds with its 95% interval, the report's Δ and numbers, the comparison's verdict and the claim's.
     ``runs``: mtlib.study.report.collect_runs; ``replicates``: mtlib.study.report.bootstrap_runs;
     ``histories``: mtlib.study.report.collect_histories (for the learning-speed claim);
     ``rows``: params.yaml's experiments (for the report's numbers)."""
@@ -229,8 +223,8 @@ def judge(runs: pd.DataFrame, replicates: Replicates, histories: pd.DataFrame | 
     for claim in claims:
         lines = []
         for comparison in claim.comparisons:
-            result, note = _measure(claim, comparison, runs, replicates, histories, early_fraction)
-            judged = NOT_RUN if result is None else verdict(claim.direction, result.lo, result.hi, margin)
+            result, note = _measure(claim, comparison, runs, replicates, histories)
+            judged = NOT_RUN if result is None else verdict(claim.direction, result.lo, result.hi)
             result = result or Interval(math.nan, math.nan, math.nan, 0)
             report = report_difference(comparison, rows or {})
             lines.append({"claim": claim.name, "words": claim.words, "direction": claim.direction,
@@ -259,7 +253,7 @@ def _theirs(line: Mapping) -> str:
     return f"{line['metric']} {numbers} ({line['report_diff']:+.3f})"
 
 
-def scorecard_markdown(scorecard: pd.DataFrame, margin: float = MARGIN) -> str:
+def scorecard_markdown(scorecard: pd.DataFrame) -> str:
     """:func:`judge`'s frame as a Markdown table, one line per claim: the claim, the
     report's numbers, our Δ with its 95% interval, the comparisons it rests on (with their
     paired seeds) and the verdict; several comparisons share a cell, one per line."""
@@ -274,6 +268,6 @@ def scorecard_markdown(scorecard: pd.DataFrame, margin: float = MARGIN) -> str:
     lines = markdown_rows(["claim", "the report", "our Δ [95% interval]", "rests on", "verdict"], body)
     legend = (f"Verdicts: a directional claim is confirmed when the 95% interval of Δ excludes 0 on the "
               f"claimed side and contradicted when it excludes 0 on the other; a 'no effect' claim is "
-              f"confirmed when the interval lies within ±{margin:g} and contradicted when it lies wholly "
+              f"confirmed when the interval lies within ±{MARGIN:g} and contradicted when it lies wholly "
               f"outside; a claim resting on several comparisons needs every one that ran.")
     return legend + "\n\n" + "\n".join(lines) + "\n"
