@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import yaml
+from ruamel.yaml import YAML
 
 from mtlib.config import ConfigError, read_params
 from mtlib.data.files import DataError, find_data_dir
@@ -158,8 +159,6 @@ def dvc_yaml(params: Mapping | str | Path = "params.yaml", root: str | Path = ".
     pipeline runs (:func:`pipeline_experiments`; ``every``: all of them). DVC's templating
     loops only over lists that params.yaml spells out, while params.yaml declares each
     experiment once, in one entry: so dvc.yaml is generated, and a test checks it is current."""
-    from ruamel.yaml import YAML
-
     round_trip = YAML()
     round_trip.width = 110
     round_trip.indent(mapping=2, sequence=4, offset=2)

@@ -134,7 +134,8 @@ def finetune(experiment: Experiment, resume: bool, progress: bool) -> dict:
     """Build the model (heads pretrained first if asked), then update and evaluate until done."""
     cfg, t = experiment.cfg, experiment.cfg.train
     resuming = resume and checkpoint_exists(experiment.folder.last)
-    stepper = build_training(experiment, pretrain=cfg.methods.pretrain.selection is not None and not resuming, progress=progress)
+    pretrain = cfg.methods.pretrain.selection is not None and not resuming
+    stepper = build_training(experiment, pretrain, progress)
     if resume and not resuming and experiment.folder.metrics.exists():
         raise FileExistsError(f"{experiment.folder.path}: the run is complete (metrics.json exists); nothing to resume")
     state = _restore(stepper, experiment) if resuming else RunState()
