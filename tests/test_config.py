@@ -30,6 +30,15 @@ def test_unknown_key_is_an_error_naming_its_path():
         load_config(PARAMS, "base_model", "smoke", overrides=["train.lrr=1"])
 
 
+@pytest.mark.parametrize("override, key", [("train.lr=abc", "train.lr"), ("train.lrr=1", "train"),
+                                           ("train.combiner_args={beta: 5}", "train.combiner_args.beta")])
+def test_an_error_names_the_file_the_experiment_the_profile_then_the_key(override, key):
+    """A field, an unknown key and a method's knob: the same "<where>: <key>: <what>" shape."""
+    with pytest.raises(ConfigError) as error:
+        load_config(PARAMS, "hidden_gradvac", "smoke", overrides=[override])
+    assert str(error.value).startswith(f"{PARAMS} (experiment hidden_gradvac, profile smoke): {key}: ")
+
+
 def test_wrong_type_and_bad_choice_are_errors():
     with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
         load_config(PARAMS, "base_model", "smoke", overrides=["train.epochs=two"])

@@ -34,46 +34,37 @@ def test_the_methods_are_typed():
     assert load().methods.smart is None and load().methods.pals is None
 
 
-@pytest.mark.parametrize("override, message", [
+UNKNOWN_NAMES = [  # unknown names list the valid ones
     ("train.sampler=nope", r"train.sampler: 'nope' is not one of \['annealed'"),
     ("train.plan=nope", r"train.plan: 'nope' is not one of"),
     ("train.granularity=neuron", r"train.granularity: 'neuron' is not one of \['layer', 'whole'\]"),
     ("train.method=nope", r"train.method: 'nope' is not one of \['finetune', 'heads', 'posthoc', 'random'\]"),
     ("train.pretrain_heads=both", r"train.pretrain_heads: 'both' is not one of \['individual', 'joint', 'none'\]"),
     ("model.pals=middle", r"model.pals: 'middle' is not one of \['after', 'none', 'start'\]"),
-])
-def test_unknown_names_list_the_valid_ones(override, message):
-    with pytest.raises(ConfigError, match=message):
-        load(override)
+]
 
 
-@pytest.mark.parametrize("overrides, message", [
+WRONG_COMBINATIONS = [  # wrong combinations name the key to change
     (["train.plan=compromise", "train.combiner=gradvac", "train.group_size=2"],
      r"train.group_size: must be >= the number of tasks \(3\)"),
     (["model.pals=after"], r"model.pals: after: PALs are added to a fine-tuned model; set train.init_from"),
     (["train.method=heads", "train.pretrain_heads=none"],
      r"train.pretrain_heads: train.method=heads trains only the heads: set it to joint or individual"),
     (["train.method=posthoc"], r"train.init_from: train.method=posthoc scores a trained run"),
-])
-def test_wrong_combinations_name_the_key_to_change(overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        load(*overrides)
+]
 
 
-@pytest.mark.parametrize("override, message", [
+UNKNOWN_KNOBS = [  # unknown knobs list the valid ones
     ("train.smart_args={eps: 1e-5}", r"train.smart_args: unknown key\(s\) \['eps'\]; valid keys: \['lambda_s'"),
     ("train.smart_args={generator: 1}", r"train.smart_args: unknown key\(s\) \['generator'\]"),
     ("model.pal_args={heads: 4}", r"model.pal_args: unknown key\(s\) \['heads'\]; valid keys: \['num_heads'"),
     ("model.pal_args={after: true}", r"model.pal_args: unknown key\(s\) \['after'\]"),  # model.pals says so
     ("train.pretrain_args={learning_rate: 0.1}", r"train.pretrain_args: unknown key\(s\) \['learning_rate'\].*'lr'"),
     ("train.pretrain_args={selection: joint}", r"train.pretrain_args: unknown key\(s\) \['selection'\]"),
-])
-def test_unknown_knobs_list_the_valid_ones(override, message):
-    with pytest.raises(ConfigError, match=message):
-        load(override)
+]
 
 
-@pytest.mark.parametrize("override, message", [
+WRONG_VALUES = [  # wrong knob values name the full key
     ("train.smart_args={mu: -1}", r"train.smart_args.mu: must be a number in \[0, inf\], got -1"),
     ("train.smart_args={steps: 1.5}", r"train.smart_args.steps: must be an integer >= 0, got 1.5"),
     ("train.smart_args={ema_decay: 2}", r"train.smart_args.ema_decay: must be a number in \[0, 1\]"),
@@ -84,10 +75,13 @@ def test_unknown_knobs_list_the_valid_ones(override, message):
     ("train.pretrain_args={lr: 0}", r"train.pretrain_args.lr: must be a number in \(0, inf\], got 0"),
     ("train.pretrain_args={patience: 0}", r"train.pretrain_args.patience: must be an integer >= 1 or null"),
     ("train.pretrain_args={max_examples: -5}", r"train.pretrain_args.max_examples: must be an integer >= 1"),
-])
-def test_wrong_knob_values_name_the_full_key(override, message):
+]
+
+
+@pytest.mark.parametrize("overrides, message", UNKNOWN_NAMES + WRONG_COMBINATIONS + UNKNOWN_KNOBS + WRONG_VALUES)
+def test_a_wrong_setting_is_a_config_error_naming_its_full_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        load(override)
+        load(*([overrides] if isinstance(overrides, str) else overrides))
 
 
 def test_settings_built_directly_check_themselves():
@@ -112,7 +106,7 @@ def test_mtlib_train_refuses_a_bad_setting_before_reading_any_data(tmp_path, mon
     def touched(*args, **kwargs):
         raise AssertionError("data or tokenizer read")
 
-    for name in ("prepare_data", "load_tokenizer", "check_max_length"):
+    for name in ("prepare_counted", "prepare_data", "load_tokenizer", "check_max_length"):
         monkeypatch.setattr(loop, name, touched)
     data = tmp_path / "data"
     data.mkdir()
