@@ -3,6 +3,7 @@ import re
 import numpy as np
 import pytest
 
+from mtlib.data import files
 from mtlib.data.files import DataError, find_data_dir, read_task_file, subsample
 from tests.helpers import write_task_files
 
@@ -114,3 +115,20 @@ def test_real_quora_dev_layout_quirk_is_handled_like_pandas(tmp_path, caplog):
     assert "id a" in caplog.text
     assert frame["id"].tolist() == ["b"]
     assert np.array_equal(frame["is_duplicate"].to_numpy(), [1])
+
+
+def test_download_copies_every_course_file_and_leaves_no_partial_one(tmp_path, monkeypatch):
+    source = write_task_files(tmp_path / "course")
+    url = source.resolve().as_uri() + "/"
+    monkeypatch.setattr(files, "KNOWN_SHA256", {})  # generated files: their own hashes
+    target = files.download(tmp_path / "raw", base_url=url)
+    fetched = sorted(p.name for p in target.iterdir())
+    assert fetched == sorted(p.name for p in source.iterdir() if p.name not in files.NOT_DOWNLOADED)
+    assert all((target / name).read_bytes() == (source / name).read_bytes() for name in fetched)
+
+
+def test_download_refuses_a_file_whose_hash_is_not_the_course_files(tmp_path):
+    source = write_task_files(tmp_path / "course")
+    with pytest.raises(DataError, match="sha256 .* does not match the course file"):
+        files.download(tmp_path / "raw", base_url=source.resolve().as_uri() + "/")
+    assert list((tmp_path / "raw").iterdir()) == []  # nothing written, not even a temporary file
