@@ -11,14 +11,13 @@ import pytest
 from mtlib.config import read_params
 from mtlib.record import RecordError
 from mtlib.study.report import (METRICS, MINILM_CAVEAT, bootstrap_runs, collect_histories, collect_predictions,
-                                collect_runs, detectable_effects, effects_markdown, interval_sources, report_row,
+                                collect_runs, interval_sources, report_row,
                                 summarise, table_markdown, write_table)
 from mtlib.tasks import TASKS, metric_key
 from tests.helpers import ROOT, dev_labels, write_predicted_run, write_task_files
 
 T_975_DF2 = 4.302652729911275   # Student t, 97.5% quantile, 2 degrees of freedom (tables)
 T_975_DF4 = 2.7764451051977987  # ... 4 degrees of freedom
-T_80_DF2 = 1.0606601717798212   # Student t, 80% quantile, 2 degrees of freedom
 BASE_REPORT = {"label": "BaseModel: BERT + sentence concat", "sst": 0.465, "para": 0.731, "sts": 0.749, "mean": 0.648}
 BASE_ROW = {"base_model": {"report": BASE_REPORT, "parent": None}}
 
@@ -316,29 +315,10 @@ def test_predictions_that_cannot_be_trusted_are_errors_naming_the_file(study):
         collect_predictions(collect_runs(root / "runs"))
 
 
-def test_detectable_effects_pool_the_parent_pairs_by_hand(tmp_path):
-    # per-seed differences: child_a - base = (0.01, 0.03, 0.05) (sd 0.02), child_b - base = (0, 0.01, 0.02) (sd 0.01)
-    for seed, (base, a, b) in enumerate([(0.5, 0.51, 0.50), (0.6, 0.63, 0.61), (0.4, 0.45, 0.42)], start=1):
-        for name, value in (("base_model", base), ("child_a", a), ("child_b", b)):
-            write_run(tmp_path, name, seed, value, 0.7, 0.8)
-    rows = {**BASE_ROW, "child_a": {"parent": "base_model"}, "child_b": {"parent": "base_model"}}
-    effects = detectable_effects(summarise(collect_runs(tmp_path), rows))
-    sd = math.sqrt((2 * 0.02 ** 2 + 2 * 0.01 ** 2) / 4)
-    sst = effects.loc["sst"]
-    assert sst["pairs"] == 2 and sst["df"] == 4 and sst["n"] == 3 and sst["sd"] == pytest.approx(sd)
-    assert math.isnan(sst["dev_se"])  # no dev replicates: the seed part alone
-    assert sst["mde"] == pytest.approx((T_975_DF2 + T_80_DF2) * sd / math.sqrt(3))
-    assert effects.loc["para", "sd"] == 0 and effects.loc["para", "mde"] == 0
-
-
-def test_effects_sentence_and_interval_sources(study):
+def test_interval_sources(study):
     root, _, rows = study
     runs = collect_runs(root / "runs")
     summary = summarise(runs, rows, bootstrap_runs(runs, replicates=200))
-    effects = detectable_effects(summary)
-    sentence = effects_markdown(effects)
-    assert sentence.startswith("With 4 seeds per comparison") and f"mean {effects.loc['mean', 'mde']:.3f}" in sentence
-    assert "2 parent pairs" in sentence and "seed variance alone" not in sentence
     sources = interval_sources(summary, "sst")
     base = summary.set_index("experiment").loc["base_model"]
     assert sources.loc["base_model", "both"] == pytest.approx((base["sst_hi"] - base["sst_lo"]) / 2)

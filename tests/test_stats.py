@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from mtlib.study.stats import (MEAN, Interval, bootstrap_scores, curve_mean, example_weights, interval,
-                               minimal_detectable_effect, pooled_sd, replicate_scores, satterthwaite_df,
-                               shared_dev_variance, weighted_scores)
+from mtlib.study.stats import (MEAN, Interval, bootstrap_scores, curve_mean, detectable_parts, difference_p,
+                               equivalence_p, example_weights, interval, minimal_detectable_effect,
+                               minimum_effect_p, replicate_scores, satterthwaite_df, shared_dev_variance,
+                               weighted_scores)
 from mtlib.tasks import accuracy, pearson
 
 T_975_DF2 = 4.302652729911275   # Student t quantiles (tables)
@@ -147,10 +148,38 @@ def test_minimal_detectable_effect_by_hand():
     assert math.isnan(minimal_detectable_effect(0.015, 1))
 
 
-def test_pooled_sd_by_hand():
-    sd, df = pooled_sd([0.01, 0.02, math.nan, 0.5], [3, 5, 4, 1])   # the last two are skipped
-    assert df == 6 and sd == pytest.approx(math.sqrt((2 * 0.01 ** 2 + 4 * 0.02 ** 2) / 6))
-    assert pooled_sd([0.1], [1]) == (pytest.approx(math.nan, nan_ok=True), 0)
+def test_detectable_parts_split_the_mde_into_what_seeds_lower_and_the_floor():
+    mde, seed_part, floor = detectable_parts(0.015, 5, dev_se=0.004)
+    assert mde == minimal_detectable_effect(0.015, 5, dev_se=0.004)
+    assert floor == pytest.approx((Z_975 + Z_80) * 0.004)
+    assert mde ** 2 == pytest.approx(seed_part ** 2 + (mde / math.sqrt(0.015 ** 2 / 5 + 0.004 ** 2) * 0.004) ** 2)
+    # more seeds lower the MDE towards the floor, never below it
+    many = [detectable_parts(0.015, n, dev_se=0.004)[0] for n in (5, 20, 100, 10_000)]
+    assert many == sorted(many, reverse=True) and floor < many[-1] < floor * 1.01
+    assert detectable_parts(0.015, 5, math.nan) == pytest.approx((minimal_detectable_effect(0.015, 5),) * 2 + (0.0,))
+    assert all(math.isnan(x) for x in detectable_parts(0.015, 1)[:2])
+
+
+@pytest.mark.parametrize("boot", [None, "dev"])
+def test_p_values_say_what_the_interval_says(boot):
+    # from the interval's own SE and df: p = 0.05 exactly when a bound sits on 0 (or on the margin)
+    rng = np.random.default_rng(4)
+    point = rng.normal(0.02, 0.01, 5)
+    result = interval(point, None if boot is None else rng.normal(0, 0.004, (400, 5)) + point)
+    assert result.se == pytest.approx((result.hi - result.lo) / 2 / scipy_stats.t.ppf(0.975, result.df))
+    for shift in (result.lo, result.hi):           # move the interval so that the bound is at 0
+        moved = Interval(result.estimate - shift, result.lo - shift, result.hi - shift, result.n, result.sd,
+                         dev_se=result.dev_se, df=result.df)
+        assert difference_p(moved) == pytest.approx(0.05)
+    assert (difference_p(result) < 0.05) == bool(result.resolved)
+    low, high = result.lo, result.hi
+    assert equivalence_p(result, max(abs(low), abs(high))) == pytest.approx(0.05)
+    assert equivalence_p(result, 2 * max(abs(low), abs(high))) < 0.05 < equivalence_p(result, abs(result.estimate))
+    if low > 0:
+        assert minimum_effect_p(result, low) == pytest.approx(0.05)
+        assert minimum_effect_p(result, low / 2) < 0.05 < minimum_effect_p(result, result.estimate)
+    nothing = Interval(math.nan, math.nan, math.nan, 0)
+    assert math.isnan(difference_p(nothing)) and math.isnan(equivalence_p(nothing, 0.01))
 
 
 def test_curve_mean_is_the_normalised_area_under_the_interpolated_curve():

@@ -17,8 +17,7 @@ import pandas as pd
 from mtlib.data.files import file_name, find_data_dir, read_task_file
 from mtlib.io import write_csv, write_text
 from mtlib.record import RecordError, RunRecord, folder_seed, read_history
-from mtlib.study.stats import (REPLICATES, Interval, Replicates, interval, minimal_detectable_effect, pooled_sd,
-                               replicate_scores, t_half_width)
+from mtlib.study.stats import REPLICATES, Interval, Replicates, interval, replicate_scores, t_half_width
 from mtlib.tasks import TASK_NAMES, TASKS, metric_key
 from mtlib.study.provenance import MINILM_CAVEAT, is_minilm
 from mtlib.training.runs import read_run_config
@@ -291,38 +290,6 @@ def summarise(runs: pd.DataFrame, rows: Mapping | None = None, replicates: Repli
     resolved = [f"{m}_resolved" for m in METRICS]
     summary[resolved] = summary[resolved].astype("boolean")
     return summary
-
-
-def detectable_effects(summary: pd.DataFrame) -> pd.DataFrame:
-    """The minimal detectable effect (mtlib.study.stats.minimal_detectable_effect, 5% level,
-    80% power) per metric for a comparison over the most seeds any row shares with its
-    parent, from the profile's own measurements: the standard deviation of per-seed
-    differences pooled over every (row, parent) pair with two or more shared seeds, and the
-    root mean square over those pairs of the shared dev-sample standard error (0 where the
-    summary has no dev replicates). One row per metric: pairs, sd, df, dev_se, n, mde."""
-    with_parent = summary[summary["n_paired"] >= 2]
-    n = int(summary["n_paired"].max() if len(summary) else 0)
-    out = []
-    for metric in METRICS:
-        sd, df = pooled_sd(with_parent[f"{metric}_diff_std"].astype(float), with_parent["n_paired"])
-        used = with_parent[f"{metric}_diff_std"].notna()
-        dev = with_parent.loc[used, f"{metric}_diff_dev_se"].astype(float).dropna()
-        dev_se = float(np.sqrt((dev ** 2).mean())) if len(dev) else math.nan
-        mde = minimal_detectable_effect(sd, n, 0.0 if math.isnan(dev_se) else dev_se)
-        out.append({"metric": metric, "pairs": int(used.sum()), "sd": sd, "df": df, "dev_se": dev_se, "n": n,
-                    "mde": mde})
-    return pd.DataFrame(out).set_index("metric")
-
-
-def effects_markdown(effects: pd.DataFrame) -> str:
-    """:func:`detectable_effects` as one sentence for the results notebook."""
-    names = {"sst": "sst acc", "para": "para acc", "sts": "sts r", "mean": "mean"}
-    first = effects.iloc[0]
-    sizes = ", ".join(f"{names.get(m, m)} {r['mde']:.3f}" for m, r in effects.iterrows())
-    dev = "" if effects["dev_se"].notna().any() else " (seed variance alone: no dev predictions were read)"
-    return (f"With {int(first['n'])} seeds per comparison, a true difference between a row and its parent is "
-            f"resolved (its 95% interval excludes 0) with 80% probability once it reaches {sizes}{dev}; "
-            f"from the spread of per-seed differences pooled over {int(first['pairs'])} parent pairs.")
 
 
 def interval_sources(summary: pd.DataFrame, metric: str = "mean") -> pd.DataFrame:

@@ -50,7 +50,12 @@ held fixed (dev-sample variance alone), and :attr:`Interval.seed_half`, the t-in
 half-width over seeds alone, t_{0.975, k-1} s / sqrt(k).
 
 :func:`minimal_detectable_effect` turns the same SE into the smallest true difference a
-two-sided 5% test detects with 80% power.
+two-sided 5% test detects with 80% power; :func:`detectable_parts` splits it into what more
+seeds can lower (the seed part) and what they cannot (the dev-sample floor).
+
+The tests behind the verdicts (:func:`difference_p`, :func:`equivalence_p`,
+:func:`minimum_effect_p`) use the interval's own SE and nu, so a p-value below 0.05 is the
+same statement as the 95% interval excluding 0 (or lying within, or wholly outside, a margin).
 """
 from __future__ import annotations
 
@@ -208,6 +213,14 @@ class Interval:
     df: float = math.nan
 
     @property
+    def se(self) -> float:
+        """The standard error behind ``lo``/``hi``: sqrt(sd^2 / n + dev_se^2) (dev_se NaN: no
+        dev-sample part, 0); NaN with fewer than two seeds."""
+        if self.n < 2 or math.isnan(self.sd):
+            return math.nan
+        return math.sqrt(self.sd ** 2 / self.n + (0.0 if math.isnan(self.dev_se) else self.dev_se ** 2))
+
+    @property
     def resolved(self) -> bool | None:
         """True when the interval excludes 0 (a difference resolved by the data), False when
         it holds 0, None without an interval."""
@@ -265,17 +278,6 @@ def interval(point, boot: np.ndarray | None = None, confidence: float = 0.95) ->
 # ---------------------------------------------------------------------------------------
 # Power
 
-def pooled_sd(sds: Sequence[float], ns: Sequence[int]) -> tuple[float, int]:
-    """The pooled standard deviation sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)) of several
-    groups (here: per-seed differences of each row to its parent) and its degrees of
-    freedom sum (n_i - 1); groups with n_i < 2 or no sd are skipped. (NaN, 0) if none remain."""
-    pairs = [(float(s), int(n)) for s, n in zip(sds, ns) if n >= 2 and not math.isnan(float(s))]
-    df = sum(n - 1 for _, n in pairs)
-    if df == 0:
-        return math.nan, 0
-    return math.sqrt(sum((n - 1) * s ** 2 for s, n in pairs) / df), df
-
-
 def minimal_detectable_effect(sd: float, n: int, dev_se: float = 0.0, alpha: float = 0.05, power: float = 0.8) -> float:
     """The smallest true difference a two-sided level-``alpha`` test of a paired difference
     over ``n`` seeds detects with probability ``power``:
@@ -294,6 +296,76 @@ def minimal_detectable_effect(sd: float, n: int, dev_se: float = 0.0, alpha: flo
     df = satterthwaite_df(sd ** 2, n, dev_se ** 2)
     quantiles = stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)
     return float(quantiles * math.sqrt(sd ** 2 / n + dev_se ** 2))
+
+
+def detectable_parts(sd: float, n: int, dev_se: float = 0.0, alpha: float = 0.05,
+                     power: float = 0.8) -> tuple[float, float, float]:
+    """(MDE, its seed part, its dev-sample floor) of one comparison. MDE is
+    :func:`minimal_detectable_effect` of both sources, q SE with q = t_{1 - alpha/2, nu} +
+    t_{power, nu}; the seed part is q sd / sqrt(n), the share that more seeds lower (MDE^2 =
+    seed part^2 + (q dev_se)^2); the floor is (z_{1 - alpha/2} + z_{power}) dev_se, the MDE as
+    the number of seeds grows without bound, which no number of seeds lowers (every run is
+    scored on the same dev rows). NaN dev_se counts as 0 (no dev-sample part known)."""
+    dev_se = 0.0 if math.isnan(dev_se) else dev_se
+    floor = float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * dev_se)
+    mde = minimal_detectable_effect(sd, n, dev_se, alpha, power)
+    if math.isnan(mde):
+        return mde, mde, floor
+    se = math.sqrt(sd ** 2 / n + dev_se ** 2)
+    return mde, (mde * (sd / math.sqrt(n)) / se if se > 0 else 0.0), floor
+
+
+# ---------------------------------------------------------------------------------------
+# Tests: the interval's SE and degrees of freedom turned into p-values
+
+def _tail(t: float, df: float) -> float:
+    """P(T_df >= t) (df NaN or infinite: the normal's)."""
+    if math.isnan(df) or math.isinf(df):
+        return float(stats.norm.sf(t))
+    return float(stats.t.sf(t, df))
+
+
+def _usable(result: Interval) -> bool:
+    return not (math.isnan(result.estimate) or math.isnan(result.se))
+
+
+def difference_p(result: Interval) -> float:
+    """Two-sided p of H0: Δ = 0, t = estimate / se on nu = ``result.df`` degrees of freedom:
+    below 0.05 exactly when the 95% interval excludes 0. NaN without an interval."""
+    if not _usable(result):
+        return math.nan
+    if result.se == 0:
+        return 0.0 if result.estimate != 0 else 1.0
+    return min(1.0, 2 * _tail(abs(result.estimate) / result.se, result.df))
+
+
+def _one_sided(distance: float, result: Interval) -> float:
+    """P of a one-sided test whose statistic is ``distance`` / se (positive: evidence)."""
+    if result.se == 0:
+        return 0.0 if distance > 0 else 1.0
+    return _tail(distance / result.se, result.df)
+
+
+def equivalence_p(result: Interval, margin: float) -> float:
+    """p of H0: |Δ| >= margin (two one-sided tests, each at half the level, so that p < 0.05
+    exactly when the 95% interval lies within [-margin, +margin]): 2 max(p_low, p_high),
+    capped at 1. NaN without an interval or margin."""
+    if not _usable(result) or math.isnan(margin):
+        return math.nan
+    low = _one_sided(result.estimate + margin, result)    # H0: Δ <= -margin
+    high = _one_sided(margin - result.estimate, result)   # H0: Δ >= +margin
+    return min(1.0, 2 * max(low, high))
+
+
+def minimum_effect_p(result: Interval, margin: float) -> float:
+    """p of H0: |Δ| <= margin (the effect is at least ``margin`` in one direction when
+    rejected), 2 min(p_above, p_below), capped at 1: below 0.05 exactly when the 95%
+    interval lies wholly outside [-margin, +margin]. NaN without an interval or margin."""
+    if not _usable(result) or math.isnan(margin):
+        return math.nan
+    above = _one_sided(result.estimate - margin, result)
+    below = _one_sided(-margin - result.estimate, result)
+    return min(1.0, 2 * min(above, below))
 
 
 # ---------------------------------------------------------------------------------------
