@@ -81,31 +81,43 @@ Markdown(
           else ".")))
 
 # %% [markdown]
-# ## What the intervals are made of, and what this study can detect
+# ## What the intervals are made of
 #
-# For each row: the half-width of its interval from the seeds alone and from the dev sample
-# alone. Then the smallest true difference between two rows that this profile detects with
-# 80% power at the 5% level, from the seed spread measured across all parent pairs and the
-# dev sample's own variance.
+# For each row: the half-width of its interval from the seeds alone, from the dev sample
+# alone, and from both; the same for its Δ to the row it builds on.
 
 # %% tags=["hide-input"]
 display(report.interval_sources(summary).round(4))
-Markdown(report.effects_markdown(report.detectable_effects(summary)))
 
 # %% [markdown]
 # ## The report's claims, judged
 #
-# One line per claim of the report, with the comparisons it rests on, our paired difference
-# and its 95% interval, and a verdict: confirmed, contradicted, or not resolvable at this
-# profile (rows the profile does not run say so).
+# Each claim is judged on comparisons declared before any run was read: a primary one (SST
+# wherever the claim allows, since the backbone was trained on Quora pairs) that decides, with
+# its p-value Holm-corrected across every claim's primary comparison, and secondary ones that
+# are shown and do not decide. The legend above the table states every rule.
 
 # %%
 histories = report.collect_histories(runs_dir)
-card = scorecard.judge(runs, replicates, histories, rows)
+profile = runs["profile"].dropna().iloc[0] if runs["profile"].notna().any() else None
+card = scorecard.judge(runs, replicates, histories, rows, params=params, profile=profile)
 write_text(scorecard_md, scorecard.scorecard_markdown(card))
 
 # %% tags=["hide-input"]
 Markdown(Path(scorecard_md).read_text())
+
+# %% [markdown]
+# ## What each comparison can detect
+#
+# Per primary comparison: the smallest true Δ it detects with 80% power at the 5% level
+# (uncorrected; the Holm correction asks for more), from that comparison's own per-seed spread
+# and dev-sample SE, never pooled over other pairs (a post-hoc row against its parent varies
+# far less than two independently trained rows). The seed part is what more seeds would lower;
+# the floor is the dev sample's share, which no number of seeds lowers, only a larger dev set.
+# Training-speed lines are in log ratio units; validation-curve lines have no dev part.
+
+# %% tags=["hide-input"]
+display(scorecard.power_table(card).round(4))
 
 # %% [markdown]
 # ## This study beside the report
