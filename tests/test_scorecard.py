@@ -257,6 +257,7 @@ def test_the_markdown_scorecard_shows_every_column_the_verdict_follows_from(stud
     assert "| cut words | pal_start − base_model (mean; 0 seeds) | – | not run |" in md
     big = card[card["claim"] == "big"].iloc[0]
     assert f"| {big['margin']:.3f} | one comparison | **contradicted** |" in md
+    assert big["test"] == "H0: |Δ| ≤ margin" and "<0.001 (H0: \\|Δ\\| ≤ margin)" in md  # which test a 'no effect' p is
     assert "## Secondary comparisons" in md and "| big | worse − base_model (mean; 4 seeds) |" in md
 
 
@@ -312,7 +313,7 @@ def test_the_cost_claim_is_the_paired_ratio_of_training_speed():
     card = judge(pd.DataFrame(rows), None, claims=[cost])
     line = card.iloc[0]
     assert line["estimate"] == pytest.approx(np.mean(np.log(ratios))) and line["statistic"] == SPEED
-    assert line["claim_verdict"] == CONFIRMED
+    assert line["claim_verdict"] == CONFIRMED and math.isnan(line["report_diff"])  # dev numbers do not belong here
     assert f"×{math.exp(line['estimate']):.2f} [×{math.exp(line['lo']):.2f}, ×{math.exp(line['hi']):.2f}]" in \
         scorecard_markdown(card)
 

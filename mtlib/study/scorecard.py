@@ -371,7 +371,7 @@ def profile_epochs(params: str | Path, experiment: str, profile: str) -> tuple[i
 # The scorecard
 
 SCORECARD_COLUMNS = ["claim", "words", "direction", "role", "statistic", "experiment", "reference", "metric", "n",
-                     "estimate", "lo", "hi", "sd", "dev_se", "se", "df", "p", "p_holm", "mde", "mde_seed",
+                     "estimate", "lo", "hi", "sd", "dev_se", "se", "df", "test", "p", "p_holm", "mde", "mde_seed",
                      "mde_floor", "margin", "report_diff", "report_experiment", "report_reference",
                      "verdict_uncorrected", "verdict", "claim_verdict", "note"]
 
@@ -386,7 +386,8 @@ def _measure(claim: Claim, comparison: Comparison, runs, replicates, histories) 
 
 def _line(claim: Claim, comparison: Comparison, role: str, runs, replicates, histories, rows) -> dict:
     result, note = _measure(claim, comparison, runs, replicates, histories)
-    report = report_difference(comparison, rows) if comparison.metric in METRICS else (math.nan,) * 3
+    # the report's numbers are dev scores: beside a dev comparison only
+    report = report_difference(comparison, rows) if claim.statistic == DEV else (math.nan,) * 3
     measured = {} if result is None else {k: getattr(result, k) for k in MEASURED}
     return {"claim": claim.name, "words": claim.words, "direction": claim.direction, "role": role,
             "statistic": claim.statistic, "experiment": comparison.experiment, "reference": comparison.reference,
@@ -398,22 +399,31 @@ def _line(claim: Claim, comparison: Comparison, role: str, runs, replicates, his
 MEASURED = ("estimate", "lo", "hi", "n", "sd", "dev_se", "df")
 
 
+#: The null hypothesis each p tests, by (direction, what rejecting it resolves the comparison to).
+TESTS = {**{(d, v): "H0: Δ = 0" for d in (BETTER, WORSE) for v in (CONFIRMED, CONTRADICTED)},
+         (NO_EFFECT, CONFIRMED): "H0: |Δ| ≥ margin", (NO_EFFECT, CONTRADICTED): "H0: |Δ| ≤ margin",
+         **{(d, NOT_RESOLVABLE): "–" for d in DIRECTIONS}}
+
+
 def decide_all(measured: pd.DataFrame) -> pd.DataFrame:
     """The verdict columns from the measured ones (module docstring), row by row and then as a
     family: ``measured`` has claim, direction, role (PRIMARY / SECONDARY), ran (False: not run)
     and the :data:`MEASURED` fields of each comparison's interval; added are se, p, p_holm
     (primary rows; NaN for secondary), mde, mde_seed, mde_floor, margin ('no effect' claims),
-    verdict_uncorrected, verdict (Holm p for primary rows, uncorrected for secondary) and
-    claim_verdict (:func:`combine` of the claim's primary verdicts)."""
+    test (the p's null hypothesis), verdict_uncorrected, verdict (Holm p for primary rows,
+    uncorrected for secondary) and claim_verdict (:func:`combine` of the claim's primary verdicts)."""
     out = measured.copy().reset_index(drop=True)
-    sides = []
-    for i, line in out.iterrows():
+    computed, sides = [], []
+    for line in out.to_dict("records"):
         result = Interval(**{k: (0 if k == "n" else math.nan) if pd.isna(line.get(k)) else line[k] for k in MEASURED})
         mde, mde_seed, floor = detectable_parts(result.sd, int(result.n), result.dev_se)
         margin = mde if line["direction"] == NO_EFFECT else math.nan
         p, side = resolution(line["direction"], result, margin)
-        out.loc[i, ["se", "p", "mde", "mde_seed", "mde_floor", "margin"]] = [result.se, p, mde, mde_seed, floor, margin]
+        computed.append({"se": result.se, "p": p, "mde": mde, "mde_seed": mde_seed, "mde_floor": floor,
+                         "margin": margin, "test": TESTS[line["direction"], side]})
         sides.append(side)
+    for column, values in pd.DataFrame(computed, index=out.index).items():
+        out[column] = values
     ran = out["ran"].astype(bool)
     out.loc[~ran, "p"] = math.nan  # a comparison not run is no member of the family
     out["p_holm"] = math.nan
@@ -494,6 +504,14 @@ def _p(value: float) -> str:
     return "–" if math.isnan(value) else "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def _p_cell(line: Mapping, column: str = "p") -> str:
+    """The p of ``column``; for a 'no effect' line, which test it is (module docstring)."""
+    text = _p(line[column])
+    if line["direction"] != NO_EFFECT or text == "–":
+        return text
+    return f"{text} ({line['test']})"
+
+
 def _mde(line: Mapping) -> str:
     if math.isnan(line["mde"]):
         return "–"
@@ -536,14 +554,15 @@ def scorecard_markdown(scorecard: pd.DataFrame) -> str:
         def cells(f):
             return "<br>".join(map(f, records))
         margin = cells(lambda r: _number(r, r["margin"], False)) if first["direction"] == NO_EFFECT else "–"
-        rule = "one comparison" if len(records) == 1 else f"all {len(records)} agree"
-        body.append([words, cells(_comparison), cells(_theirs), cells(_delta), cells(lambda r: _p(r["p"])),
-                     cells(lambda r: _p(r["p_holm"])), cells(_mde), margin, rule, f"**{first['claim_verdict']}**"])
+        rule = "one comparison" if len(records) == 1 else f"all {len(records)} must agree"
+        body.append([words, cells(_comparison), cells(_theirs), cells(_delta), cells(_p_cell),
+                     cells(lambda r: _p_cell(r, "p_holm")), cells(_mde), margin, rule,
+                     f"**{first['claim_verdict']}**"])
     lines = markdown_rows(["claim", "primary comparison", "the report", "Δ [95% interval]", "p", "Holm p",
                            "MDE (seed part, floor)", "margin", "rule", "verdict"], body)
     secondary = scorecard[scorecard["role"] == SECONDARY].to_dict("records")
     extra = markdown_rows(["claim", "secondary comparison", "the report", "Δ [95% interval]", "p", "MDE", "verdict"],
-                          [[r["claim"], _comparison(r), _theirs(r), _delta(r), _p(r["p"]), _mde(r), r["verdict"]]
+                          [[r["claim"], _comparison(r), _theirs(r), _delta(r), _p_cell(r), _mde(r), r["verdict"]]
                            for r in secondary])
     return (LEGEND + "\n\n" + "\n".join(lines) + "\n\n## Secondary comparisons (shown, not deciding; uncorrected)\n\n"
             + "\n".join(extra) + "\n")
