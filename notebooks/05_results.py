@@ -155,7 +155,8 @@ for group, names in groups.items():
 #
 # The report's Figure 5 claims Gradient Compromise learns much faster in the first epochs.
 # Examples seen is the fair x-axis: one Gradient Compromise update consumes a whole group of
-# batches. The scorecard's learning-speed line compares the two curves over the early window.
+# batches. The scorecard's learning-speed line compares the two curves by their area over the
+# whole run both cover (the mean validation score at matched examples seen).
 
 # %% tags=["hide-input"]
 (figures.plot_compromise_vs_annealed(histories, f"{figures_dir}/05_compromise_vs_annealed.png",
