@@ -357,7 +357,7 @@ def schedule_note(schedule: str, epochs: int, report_epochs: int) -> str:
     name, value = SCHEDULES[schedule]
     ours = ", ".join(f"{value(e, epochs):.2f}" for e in range(1, epochs + 1))
     theirs = ", ".join(f"{value(e, report_epochs):.2f}" for e in range(1, report_epochs + 1))
-    return (f"the mechanism has little room at this budget: {name} per epoch is {ours} over this profile's "
+    return (f"the mechanism has less room than the report gave it: {name} per epoch is {ours} over this profile's "
             f"{epochs} epoch(s), against {theirs} over the report's {report_epochs}")
 
 
