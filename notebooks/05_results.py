@@ -31,6 +31,7 @@ table_md = "results/table.md"
 scorecard_md = "results/scorecard.md"
 figures_dir = "figures"
 budget_dir = "results/budget"     # the budget study's runs (notebook 07)
+benchmarks_dir = "benchmarks/results"  # bench_combiners JSON: the cost of a surgery update
 compromise = "hidden_compromise"  # Gradient Compromise ...
 annealed = "hidden"               # ... against the annealed sampler it builds on
 
@@ -100,7 +101,8 @@ display(report.interval_sources(summary).round(4))
 # %%
 histories = report.collect_histories(runs_dir)
 profile = runs["profile"].dropna().iloc[0] if runs["profile"].notna().any() else None
-card = scorecard.judge(runs, replicates, histories, rows, params=params, profile=profile)
+card = scorecard.judge(runs, replicates, histories, rows, params=params, profile=profile,
+                       benchmarks=sorted(Path(benchmarks_dir).glob("bench_combiners_*.json")))
 write_text(scorecard_md, scorecard.scorecard_markdown(card))
 
 # %% tags=["hide-input"]

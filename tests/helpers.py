@@ -148,12 +148,13 @@ def histories(per_experiment):
 
 
 def scratch_pipeline(folder: Path) -> Path:
-    """The repository's pipeline (dvc.yaml, params.yaml, the notebook sources and mtlib)
-    copied into ``folder``: a project that DVC can run or inspect away from this checkout."""
+    """The repository's pipeline (dvc.yaml, params.yaml, the notebook sources, mtlib and the
+    benchmark results the scorecard reads) copied into ``folder``: a project that DVC can run
+    or inspect away from this checkout."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, folder / name)
-    for name in ("notebooks", "mtlib"):
+    for name in ("notebooks", "mtlib", "benchmarks/results"):
         shutil.copytree(ROOT / name, folder / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.ipynb", ".ipynb_checkpoints"))
     return folder

@@ -3,6 +3,7 @@ combination, MDE-sized margins), and verdicts on made-up tables and constructed 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -300,7 +301,7 @@ def test_learning_speed_is_the_area_under_the_validation_curve_over_the_common_r
     assert judge(None, None, None, claims=[speed]).iloc[0]["verdict"] == NOT_RUN
 
 
-def test_the_cost_claim_is_the_paired_ratio_of_training_speed():
+def test_the_cost_claim_is_the_paired_ratio_of_training_speed(tmp_path):
     rng = np.random.default_rng(3)
     ratios, rows = [], []
     for seed in range(1, 6):
@@ -310,7 +311,10 @@ def test_the_cost_claim_is_the_paired_ratio_of_training_speed():
         rows += [{"experiment": "hidden", "seed": seed, SPEED_COLUMN: pcgrad * ratio},
                  {"experiment": "hidden_pcgrad", "seed": seed, SPEED_COLUMN: pcgrad}]
     cost = next(c for c in CLAIMS if c.name == "schedule_cost")
-    card = judge(pd.DataFrame(rows), None, claims=[cost])
+    bench = tmp_path / "bench_combiners_x.json"
+    bench.write_text(json.dumps({"ratios_vs_sum": {"sum": {"median_step": 1.0}, "pcgrad": {"median_step": 1.107}}}))
+    card = judge(pd.DataFrame(rows), None, claims=[cost], benchmarks=[bench])
+    assert "a pcgrad update costs ×1.11 (bench_combiners_x.json) a plainly summed one" in card["note"][0]
     line = card.iloc[0]
     assert line["estimate"] == pytest.approx(np.mean(np.log(ratios))) and line["statistic"] == SPEED
     assert line["claim_verdict"] == CONFIRMED and math.isnan(line["report_diff"])  # dev numbers do not belong here

@@ -67,8 +67,10 @@ runs' own training speed: real (unpadded) tokens trained per second of update ti
 (annealed sampler / PCGrad). Per update would charge PCGrad for the three batches it consumes
 per update (one per task) against the sampler's one; per example would charge whichever
 method draws more long Quora pairs. Tokens per second is what a user pays for the same amount
-of training text. The controlled measurement of the surgery alone on identical batches is
-benchmarks/results/bench_combiners_*.json (``ratios_vs_sum``).
+of training text. The controlled measurement of the surgery alone on identical batches
+(benchmarks/results/bench_combiners_*.json, ``ratios_vs_sum``: a PCGrad update against a
+plainly summed one) is shown in the claim's note: it separates the surgery's own cost from
+the plan's (every task's batch in every update).
 """
 from __future__ import annotations
 
@@ -124,6 +126,7 @@ class Claim:
     statistic: str = DEV                    # DEV, CURVE or SPEED
     note: str = ""                          # what the comparisons leave out, and why
     schedule: str | None = None             # a key of SCHEDULES the mechanism needs epochs for
+    benchmark: str | None = None            # a combiner whose bench_combiners cost is shown (cost claim)
 
     @property
     def comparisons(self) -> tuple[Comparison, ...]:
@@ -189,7 +192,7 @@ CLAIMS: tuple[Claim, ...] = (
           note="against continued, the AdvancedModel fine-tuned for the same extra micro-batches (the same "
                "compute); against the AdvancedModel that stopped, and a heads-only continuation, secondary"),
     Claim("schedule_cost", 'the PAL schedule is "simpler and way faster" than gradient surgery', BETTER,
-          (Comparison("hidden", "hidden_pcgrad", "mean"),), statistic=SPEED,
+          (Comparison("hidden", "hidden_pcgrad", "mean"),), statistic=SPEED, benchmark="pcgrad",
           note="training tokens per second, annealed sampler over PCGrad; 'way' and 'simpler' are not tested"),
     Claim("smart", 'SMART "did not really influence" the results', NO_EFFECT,
           _each(["hidden_gradvac_smart"], "hidden_gradvac"),
@@ -361,6 +364,23 @@ def schedule_note(schedule: str, epochs: int, report_epochs: int) -> str:
             f"{epochs} epoch(s), against {theirs} over the report's {report_epochs}")
 
 
+def benchmark_note(combiner: str, paths: Sequence[str | Path]) -> str:
+    """The cost of one ``combiner`` update against a plainly summed one on the same batches of
+    every task, as each benchmarks.bench_combiners JSON of ``paths`` measured it (its
+    ``ratios_vs_sum``, median update time); empty without such a file."""
+    import json
+
+    found = []
+    for path in sorted(map(Path, paths)):
+        ratios = json.loads(path.read_text()).get("ratios_vs_sum", {})
+        if combiner in ratios:
+            found.append(f"×{ratios[combiner]['median_step']:.2f} ({path.name})")
+    if not found:
+        return ""
+    return (f"benchmarks, the same batches of every task: a {combiner} update costs {', '.join(found)} "
+            "a plainly summed one")
+
+
 def profile_epochs(params: str | Path, experiment: str, profile: str) -> tuple[int, int]:
     """(epochs of ``experiment`` on ``profile``, epochs on :data:`REPORT_PROFILE`) from params.yaml."""
     return (load_config(params, experiment, profile).train.epochs,
@@ -440,7 +460,7 @@ def decide_all(measured: pd.DataFrame) -> pd.DataFrame:
 
 def judge(runs: pd.DataFrame | None, replicates: Replicates | None, histories: pd.DataFrame | None = None,
           rows: Mapping | None = None, claims: Sequence[Claim] = CLAIMS, params: str | Path | None = None,
-          profile: str | None = None) -> pd.DataFrame:
+          profile: str | None = None, benchmarks: Sequence[str | Path] = ()) -> pd.DataFrame:
     """One row per (claim, comparison) of :data:`SCORECARD_COLUMNS`, each claim's primary
     comparisons first: Δ (``estimate``) over ``n`` paired seeds with its 95% interval, SE and
     degrees of freedom, the uncorrected p and (primary only) the Holm p across every primary
@@ -450,14 +470,16 @@ def judge(runs: pd.DataFrame | None, replicates: Replicates | None, histories: p
     mtlib.study.report.bootstrap_runs; ``histories``: mtlib.study.report.collect_histories
     (learning speed); ``rows``: params.yaml's experiments (the report's numbers; read from
     ``params`` when not given); ``params`` and ``profile``: where the epochs of the schedule
-    notes come from (no notes without them)."""
+    notes come from (no notes without them); ``benchmarks``: bench_combiners JSON files whose
+    measured cost per update the cost claim's note shows (:func:`benchmark_note`)."""
     rows = rows if rows is not None else (read_params(params)["experiments"] if params else {})
     lines = [_line(claim, comparison, role, runs, replicates, histories, rows)
              for claim in claims
              for role, comparisons in ((PRIMARY, claim.primary), (SECONDARY, claim.secondary))
              for comparison in comparisons]
     card = decide_all(pd.DataFrame(lines, columns=[*SCORECARD_COLUMNS, "ran"]))
-    notes = {claim.name: [claim.note, _schedule_note(claim, params, profile)] for claim in claims}
+    notes = {claim.name: [claim.note, _schedule_note(claim, params, profile),
+                          benchmark_note(claim.benchmark, benchmarks) if claim.benchmark else ""] for claim in claims}
     card["note"] = ["; ".join(x for x in (*notes[c], n) if isinstance(x, str) and x)
                     for c, n in zip(card["claim"], card["note"])]
     card["n"] = card["n"].fillna(0).astype(int)
