@@ -28,8 +28,10 @@ statement as the 95% interval excluding 0:
   :data:`ALPHA` the comparison is **confirmed** if Δ has the claimed sign and **contradicted**
   if not; otherwise **not resolvable at this profile**;
 - a 'no effect' claim, with an equivalence margin m equal to that comparison's own minimal
-  detectable effect (MDE, 5% level, 80% power; a smaller margin could never be confirmed by
-  this study, a fixed one ignores how noisy each comparison is): **confirmed** when the
+  detectable effect (MDE, 5% level, 80% power, from the same measured SE: "no effect" then
+  means no effect this comparison could have detected; a fixed margin well below the MDE is
+  almost never confirmed, and one well above it ignores how precise a comparison is;
+  equivalence within m = MDE needs |Δ| below about 0.84 SE): **confirmed** when the
   equivalence p (H0: |Δ| >= m) is below ALPHA (the interval lies within ±m), **contradicted**
   when the minimum-effect p (H0: |Δ| <= m) is (the interval lies wholly outside ±m),
   otherwise not resolvable. The two cannot both be below ALPHA; the comparison's p is the
@@ -45,6 +47,14 @@ contradiction: a claim is **confirmed** when every primary comparison is confirm
 **contradicted** when every one is contradicted, and **not resolvable** otherwise (some not
 resolved, or some confirming while others contradict). A claim is judged on the primary
 comparisons the profile ran and says how many that is when some were not run.
+
+**The title question** ("master of all trades or jack of none?": does one shared encoder
+match a model per task?) is one 'no effect' claim per task, on that task's metric, the
+multitask BaseModel against a single-task model. Its primary comparison is at equal examples
+of that task seen (``single_<task>_matched``): that is the report's question, what sharing
+the encoder costs a task given the same data of it. Equal total compute (``single_<task>``,
+whose every micro-batch is of that task) is secondary. A Δ wholly beyond the margin
+on the positive side reads "the multitask model is better", on the negative side "worse".
 
 **Mechanisms and budget.** The annealed sampler's α and Gradient Compromise's β change once per
 epoch; a profile with fewer epochs than the report's (the paper profile's) gives those
