@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 from mtlib.io import atomic_path
 
@@ -68,19 +69,25 @@ def fit_texts(fig: Figure, margin: float = 0.98) -> None:
     boundaries, until it fits: such a title is otherwise clipped. Lays the figure out to
     measure it."""
     renderer = fig.canvas.get_renderer()
-    for text in _titles(fig):
-        upright = round(text.get_rotation()) % 180 == 90  # a y label: its length is its height
-        for _ in range(8):
-            fig.draw_without_rendering()
+    texts = _titles(fig)
+    for _ in range(8):  # one layout per round; most figures need none but the first
+        fig.draw_without_rendering()
+        changed = False
+        for text in texts:
+            upright = round(text.get_rotation()) % 180 == 90  # a y label: its length is its height
             box = text.get_window_extent(renderer)
             low, high, length, room = ((box.y0, box.y1, box.height, fig.bbox.height) if upright else
                                        (box.x0, box.x1, box.width, fig.bbox.width))
             overflow = max(0.0, -low) + max(0.0, high - room)  # a centred title overhangs both ways
             if length <= margin * room and not overflow:
-                break
-            target = min(margin * room, length - 2 * overflow - 4)
+                continue
+            target = max(min(margin * room, length - 2 * overflow - 4), 0.2 * room)
             longest = max(len(line) for line in text.get_text().split("\n"))
-            text.set_text(_wrap(text.get_text(), int(longest * max(target, 0.2 * room) / length) - 1))
+            wrapped = _wrap(text.get_text(), int(longest * target / length) - 1)
+            changed |= wrapped != text.get_text()
+            text.set_text(wrapped)
+        if not changed:
+            return
     fig.draw_without_rendering()
 
 
@@ -117,6 +124,55 @@ def name_run(fig: Figure, caption: str | None) -> None:
     """``caption`` (:func:`run_caption`) as the figure's footer, in small grey type."""
     if caption:
         fig.supxlabel(caption, fontsize=7, color="0.35")
+
+
+#: Where a point's label may go, in points from the point, nearest first: eight directions
+#: at growing distances (the farther ones get a leader line).
+LABEL_OFFSETS = tuple((round(r * dx), round(r * dy)) for r in (5, 12, 22, 34, 48, 64)
+                      for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)))
+
+
+def _overlap(a, b) -> float:
+    """The area two display boxes share (0 when they do not overlap)."""
+    return max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+
+
+def place_labels(ax, xs, ys, names, fontsize: float = 8, offsets=LABEL_OFFSETS) -> list:
+    """Label each point (xs[i], ys[i]) with names[i] where the label overlaps no other label
+    and no point and stays inside the axes: greedily, point by point, the first free place
+    of ``offsets``; where none is free, the place of least overlap. Labels set away from
+    their point get a thin leader line. Lay the figure out (titles fitted) first: the
+    offsets are in points, so a later change of the axes' size moves the points under them.
+    Returns the annotations."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    frame = ax.get_window_extent(renderer)
+    pixels = ax.transData.transform(np.column_stack([np.asarray(xs, float), np.asarray(ys, float)]))
+    pad = 4.0  # pixels kept free around each point's marker
+    taken = [Bbox.from_extents(px - pad, py - pad, px + pad, py + pad) for px, py in pixels]
+    placed = []
+    for (x, y), name in zip(zip(xs, ys), names):
+        best = None
+        for dx, dy in offsets:
+            style = {"ha": "left" if dx > 0 else "right" if dx < 0 else "center",
+                     "va": "bottom" if dy > 0 else "top" if dy < 0 else "center"}
+            note = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, **style)
+            box = note.get_window_extent(renderer)
+            note.remove()
+            outside = box.width * box.height - _overlap(box, frame)
+            cost = outside * 10 + sum(_overlap(box, other) for other in taken)
+            if best is None or cost < best[0]:
+                best = (cost, box, (dx, dy), style)
+            if cost == 0:
+                break
+        _, box, (dx, dy), style = best
+        far = max(abs(dx), abs(dy)) > max(abs(v) for v in offsets[0])
+        arrow = {"arrowstyle": "-", "color": "0.5", "linewidth": 0.6, "shrinkA": 1, "shrinkB": 3} if far else None
+        placed.append(ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                                  arrowprops=arrow, **style))
+        taken.append(box)
+    return placed
 
 
 # ---------------------------------------------------------------------------------------
