@@ -101,6 +101,7 @@ Markdown(report.effects_markdown(report.detectable_effects(summary)))
 
 # %%
 histories = report.collect_histories(runs_dir)
+profile = ", ".join(sorted(runs["profile"].dropna().astype(str).unique()))  # named in every figure's footer
 card = scorecard.judge(runs, replicates, histories, rows)
 write_text(scorecard_md, scorecard.scorecard_markdown(card))
 
@@ -111,7 +112,7 @@ Markdown(Path(scorecard_md).read_text())
 # ## This study beside the report
 
 # %% tags=["hide-input"]
-figures.plot_report_comparison(summary, f"{figures_dir}/05_report_comparison.png")
+figures.plot_report_comparison(summary, f"{figures_dir}/05_report_comparison.png", run=plotting.run_caption(runs))
 
 # %% [markdown]
 # ## Score against task-specific parameters
@@ -119,7 +120,7 @@ figures.plot_report_comparison(summary, f"{figures_dir}/05_report_comparison.png
 # Everything but the heads (and PALs) is shared; the x-axis counts what each task owns.
 
 # %% tags=["hide-input"]
-figures.plot_score_vs_parameters(summary, f"{figures_dir}/05_score_vs_parameters.png")
+figures.plot_score_vs_parameters(summary, f"{figures_dir}/05_score_vs_parameters.png", run=plotting.run_caption(runs))
 
 # %% [markdown]
 # ## Learning curves
@@ -134,9 +135,10 @@ groups = analysis.curve_groups(rows, sorted(set(histories["experiment"])))
 
 # %% tags=["hide-input"]
 for group, names in groups.items():
-    display(plotting.plot_learning_curves(analysis.select_experiments(histories, names),
-                                          f"{figures_dir}/05_learning_curves/{group}.png",
-                                          title=f"Validation mean during training: {group}"))
+    shown = analysis.select_experiments(histories, names)
+    display(plotting.plot_learning_curves(shown, f"{figures_dir}/05_learning_curves/{group}.png",
+                                          title=f"Validation mean during training: {group}",
+                                          run=plotting.run_caption(shown, profile)))
 
 # %% [markdown]
 # ## Gradient Compromise against the annealed sampler
@@ -147,7 +149,9 @@ for group, names in groups.items():
 
 # %% tags=["hide-input"]
 (figures.plot_compromise_vs_annealed(histories, f"{figures_dir}/05_compromise_vs_annealed.png",
-                                     compromise=compromise, annealed=annealed)
+                                     compromise=compromise, annealed=annealed,
+                                     run=plotting.run_caption(histories[histories["experiment"].isin([compromise, annealed])],
+                                                              profile))
  if {compromise, annealed} <= set(histories["experiment"]) else
  Markdown(f"`{compromise}` or `{annealed}` did not run on this profile."))
 
@@ -160,4 +164,5 @@ for group, names in groups.items():
 # %% tags=["hide-input"]
 budget = report.collect_histories(budget_dir)
 plotting.plot_learning_curves(budget, f"{figures_dir}/05_budget.png", metric="mean",
-                              title="Validation mean against training examples seen, at twice the profile's budget")
+                              title="Validation mean against training examples seen, at twice the profile's budget",
+                              run=plotting.run_caption(budget, profile))
