@@ -81,6 +81,19 @@ Markdown(
           else ".")))
 
 # %% [markdown]
+# ## What the backbone knew
+#
+# all-MiniLM-L6-v2 was trained on Quora duplicate questions, the source of this study's
+# 42,149-pair Quora training subset and of its Quora dev pairs, and on NLI pairs: the pair
+# tasks are contaminated, not just easy. The untrained backbone's cosine similarity (row
+# `frozen_cosine`) measures how much of a pair-task score was there before any training.
+
+# %% tags=["hide-input"]
+from mtlib.study.provenance import backbone_caveat, backbone_head_start
+
+Markdown(backbone_caveat(backbone_head_start(summary, list(fine_tuned.index))))
+
+# %% [markdown]
 # ## What the intervals are made of, and what this study can detect
 #
 # For each row: the half-width of its interval from the seeds alone and from the dev sample

@@ -53,7 +53,7 @@ def plot_confusion_matrix(labels: Sequence[int], predictions: Sequence[int], pat
     ``run`` (the run it shows: :func:`mtlib.study.plotting.run_caption`) as the footer."""
     matrix = confusion_matrix(labels, predictions, len(SST_CLASSES))
     accuracy = float(np.mean(np.asarray(labels) == np.asarray(predictions)))
-    fig, (ax,) = new_figure(1, width=5.6, height=4.6)
+    fig, (ax,) = new_figure(1, width=6.4, height=4.8)
     sns.heatmap(matrix, ax=ax, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues", square=True,
                 xticklabels=SST_CLASSES, yticklabels=SST_CLASSES, cbar_kws={"label": "share of the true class"})
     ax.tick_params(axis="y", rotation=0)
