@@ -32,6 +32,13 @@ Usage: PYTHONPATH=. python scripts/interval_coverage.py [--studies 1000] [--seed
 flagged "short" (below) or "wide" (above) in the last column, with "!" where it lies more
 than two simulation standard errors (sqrt(0.95 * 0.05 / studies): 0.7 points for 1,000
 studies) outside the band, i.e. beyond what the simulation's own noise explains.
+
+The output of the defaults (6 seeds): benchmarks/results/interval_coverage.txt. Measured
+with the defaults, the table interval covered 92.9-95.7% in every regime; only a Delta
+where the shared dev sample dominates fell below 93% (92.9%, within the simulation's noise);
+the hierarchical bootstrap covered 88% of Deltas where seed effects dominate and 99.5%
+where per-run example noise or shared item noise dominates. About 2 minutes on 2 idle
+cores (849 s on 2 cores shared with five other jobs).
 """
 from __future__ import annotations
 
