@@ -37,8 +37,9 @@ The output of the defaults (6 seeds): benchmarks/results/interval_coverage.txt. 
 with the defaults, the table interval covered 92.9-95.7% in every regime; only a Delta
 where the shared dev sample dominates fell below 93% (92.9%, within the simulation's noise);
 the hierarchical bootstrap covered 88% of Deltas where seed effects dominate and 99.5%
-where per-run example noise or shared item noise dominates. About 2 minutes on 2 idle
-cores (849 s on 2 cores shared with five other jobs).
+where per-run example noise or shared item noise dominates. The defaults ran 849 s on 2
+cores shared with five other jobs; a 40-study run took 4.5 s, so on 2 idle cores they
+should take about 2 minutes (not measured idle).
 """
 from __future__ import annotations
 
