@@ -68,8 +68,8 @@ def plot_confusion_matrix(labels: Sequence[int], predictions: Sequence[int], pat
 
 def _minilm_note(fig: Figure, summary: pd.DataFrame) -> None:
     if any(is_minilm(b) for value in summary["backbone"].dropna() for b in str(value).split(", ")):
-        fig.suptitle("all-MiniLM-L6-v2 saw Quora and NLI pairs in pre-training:\n"
-                     "its para (and sts) scores are optimistic, not comparable with the report's bert-base",
+        fig.suptitle("all-MiniLM-L6-v2 saw Quora duplicates and NLI pairs in pre-training:\n"
+                     "its para (and sts) scores are contaminated, not comparable with the report's bert-base",
                      fontsize=9)
 
 
