@@ -161,10 +161,9 @@ for group, names in groups.items():
 # batches. The scorecard's learning-speed line compares the two curves over the early window.
 
 # %% tags=["hide-input"]
+pair = histories[histories["experiment"].isin([compromise, annealed])]
 (figures.plot_compromise_vs_annealed(histories, f"{figures_dir}/05_compromise_vs_annealed.png",
-                                     compromise=compromise, annealed=annealed,
-                                     run=plotting.run_caption(histories[histories["experiment"].isin([compromise, annealed])],
-                                                              profile))
+                                     compromise=compromise, annealed=annealed, run=plotting.run_caption(pair, profile))
  if {compromise, annealed} <= set(histories["experiment"]) else
  Markdown(f"`{compromise}` or `{annealed}` did not run on this profile."))
 

@@ -297,7 +297,8 @@ def error_kinds(frame: pd.DataFrame, task: str, long_quantile: float = LONG_QUAN
         noise = wrong & confident
     else:
         noise = frame["abs_error"] >= noise_sts
-    return pd.DataFrame({"negation": text.str.contains(NEGATION), "long": frame["words"] >= frame["words"].quantile(long_quantile),
+    long = frame["words"] >= frame["words"].quantile(long_quantile)
+    return pd.DataFrame({"negation": text.str.contains(NEGATION), "long": long,
                          "label_noise": pd.Series(noise, index=frame.index).astype(bool)}, index=frame.index)
 
 

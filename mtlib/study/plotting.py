@@ -52,8 +52,8 @@ def save(fig: Figure, path: str | Path) -> Figure:
 def _titles(fig: Figure) -> list:
     """The figure's titles, axis labels and footer: each axes' titles and labels, the
     suptitle and the supxlabel."""
-    texts = [t for ax in fig.axes for t in (ax.title, getattr(ax, "_left_title", None), getattr(ax, "_right_title", None),
-                                            ax.xaxis.label, ax.yaxis.label)]
+    texts = [t for ax in fig.axes for t in (ax.title, getattr(ax, "_left_title", None),
+                                            getattr(ax, "_right_title", None), ax.xaxis.label, ax.yaxis.label)]
     texts += [getattr(fig, "_suptitle", None), getattr(fig, "_supxlabel", None)]
     return [t for t in texts if t is not None and t.get_text()]
 
