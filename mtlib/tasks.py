@@ -86,6 +86,23 @@ class Task:
         """Labels in the file's own scale (STS: scores clamped to the label range)."""
         return self.predict_fn(output.float(), self).cpu().numpy()
 
+    def confidence(self, output: torch.Tensor, predictions) -> np.ndarray:
+        """The model's probability of the class it predicted, per row (softmax for several
+        classes, the sigmoid of the logit and its complement for a binary head); NaN for a
+        regression task, which has no class. ``predictions``: the predicted classes, which
+        may differ from the argmax of ``output`` (a class adjustment, mtlib.training.adjust)."""
+        import torch  # with a model's output, not with the module (see the losses above)
+        output = output.float()
+        if not self.integer_labels:
+            return np.full(len(output), np.nan)
+        if self.num_outputs == 1:
+            positive = torch.sigmoid(output.reshape(-1))
+            probs = torch.stack([1 - positive, positive], -1)
+        else:
+            probs = output.softmax(-1)
+        chosen = torch.as_tensor(np.asarray(predictions), dtype=torch.long, device=probs.device)
+        return probs.gather(-1, chosen[:, None])[:, 0].cpu().numpy()
+
     def random_predictions(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """The random predictor: a uniformly drawn class, or a uniform score in the label range."""
         if self.integer_labels:

@@ -16,7 +16,8 @@
 # # 01 The data
 #
 # The study trains one BERT encoder on three tasks at once: five-class sentiment on the
-# Stanford Sentiment Treebank (SST), paraphrase detection on Quora question pairs, and
+# Stanford Sentiment Treebank (SST), paraphrase detection on Quora question pairs (trained
+# on the 42,149-pair Quora training subset, not the course's 141,506-pair file), and
 # semantic similarity on the STS Benchmark (a score from 0 to 5). This notebook shows the
 # training data as the chosen profile sees it, and what the study's two data steps, dropping
 # the longest 2% of inputs and balancing classes with Easy Data Augmentation (EDA), and its

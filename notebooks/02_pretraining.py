@@ -149,7 +149,8 @@ display(Markdown(
 plotting.plot_learning_curves(frame[frame["selection"] == "individual"].rename(columns={"task": "experiment"})
                               .assign(seed=seed), figure_path, metric="score", x="epoch",
                               labels={task: metric for task, metric in zip(frame["task"], frame["metric"])},
-                              title="Heads on the frozen encoder: validation metric per epoch")
+                              title="Heads on the frozen encoder: validation metric per epoch",
+                              run=f"profile {cfg.profile} · seed {seed} · experiment {experiment} (its heads only)")
 
 # %% [markdown]
 # ## SMART's adversarial term under mixed precision

@@ -16,10 +16,13 @@
 # # 04 Projected attention layers added after fine-tuning
 #
 # Projected attention layers (PALs, Stickland and Murray 2019) give each task a small
-# attention of its own inside every BERT layer: layer l's attention sub-layer becomes
-# LN(h + SA(h) + PAL_t(h)) with PAL_t(h) = V_D g(V_E h), where V_E projects the hidden state
-# down to a d-dimensional space shared by all layers of task t, g is a multi-head attention
-# in that space, and V_D projects back up.
+# attention of its own inside every BERT layer: PAL_t(h) = V_D g(V_E h) of the layer's input
+# h, where V_E projects the hidden state down to a d-dimensional space shared by all layers
+# of task t, g is a multi-head attention in that space, and V_D projects back up. The PAL's
+# output is added beside the feed-forward block, at the layer's OUTPUT LayerNorm (as the
+# authors' reference code does; mtlib.model.pal, `placement: output`, the study's setting):
+# the layer computes LN(FFN(a) + a + PAL_t(h)) with a = LN(h + SA(h)), not the paper's
+# shorthand LN(h + SA(h) + PAL_t(h)) at the attention sub-layer.
 #
 # The report's best model adds PALs to the *fine-tuned* AdvancedModel and trains only the
 # PALs, everything else frozen. Each PAL starts with **no influence**: V_D = 0, so the model

@@ -82,6 +82,19 @@ Markdown(
           else ".")))
 
 # %% [markdown]
+# ## What the backbone knew
+#
+# all-MiniLM-L6-v2 was trained on Quora duplicate questions, the source of this study's
+# 42,149-pair Quora training subset and of its Quora dev pairs, and on NLI pairs: the pair
+# tasks are contaminated, not just easy. The untrained backbone's cosine similarity (row
+# `frozen_cosine`) measures how much of a pair-task score was there before any training.
+
+# %% tags=["hide-input"]
+from mtlib.study.provenance import backbone_caveat, backbone_head_start
+
+Markdown(backbone_caveat(backbone_head_start(summary, list(fine_tuned.index))))
+
+# %% [markdown]
 # ## What the intervals are made of
 #
 # For each row: the half-width of its interval from the seeds alone, from the dev sample
@@ -125,7 +138,7 @@ display(scorecard.power_table(card).round(4))
 # ## This study beside the report
 
 # %% tags=["hide-input"]
-figures.plot_report_comparison(summary, f"{figures_dir}/05_report_comparison.png")
+figures.plot_report_comparison(summary, f"{figures_dir}/05_report_comparison.png", run=plotting.run_caption(runs))
 
 # %% [markdown]
 # ## Score against task-specific parameters
@@ -133,7 +146,7 @@ figures.plot_report_comparison(summary, f"{figures_dir}/05_report_comparison.png
 # Everything but the heads (and PALs) is shared; the x-axis counts what each task owns.
 
 # %% tags=["hide-input"]
-figures.plot_score_vs_parameters(summary, f"{figures_dir}/05_score_vs_parameters.png")
+figures.plot_score_vs_parameters(summary, f"{figures_dir}/05_score_vs_parameters.png", run=plotting.run_caption(runs))
 
 # %% [markdown]
 # ## Learning curves
@@ -148,9 +161,10 @@ groups = analysis.curve_groups(rows, sorted(set(histories["experiment"])))
 
 # %% tags=["hide-input"]
 for group, names in groups.items():
-    display(plotting.plot_learning_curves(analysis.select_experiments(histories, names),
-                                          f"{figures_dir}/05_learning_curves/{group}.png",
-                                          title=f"Validation mean during training: {group}"))
+    shown = analysis.select_experiments(histories, names)
+    display(plotting.plot_learning_curves(shown, f"{figures_dir}/05_learning_curves/{group}.png",
+                                          title=f"Validation mean during training: {group}",
+                                          run=plotting.run_caption(shown, profile)))
 
 # %% [markdown]
 # ## Gradient Compromise against the annealed sampler
@@ -161,8 +175,9 @@ for group, names in groups.items():
 # whole run both cover (the mean validation score at matched examples seen).
 
 # %% tags=["hide-input"]
+pair = histories[histories["experiment"].isin([compromise, annealed])]
 (figures.plot_compromise_vs_annealed(histories, f"{figures_dir}/05_compromise_vs_annealed.png",
-                                     compromise=compromise, annealed=annealed)
+                                     compromise=compromise, annealed=annealed, run=plotting.run_caption(pair, profile))
  if {compromise, annealed} <= set(histories["experiment"]) else
  Markdown(f"`{compromise}` or `{annealed}` did not run on this profile."))
 
@@ -175,4 +190,5 @@ for group, names in groups.items():
 # %% tags=["hide-input"]
 budget = report.collect_histories(budget_dir)
 plotting.plot_learning_curves(budget, f"{figures_dir}/05_budget.png", metric="mean",
-                              title="Validation mean against training examples seen, at twice the profile's budget")
+                              title="Validation mean against training examples seen, at twice the profile's budget",
+                              run=plotting.run_caption(budget, profile))

@@ -217,6 +217,67 @@ def test_worst_errors_order_by_class_distance_then_id():
     assert analysis.worst_errors(sts, "sts", n=2)["id"].tolist() == ["q", "p"]
 
 
+def test_read_predictions_keeps_the_stored_probability(run_with_predictions):
+    run, data = run_with_predictions
+    dev = _dev(data, "para").head(4)
+    pd.DataFrame({"id": dev["id"], "is_duplicate": [1, 0, 1, 0], "probability": [0.9, 0.6, 0.55, 0.99]}).to_csv(
+        run / "predictions" / "para-dev.csv", index=False)
+    frame = analysis.read_predictions(run, "para")
+    assert frame["probability"].tolist() == [0.9, 0.6, 0.55, 0.99] and "correct" in frame
+
+
+def _quora_errors():
+    """Quora-like: every error is one class off (the old ranking's ties), probabilities differ."""
+    return pd.DataFrame({"id": list("abcdefgh"), "sentence1": [f"question {i}" for i in range(8)],
+                         "sentence2": [f"another question {i}" for i in range(8)],
+                         "label": [0, 1, 0, 1, 0, 1, 1, 0], "prediction": [1, 0, 1, 0, 0, 1, 0, 1],
+                         "probability": [0.55, 0.97, 0.71, 0.62, 0.99, 0.8, 0.93, 0.51],
+                         "words": [4, 6, 8, 5, 12, 9, 30, 7]}).assign(
+        correct=lambda f: f["label"] == f["prediction"], abs_error=lambda f: (f["label"] - f["prediction"]).abs())
+
+
+def test_worst_errors_rank_by_the_probability_of_the_wrong_class():
+    worst = analysis.worst_errors(_quora_errors(), "para", n=4)
+    assert worst["id"].tolist() == ["b", "g", "c", "d"]  # 0.97, 0.93, 0.71, 0.62: not ids in order
+    assert worst["probability"].is_monotonic_decreasing and worst["probability"].is_unique
+    assert not worst["probability"].duplicated().any() and "sentence2" in worst
+    sst = _errors_frame().assign(probability=[0.4, 0.9, 0.3, 0.8, 0.5, 0.35])
+    assert analysis.worst_errors(sst, "sst", n=3)["id"].tolist() == ["d", "a", "f"]  # errors only (b, e are right)
+
+
+def test_error_kinds_follow_their_rules():
+    frame = pd.DataFrame({"id": list("abcdef"),
+                          "sentence": ["it is not good", "the film does n't work", "a notable , nothing-like film",
+                                       "no", "great fun", "an undeniably noteworthy knot of a film , long and slow"],
+                          "label": [3, 1, 2, 0, 4, 2], "prediction": [1, 1, 0, 0, 0, 2],
+                          "probability": [0.95, 0.7, 0.6, 0.99, 0.92, 0.5]})
+    frame = frame.assign(words=frame["sentence"].str.split().str.len(), correct=frame["label"] == frame["prediction"],
+                         abs_error=(frame["label"] - frame["prediction"]).abs())
+    kinds = analysis.error_kinds(frame, "sst")
+    # "not", "n't", "nothing" (a word inside "nothing-like") and "no" negate; "notable", "knot", "noteworthy" do not
+    assert kinds["negation"].tolist() == [True, True, True, True, False, False]
+    assert kinds["long"].tolist() == (frame["words"] >= frame["words"].quantile(0.75)).tolist()
+    assert kinds["long"].tolist()[-1] and not kinds["long"].tolist()[3]
+    assert kinds["label_noise"].tolist() == [True, False, False, False, True, False]  # wrong and >= 0.9 sure
+    counts = analysis.error_kind_counts(frame, "sst")
+    assert counts.loc["negation", "examples"] == 4 and counts.loc["negation", "errors"] == 2
+    assert counts.loc["negation", "share_of_errors"] == pytest.approx(2 / 3)
+    assert counts.loc["negation", "error_rate_with"] == 0.5 and counts.loc["negation", "error_rate_without"] == 0.5
+    assert counts.loc["label_noise", "errors"] == 2
+    assert not analysis.error_kinds(frame.drop(columns="probability"), "sst")["label_noise"].any()
+
+
+def test_sts_errors_and_label_noise_by_distance_from_gold():
+    frame = pd.DataFrame({"id": list("abc"), "sentence1": ["a man is not here", "x", "y"],
+                          "sentence2": ["a man", "x y", "y z"], "label": [4.0, 1.0, 2.0],
+                          "prediction": [1.0, 1.5, 3.2], "words": [6, 3, 3]})
+    frame["abs_error"] = (frame["label"] - frame["prediction"]).abs()
+    assert analysis.is_error(frame, "sts").tolist() == [True, False, True]
+    kinds = analysis.error_kinds(frame, "sts")
+    assert kinds["label_noise"].tolist() == [True, False, False] and kinds["negation"].tolist() == [True, False, False]
+    assert analysis.worst_errors(frame, "sts", n=3)["id"].tolist() == ["a", "c", "b"]
+
+
 def test_length_buckets_are_whole_words_and_cover_every_row():
     words = np.array([3, 5, 8, 10, 20, 30, 30, 31])
     buckets = analysis.length_buckets(words, 4)

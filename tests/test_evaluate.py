@@ -46,3 +46,28 @@ def test_predictions_equal_the_per_batch_reference(tmp_path, amp):
     adjusted = predict_split(model, dev["sst"], 7, tokenizer.pad_token_id, CPU, amp, adjustment)
     np.testing.assert_array_equal(adjusted, per_batch_reference(model, dev["sst"], 7, tokenizer.pad_token_id, amp,
                                                                 adjustment))
+
+
+def test_confidence_is_the_models_probability_of_the_predicted_class(tmp_path):
+    cfg = smoke_config(tmp_path)
+    tokenizer = load_tokenizer(cfg.backbone)
+    dev = prepare_data(cfg, tokenizer, splits=("dev",))["dev"]
+    model = build_model(cfg).eval()
+    outputs = {}
+    with torch.no_grad():
+        for task, split in dev.items():
+            batches = list(eval_batches(split, 7, tokenizer.pad_token_id))
+            out = torch.cat([model(b).float() for b in batches])
+            outputs[task] = out[np.argsort(np.concatenate([b.index for b in batches]))]  # rows in split order
+    predictions, sure = predict_split(model, dev["sst"], 7, tokenizer.pad_token_id, CPU, confidence=True)
+    np.testing.assert_allclose(sure, outputs["sst"].softmax(-1).max(-1).values.numpy(), atol=1e-6)
+    predictions, sure = predict_split(model, dev["para"], 7, tokenizer.pad_token_id, CPU, confidence=True)
+    positive = torch.sigmoid(outputs["para"].reshape(-1)).numpy()
+    np.testing.assert_allclose(sure, np.where(predictions == 1, positive, 1 - positive), atol=1e-6)
+    assert (sure >= 0.5).all()
+    adjustment = torch.zeros(5, 5)
+    adjustment[:, 2] = 1  # every row adjusted to class 2: its confidence is the model's P(class 2), not the max
+    adjusted, sure = predict_split(model, dev["sst"], 7, tokenizer.pad_token_id, CPU, "none", adjustment, True)
+    assert (adjusted == 2).all()
+    np.testing.assert_allclose(sure, outputs["sst"].softmax(-1)[:, 2].numpy(), atol=1e-6)
+    assert np.isnan(predict_split(model, dev["sts"], 7, tokenizer.pad_token_id, CPU, confidence=True)[1]).all()

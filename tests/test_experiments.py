@@ -76,7 +76,8 @@ def test_pal_after_trains_only_pals_and_starts_from_the_fine_tuned_model(workdir
     from mtlib.training.inference import predict_file
 
     predict_file(out, "sst", workdir / "data" / "ids-sst-dev.csv", workdir / "pal-sst.csv")
-    assert pd.read_csv(workdir / "pal-sst.csv").equals(pd.read_csv(out / "predictions" / "sst-dev.csv"))
+    dev = pd.read_csv(out / "predictions" / "sst-dev.csv")  # and the model's confidence, which predict_file leaves out
+    assert pd.read_csv(workdir / "pal-sst.csv").equals(dev[["id", "sentiment"]])
 
 
 def test_random_predictor_is_uniform_and_seeded(workdir):
@@ -101,7 +102,7 @@ def test_sst_adjustment_is_saved_and_applied_by_evaluate_and_predict(workdir):
     data = workdir / "data"
     assert evaluate_run(out, data)["dev"] == pytest.approx(metrics["dev"])
     predict_file(out, "sst", data / "ids-sst-dev.csv", workdir / "sst-pred.csv")
-    run_predictions = pd.read_csv(out / "predictions" / "sst-dev.csv")
+    run_predictions = pd.read_csv(out / "predictions" / "sst-dev.csv")[["id", "sentiment"]]  # less the confidence
     assert pd.read_csv(workdir / "sst-pred.csv").equals(run_predictions)
 
 

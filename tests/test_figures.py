@@ -74,6 +74,31 @@ def test_score_against_task_specific_parameters(tmp_path, summary):
     assert len(points) == 3 and sorted(points[:, 0]) == [2000, 5383, 600_000]
 
 
+def test_crowded_names_do_not_overlap_and_stay_inside(tmp_path):
+    """Eleven experiments with long names at nearly the same place (as the study's rows with
+    the same heads are): every name is drawn, none overlaps another or leaves the figure."""
+    names = ["hidden_gradvac_smart", "hidden_pcgrad", "hidden_compromise", "hidden", "advanced_model",
+             "pal_after_adjusted", "pal_after", "base_model", "cosine_pair", "augmented", "mlp_rnn_cls"]
+    summary = pd.DataFrame({"experiment": names, "params_task_specific": [5383 + 40 * (i % 3) for i in range(11)],
+                            "mean_mean": [0.60 + 0.002 * i for i in range(11)], "mean_ci95": 0.01,
+                            "backbone": "minilm", "profile": "cpu"})
+    fig = figures.plot_score_vs_parameters(summary, tmp_path / "params.png", run="profile cpu · seeds 1–6")
+    (ax,) = fig.axes
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(names)
+    for i, a in enumerate(boxes):
+        assert a.x0 >= 0 and a.y0 >= 0 and a.x1 <= fig.bbox.width and a.y1 <= fig.bbox.height
+        assert not any(a.overlaps(b) for b in boxes[i + 1:]), ax.texts[i].get_text()
+    assert fig.get_supxlabel() == "profile cpu · seeds 1–6"
+
+
+def test_the_confusion_matrix_names_its_run(tmp_path):
+    fig = figures.plot_confusion_matrix([0, 1, 2, 3, 4], [0, 1, 2, 4, 4], tmp_path / "confusion.png",
+                                        run="profile cpu · seed 1 · experiment hidden")
+    assert fig.get_supxlabel() == "profile cpu · seed 1 · experiment hidden"
+
+
 def test_no_pyplot_figures_are_left_open(tmp_path, summary):
     import matplotlib.pyplot as plt
     before = plt.get_fignums()

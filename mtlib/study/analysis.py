@@ -203,8 +203,10 @@ def select_experiments(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFram
 def read_predictions(run_dir, task: str, split: str = "dev", data_dir=None) -> pd.DataFrame:
     """A run's ``predictions/<task>-<split>.csv`` joined with the task file's text and labels.
 
-    Columns: id, the text column(s), label, prediction, words (whitespace words of the
-    input, both sentences for a pair), correct (classification) and abs_error. The data
+    Columns: id, the text column(s), label, prediction, probability (the model's probability
+    of the predicted class, where the run stored it: classification dev files), words
+    (whitespace words of the input, both sentences for a pair), correct (classification)
+    and abs_error. The data
     folder is ``data_dir``, else the run's config.yaml ``data.dir``, else the usual search.
     """
     run_dir, spec = Path(run_dir), TASKS[task]
@@ -224,7 +226,8 @@ def read_predictions(run_dir, task: str, split: str = "dev", data_dir=None) -> p
                          f"e.g. {frame.loc[missing, 'id'].iloc[0]!r}")
     if "label" not in frame:  # an unlabelled (test-student) file
         frame["label"] = np.nan
-    frame = frame[["id", *spec.text_columns, "label", "prediction"]].copy()
+    confidence = ["probability"] if "probability" in frame else []  # runs scored before it was stored have none
+    frame = frame[["id", *spec.text_columns, "label", "prediction", *confidence]].copy()
     frame["words"] = sum(frame[c].str.split().str.len() for c in spec.text_columns)
     if frame["label"].notna().all():
         if spec.integer_labels:
@@ -243,13 +246,79 @@ def with_label_names(frame: pd.DataFrame, task: str) -> pd.DataFrame:
 
 
 def worst_errors(frame: pd.DataFrame, task: str, n: int = 5) -> pd.DataFrame:
-    """The ``n`` worst errors of :func:`read_predictions`' frame: misclassified rows by class
-    distance (SST: "positive" for "negative" is worse than for "somewhat negative"), STS rows
-    by absolute error; ties by id so the choice is deterministic."""
+    """The ``n`` worst errors of :func:`read_predictions`' frame, ranked by a real margin:
+    misclassified rows by the model's probability of the wrong class it predicted (the
+    most confident mistakes first; then by class distance, SST's "positive" for "negative"
+    being worse than for "somewhat negative"), STS rows by |prediction - gold|. Runs that
+    stored no probability fall back to class distance alone, which ties; ties by id so the
+    choice is deterministic."""
     spec = TASKS[task]
     rows = frame[~frame["correct"]] if spec.integer_labels else frame
-    rows = rows.sort_values(["abs_error", "id"], ascending=[False, True], kind="stable")
-    return rows.head(n)[[*spec.text_columns, "label", "prediction", "abs_error", "id"]].reset_index(drop=True)
+    keys = (["probability"] if spec.integer_labels and "probability" in rows else []) + ["abs_error"]
+    rows = rows.sort_values([*keys, "id"], ascending=[False] * len(keys) + [True], kind="stable")
+    columns = [*spec.text_columns, "label", "prediction", *(["probability"] if "probability" in keys else []),
+               "abs_error", "id"]
+    return rows.head(n)[columns].reset_index(drop=True)
+
+
+#: Words that negate (SST's tokenisation splits "don't" into "do n't").
+NEGATION = re.compile(r"(?i)(?:\b(?:not|no|never|nothing|none|nobody|nowhere|neither|nor|without|cannot|"
+                      r"hardly|barely|scarcely)\b|n't\b)")
+#: An STS prediction this far (or farther) from gold, on the 0-5 scale, counts as an error.
+STS_ERROR = 1.0
+#: A classification error made with at least this probability is a label-noise candidate;
+#: an STS prediction this far from gold (over half the scale) is one.
+NOISE_PROBABILITY, NOISE_STS = 0.9, 2.5
+#: Inputs at or above this quantile of the task's word counts are "long".
+LONG_QUANTILE = 0.75
+
+
+def is_error(frame: pd.DataFrame, task: str) -> pd.Series:
+    """Wrong class (classification), or |prediction - gold| >= :data:`STS_ERROR` (STS)."""
+    return ~frame["correct"] if TASKS[task].integer_labels else frame["abs_error"] >= STS_ERROR
+
+
+def error_kinds(frame: pd.DataFrame, task: str, long_quantile: float = LONG_QUANTILE,
+                noise_probability: float = NOISE_PROBABILITY, noise_sts: float = NOISE_STS) -> pd.DataFrame:
+    """One boolean column per kind, for every row of :func:`read_predictions`' frame, each a rule:
+
+    - ``negation``: a negating word (:data:`NEGATION`: not, no, never, nothing, n't, ...) in
+      the input (either sentence of a pair);
+    - ``long``: at least the ``long_quantile`` quantile of the task's input lengths in words;
+    - ``label_noise``: an error the model made with probability >= ``noise_probability``
+      (classification; False where no probability was stored), or an STS prediction
+      ``noise_sts`` or more from gold: candidates whose gold label is worth checking by hand.
+    """
+    spec = TASKS[task]
+    text = frame[list(spec.text_columns)].fillna("").agg(" ".join, axis=1)
+    wrong = is_error(frame, task)
+    if spec.integer_labels:
+        confident = frame["probability"] >= noise_probability if "probability" in frame else False
+        noise = wrong & confident
+    else:
+        noise = frame["abs_error"] >= noise_sts
+    long = frame["words"] >= frame["words"].quantile(long_quantile)
+    return pd.DataFrame({"negation": text.str.contains(NEGATION), "long": long,
+                         "label_noise": pd.Series(noise, index=frame.index).astype(bool)}, index=frame.index)
+
+
+KIND_RULES = {"negation": "a negating word (not, no, never, n't, ...) in the input",
+              "long": f"input length at or above the {LONG_QUANTILE:.0%} quantile of the task's words",
+              "label_noise": f"an error made with probability >= {NOISE_PROBABILITY} (STS: {NOISE_STS} or more off)"}
+
+
+def error_kind_counts(frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Per kind (:func:`error_kinds`): its rule, the examples it marks, the errors among them
+    (:func:`is_error`), their share of all errors, and the error rate with and without it:
+    whether the kind is harder than the rest."""
+    kinds, wrong = error_kinds(frame, task), is_error(frame, task)
+    rows = {}
+    for kind, marked in kinds.items():
+        rows[kind] = {"rule": KIND_RULES[kind], "examples": int(marked.sum()), "errors": int((wrong & marked).sum()),
+                      "share_of_errors": float((wrong & marked).sum() / wrong.sum()) if wrong.any() else math.nan,
+                      "error_rate_with": float(wrong[marked].mean()) if marked.any() else math.nan,
+                      "error_rate_without": float(wrong[~marked].mean()) if (~marked).any() else math.nan}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("kind")
 
 
 def _group_scores(group: pd.DataFrame, task: str) -> dict:

@@ -8,8 +8,11 @@ back (05, 06) describe the runs themselves (:func:`runs_header`), wherever each 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+import pandas as pd
 
 from mtlib.config import load_config, resolve_seeds
 from mtlib.record import PRECISIONS, RunRecord
@@ -18,11 +21,55 @@ from mtlib.training.precision import describe_machine, resolve_amp, resolve_devi
 MINILM_CAVEAT = (
     "Caveat: these runs use all-MiniLM-L6-v2, not bert-base-uncased. MiniLM was trained "
     "contrastively on about a billion sentence pairs, among them Quora duplicate questions "
-    "and NLI pairs, so it has in effect already seen the paraphrase task and, to a lesser "
-    "degree, the similarity task. Its para (and to a lesser degree sts) scores are "
-    "optimistic and must not be compared with the report's bert-base numbers."
+    "(the source of this study's 42,149-pair Quora training subset and of its Quora dev "
+    "pairs) and NLI pairs, so it has in effect already seen the paraphrase task and, to a "
+    "lesser degree, the similarity task. Its para (and to a lesser degree sts) scores are "
+    "contaminated, not just optimistic, and must not be compared with the report's "
+    "bert-base numbers."
 )
 MANY = 4  # more experiments than this are counted, not listed
+
+
+#: The row that scores the pair tasks with the untrained backbone: the cosine similarity of
+#: its sentence embeddings, nothing trained (what the backbone knew before this study).
+FROZEN_ROW = "frozen_cosine"
+PAIR_TASKS = {"para": "Quora accuracy", "sts": "STS Pearson r"}
+
+
+def backbone_head_start(summary: pd.DataFrame, fine_tuned: Sequence[str], frozen: str = FROZEN_ROW) -> pd.DataFrame:
+    """The size of the backbone caveat, from the results table (mtlib.study.report.summarise's
+    frame): per pair task, the dev score of ``frozen`` (the untrained backbone's cosine
+    similarity), the best of the ``fine_tuned`` rows and its name, the difference, and how
+    many fine-tuned rows score below the frozen backbone. Empty where ``frozen`` did not run
+    or has no pair scores (tables from before the row existed, or a profile without it)."""
+    columns = ["frozen", "best_row", "best", "gain", "below", "rows"]
+    table = summary.set_index("experiment")
+    if frozen not in table.index:
+        return pd.DataFrame(columns=columns).rename_axis("task")
+    rows = {}
+    for task in PAIR_TASKS:
+        base = float(table.loc[frozen, f"{task}_mean"])
+        scores = table.loc[[e for e in fine_tuned if e in table.index and e != frozen], f"{task}_mean"]
+        scores = scores.astype(float).dropna()
+        if math.isnan(base) or scores.empty:
+            continue
+        rows[task] = {"frozen": base, "best_row": scores.idxmax(), "best": float(scores.max()),
+                      "gain": float(scores.max() - base), "below": int((scores < base).sum()), "rows": len(scores)}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("task")
+
+
+def backbone_caveat(head_start: pd.DataFrame, frozen: str = FROZEN_ROW) -> str:
+    """:func:`backbone_head_start`'s table in words (Markdown): how far the untrained
+    backbone already gets on the pair tasks, and what fine-tuning adds to it."""
+    if head_start.empty:
+        return (f"The `{frozen}` row (the untrained backbone's cosine similarity) has no pair-task scores here, "
+                "so what the backbone knew before any training is not measured on this profile.")
+    parts = [f"{PAIR_TASKS[task]}: {row.frozen:.3f} untrained; the best fine-tuned row, `{row.best_row}`, "
+             f"{row.best:.3f} ({row.gain:+.3f}); {row.below} of {row.rows} fine-tuned rows score below the "
+             "untrained backbone" for task, row in head_start.iterrows()]
+    return (f"What the backbone knew: its cosine similarity with nothing trained (row `{frozen}`) scores on dev "
+            + "; ".join(parts) + ". Gains on the pair tasks are read against this, not against zero: they "
+            "measure what fine-tuning adds to (or takes from) what the backbone brought.")
 
 
 def is_minilm(backbone: str) -> bool:

@@ -68,12 +68,13 @@ def evaluate_run(run_dir: str | Path, data_dir=None, full_dev: bool = False,
         out = run_dir / "evaluation"
         results = {}
         for split, name in (("dev", "dev"), ("test-student", "test")):
-            scores, predictions, _ = evaluate(model, data[split], cfg.train.eval_batch_size, tokenizer.pad_token_id,
-                                              device, cfg.train.amp, adjustments)
+            scores, predictions, _, confidences = evaluate(model, data[split], cfg.train.eval_batch_size,
+                                                           tokenizer.pad_token_id, device, cfg.train.amp, adjustments)
             if scores:
                 results[name] = scores
             for task, values in predictions.items():
-                write_csv(out / f"{task}-{name}.csv", prediction_frame(data[split][task], values))
+                write_csv(out / f"{task}-{name}.csv", prediction_frame(data[split][task], values,
+                                                                        confidences[task] if name == "dev" else None))
         return RunRecord(**results).write(out / "metrics.json")  # the record's dev and test, nothing else
 
 

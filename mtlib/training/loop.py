@@ -73,9 +73,11 @@ class Experiment:
         """The splits scored once at the end: dev, and test where predicted."""
         return {split: self.data[split] for split in ("dev", "test") if split in self.data}
 
-    def write_predictions(self, split: str, encoded: dict[str, EncodedSplit], predictions: dict) -> None:
+    def write_predictions(self, split: str, encoded: dict[str, EncodedSplit], predictions: dict,
+                          confidences: dict | None = None) -> None:
         for task, values in predictions.items():
-            write_csv(self.folder.predictions(task, split), prediction_frame(encoded[task], values))
+            write_csv(self.folder.predictions(task, split),
+                      prediction_frame(encoded[task], values, (confidences or {}).get(task)))
 
 
 def learning_rate(update: int, cfg: TrainConfig) -> float:
@@ -205,7 +207,7 @@ def _restore(stepper: Stepper, experiment: Experiment) -> RunState:
 def _evaluate_and_checkpoint(experiment: Experiment, stepper: Stepper, state: RunState, epoch: int) -> None:
     """Score the validation split, keep the weights if they are the best so far, checkpoint."""
     t, fingerprint, folder = experiment.cfg.train, runs.fingerprint(experiment.cfg), experiment.folder
-    metrics, _, _ = evaluate(stepper.model, experiment.data["validation"], *experiment.eval_args)
+    metrics, *_ = evaluate(stepper.model, experiment.data["validation"], *experiment.eval_args)
     state.history.append({"update": state.update, "epoch": epoch, "examples": state.examples,
                           "train_seconds": round(state.train_seconds, 3), **metrics})
     if score_that_counts(metrics) > state.best_score:
@@ -289,17 +291,20 @@ def _score_splits(experiment: Experiment, model: MultitaskModel) -> dict:
     adjustments = {"sst": fit_sst_adjustment(experiment, model)} if experiment.cfg.train.sst_adjustment else None
     fields, args = {"dev": {}}, experiment.eval_args
     for split, encoded in experiment.scored.items():
-        scores, predictions, examples_per_second = evaluate(model, encoded, *args)
+        scores, predictions, examples_per_second, confidences = evaluate(model, encoded, *args)
         if adjustments:
             adjusted = {task: encoded[task] for task in adjustments if task in encoded}
-            predictions.update(evaluate(model, adjusted, *args, adjustments)[1])
+            _, again, _, sure = evaluate(model, adjusted, *args, adjustments)
+            predictions.update(again)
+            confidences.update(sure)
             if scores:
                 fields[f"{split}_unadjusted"] = scores
                 scores = score(encoded, predictions)
         if scores:
             fields[split] = scores
         fields.setdefault("eval_examples_per_second", round(examples_per_second, 2))
-        experiment.write_predictions(split, encoded, predictions)
+        # the confidences go to dev's files only (the error analysis reads them); test files keep the course's format
+        experiment.write_predictions(split, encoded, predictions, confidences if split == "dev" else None)
     return fields
 
 
