@@ -136,7 +136,8 @@ def _run(args) -> int:
                     raise ConfigError(f"{option}: not used with --config (the config file is already resolved; "
                                       "change it with --seed or --set)")
             cfg = load_config_file(args.config)
-            cfg = with_overrides(cfg, [*args.overrides, *([f"train.seed={args.seed}"] if args.seed is not None else [])])
+            seed = [] if args.seed is None else [f"train.seed={args.seed}"]
+            cfg = with_overrides(cfg, [*args.overrides, *seed])
         else:
             cfg = load_config(args.params or "params.yaml", args.experiment, args.profile, args.seed, args.overrides)
         from mtlib.training.loop import train

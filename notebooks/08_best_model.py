@@ -57,7 +57,7 @@ from mtlib.training.loop import train
 settings = best_model.read_settings(params)
 experiments = read_params(params)["experiments"]
 records = best_model.read_records(runs_dir)
-configs = best_model.candidates(params, profile, sorted({r.experiment for r in records}))
+configs = best_model.candidates(params, profile, records)  # rows fine-tuned from scratch on all three tasks
 choice = best_model.choose(best_model.validation_frame(records), configs)
 print("\n".join(choice.reasons))
 choice.table.round(4)

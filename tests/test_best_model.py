@@ -16,12 +16,11 @@ from mtlib.study import best_model
 from tests.helpers import ROOT, write_task_files
 
 PARAMS = ROOT / "params.yaml"
-ROWS = ["embedding_cosine", "base_model", "hidden"]  # cosine pair heads; sentence-pair linear; sentence-pair MLP
 
 
-def record(experiment, seed, sst, para, sts, dev=None):
+def record(experiment, seed, sst, para, sts, updates=20):
     validation = {"sst/acc": sst, "para/acc": para, "sts/pearson": sts, "mean": (sst + para + sts) / 3}
-    return RunRecord(dev=dev or validation, validation=validation, experiment=experiment, seed=seed)
+    return RunRecord(dev=validation, validation=validation, experiment=experiment, seed=seed, updates=updates)
 
 
 def made_up_runs(sst_gain):
@@ -37,7 +36,7 @@ def made_up_runs(sst_gain):
 
 @pytest.fixture(scope="module")
 def configs():
-    return best_model.candidates(PARAMS, "smoke", ROWS)
+    return best_model.candidates(PARAMS, "smoke", made_up_runs(sst_gain=0.03))
 
 
 def test_the_best_validation_mean_is_the_base_and_a_clearly_better_sst_head_is_taken(configs):
@@ -69,8 +68,9 @@ def test_a_gain_the_seeds_do_not_resolve_keeps_the_base_head(configs):
 def test_ties_go_to_the_row_params_yaml_lists_first_and_rows_that_cannot_be_chosen_are_not(configs):
     same = [record(name, seed, 0.4, 0.8, 0.8) for name in ("hidden", "embedding_cosine") for seed in (1, 2)]
     assert best_model.choose(best_model.validation_frame(same), configs).base == "embedding_cosine"
-    assert set(best_model.candidates(PARAMS, "smoke", ["frozen_cosine", "pal_after", "single_sst", "base_model"])) \
-        == {"base_model"}  # heads only, starts from another run, one task
+    runs = [record("frozen_cosine", 1, 0.4, 0.8, 0.8, updates=0), record("pal_after", 1, 0.4, 0.8, 0.8),
+            record("single_sst", 1, 0.4, 0.8, 0.8), record("base_model", 1, 0.4, 0.8, 0.8)]
+    assert set(best_model.candidates(PARAMS, "smoke", runs)) == {"base_model"}  # no update, starts from a run, one task
     with pytest.raises(ValueError, match="no fine-tuned row"):
         best_model.choose(best_model.validation_frame([record("frozen_cosine", 1, 0.4, 0.8, 0.8)]), configs)
 
@@ -154,7 +154,7 @@ def test_the_config_file_retrains_the_run_and_its_folder_predicts(tmp_path, caps
     --config` trains it, the submission files hold exactly the test files' ids, `mtlib predict` uses it."""
     data = write_task_files(tmp_path / "data")
     where = [f"data.dir={data}", f"data.cache_dir={tmp_path / 'cache'}", f"data.processed_dir={tmp_path / 'proc'}"]
-    configs = best_model.candidates(PARAMS, "smoke", ROWS, where)
+    configs = best_model.candidates(PARAMS, "smoke", made_up_runs(sst_gain=0.03), where)
     choice = best_model.choose(best_model.validation_frame(made_up_runs(sst_gain=0.03)), configs)
     cfg = best_model.best_config(PARAMS, "smoke", choice, settings(budget_factor=1, set={"train": {"num_threads": 1}}),
                                  where)

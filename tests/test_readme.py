@@ -110,7 +110,7 @@ def test_readme_write_replaces_only_the_marked_tables(tmp_path):
 
 def test_best_model_block_is_the_stages_scores_file(tmp_path):
     row = {"sst": 0.45, "para": 0.82, "sts": 0.86, "mean": 0.71}
-    scores = {"split": "dev", "baseline": "frozen_cosine",
+    scores = {"split": "dev", "baseline": "frozen_cosine", "seed": 1,
               "rows": [{"row": "best_model", "label": "best model (cpu, 800 updates)", "seeds": 1, **row},
                        {"row": "report", "label": "the report's best", "seeds": None, **row}],
               "delta": {m: {"diff": 0.1, "lo": 0.05, "hi": 0.15, "resolved": True} for m in row}}

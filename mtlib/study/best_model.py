@@ -93,19 +93,19 @@ def validation_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["experiment", "seed", *METRICS])
 
 
-def candidates(params: str | Path, profile: str | None, experiments: Sequence[str],
+def candidates(params: str | Path, profile: str | None, records: Sequence[RunRecord],
                overrides: Sequence[str] = ()) -> dict[str, Config]:
-    """The rows the best model may be built from, in params.yaml's order: those of
-    ``experiments`` that fine-tune the pretrained encoder on all three tasks, from scratch
+    """The rows the best model may be built from, in params.yaml's order: those whose runs
+    (``records``) made updates, on the pretrained encoder, for all three tasks, from scratch
     (no ``train.init_from``: the model must be trainable from its config alone)."""
+    trained = {r.experiment for r in records if r.updates}
     out = {}
     for name in read_params(params)["experiments"]:
-        if name not in experiments:
+        if name not in trained:
             continue
         cfg = load_config(params, name, profile, overrides=list(overrides))
         t = cfg.train
-        if (cfg.methods.method == "finetune" and not t.init_from and cfg.backbone.pretrained
-                and set(t.tasks) == set(TASK_NAMES)):
+        if not t.init_from and cfg.backbone.pretrained and set(t.tasks) == set(TASK_NAMES):
             out[name] = cfg
     return out
 
@@ -156,12 +156,14 @@ def choose(scores: pd.DataFrame, configs: Mapping[str, Config]) -> Choice:
             reasons.append(f"{task}: the base's head ({base_cfg.model.head_for(task).kind}) validated best on {task}")
             continue
         head = dataclasses.asdict(configs[donor].model.head_for(task))
-        what = f"{task}: {donor} validated best on {task} ({table.at[donor, task]:.4f} against {table.at[base, task]:.4f})"
+        what = (f"{task}: {donor} validated best on {task} "
+                f"({table.at[donor, task]:.4f} against {table.at[base, task]:.4f})")
         if head == dataclasses.asdict(base_cfg.model.head_for(task)):
             reasons.append(f"{what}, with the base's own head: kept")
             continue
         if not _same_input(task, base_cfg, configs[donor]):
-            reasons.append(f"{what}, but encodes the pair otherwise ({configs[donor].model.pair_mode}): base's head kept")
+            reasons.append(f"{what}, but encodes the pair otherwise ({configs[donor].model.pair_mode}): "
+                           "base's head kept")
             continue
         gains = by_seed.loc[donor, task] - by_seed.loc[base, task]
         lower = paired_lower_bound(gains)
@@ -248,7 +250,7 @@ def comparison(best: RunRecord, records: Sequence[RunRecord], experiments: Mappi
             _row(table_best, f"the table's best row: {table_best}", means.loc[table_best], int(seeds[table_best]))]
     out = {"split": "dev", "rows": rows}
     if deltas is not None:
-        out["baseline"] = baseline
+        out["baseline"], out["seed"] = baseline, best.seed
         out["delta"] = deltas.to_dict(orient="index")
     return out
 
@@ -280,7 +282,7 @@ def readme_block(scores: Mapping) -> str:
             d = scores["delta"][m]
             text = f"{m} {d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
             parts.append(f"**{text}**" if d["resolved"] else text)
-        lines += ["", f"Best model − `{scores['baseline']}` (dev, paired with its seed-1 run; 95% interval over "
-                      f"dev examples, bold where it excludes 0): " + "; ".join(parts) + "."]
+        lines += ["", f"Best model − `{scores['baseline']}` (dev, paired with its seed-{scores['seed']} run; "
+                      "95% interval over dev examples, bold where it excludes 0): " + "; ".join(parts) + "."]
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ import yaml
 from mtlib.config import merge
 from mtlib.io import write_text
 from mtlib.record import PRECISIONS
+from mtlib.study import best_model
 from mtlib.study.report import _bracket  # the table's own interval format
 
 PROFILES, RESULTS, BEST = "profile-table", "results-table", "best-model"
@@ -114,9 +115,7 @@ def best_model_block(scores_json: str | Path) -> str:
     """The best model's dev scores beside the report's best, the frozen baseline and the table's
     best row, and its difference to the baseline, from the best_model stage's scores file
     (mtlib.study.best_model.readme_block)."""
-    from mtlib.study.best_model import readme_block
-
-    return readme_block(json.loads(Path(scores_json).read_text()))
+    return best_model.readme_block(json.loads(Path(scores_json).read_text()))
 
 
 def main(argv: list[str] | None = None) -> int:
