@@ -15,7 +15,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from mtlib.config import load_config
+from mtlib.config import load_config, load_config_file, with_overrides
 from mtlib.errors import (BackboneError, CheckpointError, ConfigError, DataError, DeviceError, OutputError,
                           RunFolderError)
 from mtlib.tasks import TASK_NAMES
@@ -48,14 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="on an error, show the traceback (also MTLIB_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", parents=[common], help="train one named experiment from params.yaml into a run folder")
-    p.add_argument("--experiment", required=True, help="a name under `experiments:` in params.yaml")
+    p = sub.add_parser("train", parents=[common],
+                       help="train one named experiment from params.yaml, or one resolved config, into a run folder")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--experiment", help="a name under `experiments:` in params.yaml")
+    which.add_argument("--config", help="a resolved config file (a run folder's config.yaml, or "
+                                        "results/best_model/config.yaml): retrains that run, params.yaml unread")
     p.add_argument("--profile", help="smoke, cpu or paper (default: params.yaml's `profile:`)")
     p.add_argument("--seed", type=int, help="overrides train.seed")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.lr=3e-5 (repeatable)")
     p.add_argument("--out", help="run folder (default: runs/<profile>/<experiment>/seed<seed>)")
-    p.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    p.add_argument("--params", help="the params file (default: params.yaml)")
     p.add_argument("--data", help="folder holding the course files (default: $MTLIB_DATA or ../shared/data/cs224n)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run folder's last checkpoint (with the run's own config)")
@@ -126,7 +130,16 @@ def _run(args) -> int:
     # that needs them, not at the top: `mtlib --help` and a settings error answer at once.
     warnings.simplefilter("default")
     if args.command == "train":
-        cfg = load_config(args.params, args.experiment, args.profile, args.seed, args.overrides)
+        if args.config:
+            for option, value in (("--profile", args.profile), ("--params", args.params)):
+                if value is not None:
+                    raise ConfigError(f"{option}: not used with --config (the config file is already resolved; "
+                                      "change it with --seed or --set)")
+            cfg = load_config_file(args.config)
+            seed = [] if args.seed is None else [f"train.seed={args.seed}"]
+            cfg = with_overrides(cfg, [*args.overrides, *seed])
+        else:
+            cfg = load_config(args.params or "params.yaml", args.experiment, args.profile, args.seed, args.overrides)
         from mtlib.training.loop import train
         out = Path(args.out or f"runs/{cfg.profile}/{cfg.experiment}/seed{cfg.train.seed}")
         metrics = train(cfg, out, data_dir=args.data, resume=args.resume, overwrite=args.overwrite,

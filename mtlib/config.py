@@ -25,7 +25,7 @@ from mtlib.errors import ConfigError
 from mtlib.settings import Methods, check, choose, resolve
 from mtlib.tasks import TASK_NAMES
 
-TOP_LEVEL_KEYS = ("profile", "seeds", "base", "profiles", "experiments", "pipeline")
+TOP_LEVEL_KEYS = ("profile", "seeds", "base", "profiles", "experiments", "pipeline", "best_model")
 
 
 @dataclass(frozen=True)
@@ -302,6 +302,20 @@ def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Confi
     """``cfg`` with ``--set``-style overrides applied, validated like a loaded config."""
     tree = functools.reduce(merge, map(parse_override, overrides), cfg.to_dict())
     return config_from_dict(tree, where=f"{cfg.experiment} with {list(overrides)}")
+
+
+def load_config_file(path: str | Path) -> Config:
+    """A resolved config written as YAML (a run folder's config.yaml, or the best model's): every
+    field given, nothing merged; checked like a loaded config."""
+    path = Path(path)
+    check(path.is_file(), str(path), "file not found (a resolved config: a run folder's config.yaml)")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    return config_from_dict(tree, where=str(path))
 
 
 def config_from_dict(tree: dict, where: str = "config") -> Config:

@@ -120,3 +120,18 @@ def test_posthoc_adjustment_scores_fixed_weights_through_the_matrix(workdir):
     assert (out / "sst_adjustment.safetensors").exists()
     assert metrics["dev"]["para/acc"] == pytest.approx(source["dev"]["para/acc"])  # only SST goes through the matrix
     assert evaluate_run(out, workdir / "data")["dev"] == pytest.approx(metrics["dev"])  # the source's weights
+
+
+def test_frozen_cosine_reads_pairs_by_cosine_and_trains_only_its_heads(workdir, advanced_run):
+    """The frozen encoder as its users read it: a scaled cosine for para and sts (2 numbers each),
+    a linear head on the sentence vector for sst; nothing else trains."""
+    cfg = smoke_config(workdir, "frozen_cosine", *SHORT)
+    assert cfg.methods.method == "heads" and cfg.model.pair_mode == "embedding"
+    assert [cfg.model.head_for(t).kind for t in ("sst", "para", "sts")] == ["linear", "cosine", "cosine"]
+    out = workdir / "runs" / "frozen_cosine" / "seed1"
+    metrics = (json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists()
+               else train(cfg, out, progress=False))
+    heads = metrics["params"]["task_specific"]
+    assert heads["para"] == heads["sts"] == 2 and heads["sst"] % 5 == 0  # scale and bias; 5 x (width + 1)
+    assert metrics["params"]["trainable"] == sum(heads.values())
+    assert metrics["updates"] == 0 and set(metrics["head_epochs"]) == {"sst", "para", "sts"}

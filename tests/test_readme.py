@@ -1,5 +1,6 @@
 """mtlib.study.readme: README's generated blocks: its profile table is what params.yaml says, value by value,
 and its headline results are the committed table's."""
+import json
 import math
 
 import pandas as pd
@@ -102,3 +103,28 @@ def test_readme_write_replaces_only_the_marked_tables(tmp_path):
     with pytest.raises(ValueError, match="no profile-table markers"):
         readme.main(args)
     assert path.read_text() == "# no markers\n"
+
+
+# ---------------------------------------------------------------------------------------
+# The best model's block
+
+def test_best_model_block_is_the_stages_scores_file(tmp_path):
+    row = {"sst": 0.45, "para": 0.82, "sts": 0.86, "mean": 0.71}
+    scores = {"split": "dev", "baseline": "frozen_cosine", "seed": 1,
+              "rows": [{"row": "best_model", "label": "best model (cpu, 800 updates)", "seeds": 1, **row},
+                       {"row": "report", "label": "the report's best", "seeds": None, **row}],
+              "delta": {m: {"diff": 0.1, "lo": 0.05, "hi": 0.15, "resolved": True} for m in row}}
+    (tmp_path / "scores.json").write_text(json.dumps(scores))
+    lines = readme.best_model_block(tmp_path / "scores.json").splitlines()
+    assert lines[0] == "| model | seeds | sst acc | para acc | sts r | mean |"
+    assert lines[3] == "| the report's best | – | 0.450 | 0.820 | 0.860 | 0.710 |"
+    assert lines[-1].endswith("**sst +0.100 [+0.050, +0.150]**; **para +0.100 [+0.050, +0.150]**; "
+                              "**sts +0.100 [+0.050, +0.150]**; **mean +0.100 [+0.050, +0.150]**.")
+
+
+def test_readme_best_model_block_is_the_committed_scores():
+    scores = ROOT / "results" / "best_model" / "scores.json"
+    if not scores.exists():
+        pytest.skip("results/best_model/scores.json is committed by the first canonical run with the best_model stage")
+    assert readme.block((ROOT / "README.md").read_text(), readme.BEST) == readme.best_model_block(scores), (
+        "README's best-model block is stale: run `python -m mtlib.study.readme --write README.md`")

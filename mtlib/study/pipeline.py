@@ -42,7 +42,8 @@ HIDE_INPUT_TAG = "hide-input"
 HEAD_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.S)
 REMOVED_CELL_TAGS = ("parameters", "injected-parameters")
 # What the repository publishes: committed files there must be cache: false outputs of dvc.yaml.
-PUBLISHED = ("figures/", "reports/index.html", "reports/html/", "results/table.", "results/scorecard.md")
+PUBLISHED = ("figures/", "reports/index.html", "reports/html/", "results/table.", "results/scorecard.md",
+             "results/best_model/config.yaml", "results/best_model/predictions/", "results/best_model/scores.json")
 # An experiment that starts from another one's runs names their folder in train.init_from.
 RUNS_OF = re.compile(r"results/runs/([^/]+)/seed\{seed\}")
 STAGES_TEMPLATE = Path(__file__).with_name("dvc_stages.yaml")

@@ -1,14 +1,17 @@
 """README's generated blocks: text between ``<!-- NAME: ... -->`` and ``<!-- end NAME -->``.
 
-Two blocks are generated so that README cannot drift from what it describes: the profile
+Three blocks are generated so that README cannot drift from what it describes: the profile
 table (:func:`profile_table`, from params.yaml: for every profile, what ``base <- profile``
-gives) and the headline results (:func:`headline`, from the committed results/table.csv).
-``python -m mtlib.study.readme --write README.md`` rewrites both; tests/test_readme.py
+gives), the headline results (:func:`headline`, from the committed results/table.csv) and
+the best model's dev scores (:func:`best_model_block`, from the committed
+results/best_model/scores.json, once the best_model stage has run).
+``python -m mtlib.study.readme --write README.md`` rewrites them; tests/test_readme.py
 checks README holds exactly them.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
@@ -21,9 +24,10 @@ import yaml
 from mtlib.config import merge
 from mtlib.io import write_text
 from mtlib.record import PRECISIONS
+from mtlib.study import best_model
 from mtlib.study.report import _bracket  # the table's own interval format
 
-PROFILES, RESULTS = "profile-table", "results-table"
+PROFILES, RESULTS, BEST = "profile-table", "results-table", "best-model"
 
 
 def _span(text: str, name: str, path: str) -> tuple[int, int]:
@@ -107,15 +111,26 @@ def headline(table_csv: str | Path) -> str:
     return "\n".join(lines)
 
 
+def best_model_block(scores_json: str | Path) -> str:
+    """The best model's dev scores beside the report's best, the frozen baseline and the table's
+    best row, and its difference to the baseline, from the best_model stage's scores file
+    (mtlib.study.best_model.readme_block)."""
+    return best_model.readme_block(json.loads(Path(scores_json).read_text()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mtlib.study.readme", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--table", default="results/table.csv")
-    parser.add_argument("--write", metavar="README", help="rewrite this file's profile-table and results-table blocks")
+    parser.add_argument("--best-model", default="results/best_model/scores.json")
+    parser.add_argument("--write", metavar="README",
+                        help="rewrite this file's profile-table, results-table and best-model blocks")
     args = parser.parse_args(argv)
     blocks = {PROFILES: profile_table(args.params)}
     if Path(args.table).exists():
         blocks[RESULTS] = headline(args.table)
+    if Path(args.best_model).exists():
+        blocks[BEST] = best_model_block(args.best_model)
     if not args.write:
         print("\n\n".join(blocks.values()))
         return 0

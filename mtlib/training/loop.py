@@ -313,6 +313,8 @@ def heads_only(experiment: Experiment, progress: bool) -> dict:
     must beat. Dev (and test) are scored from cached encoder features."""
     cfg = experiment.cfg
     model = build_model(cfg).to(experiment.device)
+    for name, parameter in model.named_parameters():  # only the heads train: the record counts them alone
+        parameter.requires_grad_(name.startswith("heads."))
     history = _pretrain_heads(experiment, model, progress)
     validation, epochs = kept_scores(history)
     scores = _score_each(experiment, lambda encoded: evaluate_heads(model, encoded, *experiment.eval_args,

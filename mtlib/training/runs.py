@@ -27,7 +27,7 @@ from pathlib import Path
 import filelock
 import yaml
 
-from mtlib.config import Config, ConfigError, TrainConfig, config_from_dict, yaml_problem
+from mtlib.config import Config, TrainConfig, load_config_file
 from mtlib.errors import RunFolderError
 from mtlib.io import write_text
 from mtlib.training.checkpoint import checkpoint_exists
@@ -80,13 +80,7 @@ def read_run_config(run_dir: str | Path) -> Config:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise RunFolderError(f"{path}: missing; {run_dir} is not a finished run folder (train one with mtlib train)")
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file") from None
-    return config_from_dict(tree, where=str(path))
+    return load_config_file(path)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
