@@ -118,9 +118,8 @@ def build_experiment(cfg: Config, device: torch.device, out_dir: str | Path, dat
     counts.update({split: {task: len(encoded) for task, encoded in data[split].items()}
                    for split in ("validation", "dev")})
     sizes = {task: len(encoded) for task, encoded in data["train"].items()}
-    updates = total_updates(t, sizes, cfg.methods.match)
-    start = runs.start_examples(t) if t.init_from and cfg.methods.method == "finetune" else 0
-    return Experiment(cfg, RunFolder(Path(out_dir)), tokenizer, device, data, counts, updates, start)
+    return Experiment(cfg, RunFolder(Path(out_dir)), tokenizer, device, data, counts,
+                      total_updates(t, sizes, cfg.methods.match))
 
 
 def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
@@ -139,6 +138,8 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
 def finetune(experiment: Experiment, resume: bool, progress: bool) -> dict:
     """Build the model (heads pretrained first if asked), then update and evaluate until done."""
     cfg, t = experiment.cfg, experiment.cfg.train
+    if t.init_from:  # a continuation: its curve goes on from its start's
+        experiment = dataclasses.replace(experiment, start_examples=runs.start_examples(t))
     resuming = resume and checkpoint_exists(experiment.folder.last)
     pretrain = cfg.methods.pretrain.selection is not None and not resuming
     stepper = build_training(experiment, pretrain, progress)
