@@ -123,7 +123,7 @@ def comparison_markdown(comparison: pd.DataFrame, counts: Mapping[str, float]) -
 def plot_single_task(comparison: pd.DataFrame, path: str | Path) -> Figure:
     """Δ = multitask − single-task per task (x: the task's dev metric difference), one point
     with its 95% interval per budget, a line at 0: right of it the shared encoder is ahead."""
-    fig, (ax,) = new_figure(1, width=6.4, height=3.2)
+    fig, (ax,) = new_figure(1, width=6.4, height=3.6)
     tasks = list(dict.fromkeys(comparison["task"]))
     offsets = {budget: 0.15 * (i - (len(BUDGETS) - 1) / 2) for i, budget in enumerate(BUDGETS)}
     for budget, marker in zip(BUDGETS, ("o", "s")):
@@ -137,5 +137,5 @@ def plot_single_task(comparison: pd.DataFrame, path: str | Path) -> Figure:
     ax.invert_yaxis()
     ax.set(xlabel="Δ dev metric, multitask − single-task (95% interval)",
            title="One shared encoder against one model per task")
-    ax.legend(fontsize=8, loc="best")
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncols=len(BUDGETS))
     return save(fig, path)
