@@ -85,7 +85,7 @@ Markdown(
                                     for seed, folder in init_dirs.items())
     + (f". PAL dimension d = {m.pal_args['num_heads']} heads x {m.pal_args['head_dim']} = "
        f"{m.pal_args['num_heads'] * m.pal_args['head_dim']}" if m.pals != "none" else ". No PALs")
-    + f"; trains {'the heads alone' if t.trainable == 'heads' else 'the PALs alone' if m.pals == 'after' else 'every weight'}"
+    + f"; trains {'the heads alone' if jobs[0].cfg.methods.frozen_encoder else 'the PALs alone' if m.pals == 'after' else 'every weight'}"
     + f"; SST adjustment matrix: {t.sst_adjustment}.")
 
 # %%

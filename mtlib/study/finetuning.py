@@ -92,7 +92,7 @@ def describe_setup(cfg: Config, seeds: Sequence[int]) -> str:
             + (f", of which it trains only the {t.tasks[0]} batches that a {t.match_examples['sampler']} sampler over "
                f"{', '.join(t.match_examples['tasks'])} draws (seed by seed: equal examples of {t.tasks[0]})"
                if t.match_examples else "")
-            + ("; only the heads train (the encoder is frozen)" if t.trainable == "heads" else "")
+            + ("; only the heads train (the encoder is frozen)" if cfg.methods.frozen_encoder else "")
             + (f"; starts from `{t.init_from}`" if t.init_from else "") + ".")
 
 
