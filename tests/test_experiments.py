@@ -130,6 +130,8 @@ def test_a_matched_single_task_run_sees_its_tasks_share_of_the_multitask_budget(
                     out, progress=False)
     history = pd.read_csv(out / "history.csv")
     assert metrics["data"]["loaded"]["sst"] == 28
+    params = metrics["params"]
+    assert params["trainable"] == params["shared"] + params["task_specific"]["sst"]  # the other heads never train
     assert metrics["updates"] == 4 and history["examples"].iloc[-1] == 28 and set(metrics["dev"]) == {"sst/acc"}
 
 

@@ -175,6 +175,8 @@ def build_training(experiment: Experiment, pretrain: bool, progress: bool) -> St
         add_task_pals(model, cfg)
     if cfg.methods.frozen_encoder:
         model.encoder.requires_grad_(False)
+    for task in set(TASK_NAMES) - set(t.tasks):  # a head no batch reaches never trains: not counted as trainable
+        model.heads[task].requires_grad_(False)
     model = model.to(device)
     if pretrain:
         _pretrain_heads(experiment, model, progress)
