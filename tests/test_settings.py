@@ -143,3 +143,27 @@ def test_mtlib_train_refuses_a_bad_setting_before_reading_any_data(tmp_path, mon
 def test_a_knob_without_a_default_must_be_given():
     with pytest.raises(ConfigError, match=r"model.pal_args: missing key\(s\) \['head_dim'\]"):
         settings._knobs(PalSettings, {"num_heads": 2}, "model.pal_args", after=False)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_the_controls_match_what_they_control_on_every_profile(profile):
+    """The matched single-task rows replay base_model's sampler on base_model's data; the
+    continuations train pal_after's micro-batches with advanced_model's lr, sampler, heads and data."""
+    def cfg(name):
+        return load_config(PARAMS, name, profile)
+
+    base = cfg("base_model")
+    for task in ("sst", "para", "sts"):
+        matched = cfg(f"single_{task}_matched")
+        assert matched.methods.match == settings.MatchSettings(base.train.tasks, base.train.sampler, task)
+        assert matched.data == base.data and matched.model == base.model
+        assert {k: v for k, v in vars(matched.train).items() if k not in ("tasks", "match_examples")} == \
+            {k: v for k, v in vars(base.train).items() if k not in ("tasks", "match_examples")}
+    pal, advanced = cfg("pal_after"), cfg("advanced_model")
+    for name in ("continued", "continued_heads"):
+        control = cfg(name)
+        budget = ("epochs", "batches_per_epoch", "accumulation", "plan", "batch_size")
+        assert [getattr(control.train, k) for k in budget] == [getattr(pal.train, k) for k in budget]
+        assert control.train.init_from == pal.train.init_from and control.methods.pals is None
+        assert (control.train.lr, control.train.sampler, control.model.head, control.data) == \
+            (advanced.train.lr, advanced.train.sampler, advanced.model.head, advanced.data)
