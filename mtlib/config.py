@@ -111,11 +111,13 @@ class TrainConfig:
     pretrain_heads: str           # heads trained on the frozen encoder first: 'none', 'joint' or 'individual'
     pretrain_args: dict           # mtlib.settings.PretrainSettings: lr, epochs, patience, ...
     init_from: str | None         # a run folder whose best weights start this run ({seed} is filled in)
+    trainable: str                # 'all' weights train, or only the task 'heads' (mtlib.settings.TRAINABLE)
+    match_examples: dict | None   # {tasks, sampler}: a one-task run's budget, mtlib.settings.MatchSettings
     sst_adjustment: bool          # fit the 5x5 SST adjustment matrix after training
     amp: str                      # 'auto' (per machine, mtlib.training.precision), 'none', 'bf16' or 'fp16'
     eval_every: int | None        # micro-batches between validation evaluations (whole updates); None: per epoch
     eval_batch_size: int
-    patience: int | None          # evaluations without a better dev mean before stopping
+    patience: int | None          # evaluations without a better validation score before stopping
     device: str                   # 'auto', 'cpu', 'cuda' or 'cuda:N' (pins one GPU)
     num_threads: int | None       # torch CPU threads; None: torch's default
     keep_checkpoint: bool         # keep the best weights in the run folder when done

@@ -23,6 +23,7 @@ from mtlib.io import write_json
 
 PRECISIONS = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast with a GradScaler"}  # train.amp
 CURVE_COLUMNS = ("update", "epoch", "examples")
+START = "start_examples"  # history.csv: a continuation's examples seen before it started
 IDENTITY = ("backbone", "profile", "experiment", "seed", "machine")
 
 
@@ -45,18 +46,43 @@ def score_that_counts(scores: Mapping[str, float]) -> float:
     return float(np.mean(list(scores.values()))) if scores else math.nan
 
 
-def read_history(run_dir: str | Path) -> pd.DataFrame:
-    """A run's history.csv with ``experiment`` and ``seed`` first (from the folder layout
-    ``<experiment>/seed<k>/``); no rows for a run that did not train."""
-    run_dir, path = Path(run_dir), Path(run_dir) / "history.csv"
-    seed = folder_seed(run_dir)
-    if seed is None:
-        raise RecordError(f"{path}: not inside a seed<k> folder")
+def _history_file(path: Path) -> pd.DataFrame:
+    """history.csv with ``examples`` on its start's axis: a run that starts from another run's
+    weights (train.init_from) records in ``start_examples`` the examples that run had seen at
+    the checkpoint it starts from, and its curve continues from there. The one place curves
+    are read, so every reader (tables, figures, the flat curve files) places it alike."""
     try:
         frame = pd.read_csv(path) if path.exists() else pd.DataFrame()
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise RecordError(f"{path}: malformed history.csv: {error}") from error
+    if START in frame.columns and "examples" in frame.columns:
+        frame["examples"] = frame["examples"] + frame[START].fillna(0).astype(frame["examples"].dtype)
+    return frame
+
+
+def read_history(run_dir: str | Path) -> pd.DataFrame:
+    """A run's history.csv with ``experiment`` and ``seed`` first (from the folder layout
+    ``<experiment>/seed<k>/``), a continuation's ``examples`` counted from its start
+    (:func:`_history_file`); no rows for a run that did not train."""
+    run_dir, path = Path(run_dir), Path(run_dir) / "history.csv"
+    seed = folder_seed(run_dir)
+    if seed is None:
+        raise RecordError(f"{path}: not inside a seed<k> folder")
+    frame = _history_file(path)
     return frame.assign(experiment=run_dir.parent.name, seed=seed)[["experiment", "seed", *frame.columns]]
+
+
+def examples_at(run_dir: str | Path, update: int) -> int:
+    """The examples a run had seen (on its own start's axis, :func:`_history_file`) at its
+    evaluation after ``update`` updates; 0 for a run that made no update (no history)."""
+    path = Path(run_dir) / "history.csv"
+    frame = _history_file(path)
+    if frame.empty and update == 0:
+        return 0
+    rows = frame[frame["update"] == update] if "update" in frame.columns else frame.iloc[:0]
+    if rows.empty:
+        raise RecordError(f"{path}: no evaluation at update {update}")
+    return int(rows["examples"].iloc[-1])
 
 
 def curve(history: pd.DataFrame) -> pd.DataFrame:

@@ -299,6 +299,51 @@ class PretrainSettings:
         _integer(self.max_examples, "max_examples", 1, optional=True)
 
 
+# ---------------------------------------------------------------------------- what trains, and for how long
+
+TRAINABLE = {"all": False, "heads": True}  # train.trainable -> the encoder is frozen
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """``train.match_examples``: a one-task run trained on as many batches of its task as a
+    multitask run over ``tasks`` drawing them with ``sampler`` (with this run's epochs,
+    batches per epoch, accumulation and seed, on this run's training data) gives that task:
+    the same examples of the task seen, seed by seed. The study's single-task ``_matched``
+    rows name base_model's tasks and sampler (a test checks they agree). The count is taken
+    from the prepared data (mtlib.training.plans.total_updates)."""
+
+    tasks: tuple
+    sampler: str
+    task: str  # the run's one task (train.tasks)
+
+    def __post_init__(self):
+        check(isinstance(self.tasks, (list, tuple)) and len(set(self.tasks)) == len(self.tasks) > 1, "tasks",
+              f"must list two or more distinct tasks, got {self.tasks!r}")
+        for task in self.tasks:
+            choose(task, TASK_NAMES, "tasks")
+        choose(self.sampler, SAMPLERS, "sampler")
+        check(self.task in self.tasks, "tasks", f"must include the run's task {self.task!r}")
+
+
+def _match(t, plan: PlanSettings) -> MatchSettings | None:
+    if t.match_examples is None:
+        return None
+    check(len(t.tasks) == 1, "train.match_examples", f"sizes a one-task run's budget; train.tasks is {list(t.tasks)}")
+    check(plan.name == "sampled", "train.match_examples", f"needs train.plan=sampled, got {plan.name!r}")
+    return _knobs(MatchSettings, {key: tuple(value) if key == "tasks" and isinstance(value, list) else value
+                                          for key, value in t.match_examples.items()},
+                  "train.match_examples", task=t.tasks[0])
+
+
+def _frozen(t, pals) -> bool:
+    choose(t.trainable, TRAINABLE, "train.trainable")
+    frozen = TRAINABLE[t.trainable]
+    check(not frozen or pals is None, "train.trainable", "heads: leave model.pals at none (PALs train the encoder's layers)")
+    check(not frozen or t.method == "finetune", "train.trainable", f"heads applies to train.method=finetune, not {t.method!r}")
+    return frozen
+
+
 # ---------------------------------------------------------------------------- one run's methods
 
 METHODS = ("finetune", "heads", "posthoc", "random")  # train.method: mtlib.training.loop.METHODS
@@ -316,6 +361,8 @@ class Methods:
     smart: SmartSettings | None    # None: SMART off
     pals: PalSettings | None       # None: no PALs
     pretrain: PretrainSettings
+    frozen_encoder: bool = False   # train.trainable=heads: only the heads train
+    match: MatchSettings | None = None  # train.match_examples: the budget of a one-task run
 
 
 def _combiner(t, plan: PlanSettings):
@@ -353,5 +400,10 @@ def resolve(m, t) -> Methods:
     plan = plan_settings(t)
     choose(t.granularity, GRANULARITIES, "train.granularity")
     smart = _knobs(SmartSettings, t.smart_args, "train.smart_args")
-    return Methods(t.method, plan, _combiner(t, plan), GRANULARITIES[t.granularity],
-                   {task: _head(m, task) for task in TASK_NAMES}, smart if t.smart else None, _pals(m, t), _pretrain(t))
+    combiner, pals = _combiner(t, plan), _pals(m, t)
+    frozen = _frozen(t, pals)
+    check(not frozen or not combiner.needs_task_gradients, "train.trainable",
+          f"heads leaves no shared gradient for train.combiner={t.combiner!r} to combine")
+    return Methods(t.method, plan, combiner, GRANULARITIES[t.granularity],
+                   {task: _head(m, task) for task in TASK_NAMES}, smart if t.smart else None, pals, _pretrain(t),
+                   frozen, _match(t, plan))

@@ -33,6 +33,13 @@
 #
 # `pal_after_adjusted` trains nothing: it scores PAL-after's weights again through the SST
 # adjustment matrix fitted on them.
+#
+# `continued` and `continued_heads` are PAL-after's compute-matched controls: the
+# AdvancedModel's weights trained on, without PALs, for the same micro-batches PAL-after
+# trains, at the AdvancedModel's own learning rate, sampler and heads; `continued` trains
+# every weight, `continued_heads` only the heads. A continuation's curve is drawn on its
+# starting run's axis: its examples count on from those the start had seen at its selected
+# checkpoint.
 
 # %% tags=["parameters"]
 profile = None              # smoke, cpu or paper; None: params.yaml's `profile`
@@ -79,8 +86,10 @@ starts = {seed: run_summary(RunRecord.read(folder / "metrics.json")) for seed, f
 Markdown(
     "Starting points: " + "; ".join(f"`{folder.as_posix()}` (dev mean {starts[seed]['dev_score']:.3f})"
                                     for seed, folder in init_dirs.items())
-    + f". PAL dimension d = {m.pal_args['num_heads']} heads x {m.pal_args['head_dim']} = "
-    f"{m.pal_args['num_heads'] * m.pal_args['head_dim']}; SST adjustment matrix: {t.sst_adjustment}.")
+    + (f". PAL dimension d = {m.pal_args['num_heads']} heads x {m.pal_args['head_dim']} = "
+       f"{m.pal_args['num_heads'] * m.pal_args['head_dim']}" if m.pals != "none" else ". No PALs")
+    + f"; trains {'the heads alone' if jobs[0].cfg.methods.frozen_encoder else 'the PALs alone' if m.pals == 'after' else 'every weight'}"
+    + f"; SST adjustment matrix: {t.sst_adjustment}.")
 
 # %%
 records = train_seeds(jobs, workers, metrics_dir, curves_dir)

@@ -149,12 +149,33 @@ figures.plot_report_comparison(summary, f"{figures_dir}/05_report_comparison.png
 figures.plot_score_vs_parameters(summary, f"{figures_dir}/05_score_vs_parameters.png", run=plotting.run_caption(runs))
 
 # %% [markdown]
+# ## Master of all trades or jack of none? One shared encoder against one model per task
+#
+# For each task, the multitask BaseModel (`base_model`) minus a model trained on that task
+# alone, on the task's dev metric: at equal examples of the task seen (`single_<task>_matched`:
+# as many of its batches as base_model's sampler gave it, seed by seed) and at equal total
+# compute (`single_<task>`: the whole micro-batch budget on the one task). Each Δ is paired by
+# seed and by dev example (mtlib/study/single_task.py); right of 0 the shared encoder is ahead.
+
+# %%
+from mtlib.study import single_task
+
+title_question = single_task.compare(runs, replicates)
+title_counts = single_task.parameter_counts(runs)
+
+# %% tags=["hide-input"]
+display(Markdown(single_task.comparison_markdown(title_question, title_counts)))
+single_task.plot_single_task(title_question, f"{figures_dir}/05_single_task.png")
+
+# %% [markdown]
 # ## Learning curves
 #
 # Validation mean against training examples seen, mean ± std over seeds, one figure per
 # family of experiments, each drawn beside the rows it builds on. The random predictor and
 # the frozen-encoder heads do not fine-tune, and single-task runs have no mean: they are in
-# the table only.
+# the table only. A run that starts from another one's weights (`pal_after`, `continued`,
+# `continued_heads`) is drawn on its start's axis: its examples count on from those its
+# start had seen at the checkpoint it starts from.
 
 # %%
 groups = analysis.curve_groups(rows, sorted(set(histories["experiment"])))

@@ -135,3 +135,42 @@ def test_frozen_cosine_reads_pairs_by_cosine_and_trains_only_its_heads(workdir, 
     assert heads["para"] == heads["sts"] == 2 and heads["sst"] % 5 == 0  # scale and bias; 5 x (width + 1)
     assert metrics["params"]["trainable"] == sum(heads.values())
     assert metrics["updates"] == 0 and set(metrics["head_epochs"]) == {"sst", "para", "sts"}
+
+
+def test_a_matched_single_task_run_sees_its_tasks_share_of_the_multitask_budget(workdir):
+    """base_model's 2 x 6 micro-batches in turn over three tasks give SST 4 of them: batches of 8 over
+    the 28 SST training rows left beside validation, one pass (8 + 8 + 8 + 4 examples)."""
+    out = workdir / "matched_check"
+    metrics = train(smoke_config(workdir, "single_sst_matched", "train.pretrain_args={lr: 1.0e-3, epochs: 2, patience: 1}",
+                                 "train.match_examples={tasks: [sst, para, sts], sampler: round_robin}"),
+                    out, progress=False)
+    history = pd.read_csv(out / "history.csv")
+    assert metrics["data"]["loaded"]["sst"] == 28
+    params = metrics["params"]
+    assert params["trainable"] == params["shared"] + params["task_specific"]["sst"]  # the other heads never train
+    assert metrics["updates"] == 4 and history["examples"].iloc[-1] == 28 and set(metrics["dev"]) == {"sst/acc"}
+
+
+def test_heads_only_records_the_heads_as_its_trainable_parameters(workdir):
+    metrics = train(smoke_config(workdir, "head_only", *SHORT), workdir / "heads_check", progress=False)
+    params = metrics["params"]
+    assert params["trainable"] == sum(params["task_specific"].values()) < params["shared"]
+
+
+def test_a_heads_only_continuation_keeps_the_encoder_and_continues_its_starts_curve(workdir, advanced_run):
+    from mtlib.record import read_history
+
+    out = workdir / "continued_heads_check" / "seed1"
+    metrics = train(smoke_config(workdir, "continued_heads", *SHORT, f"train.init_from={advanced_run}",
+                                 "train.keep_checkpoint=true"), out, progress=False)
+    before = load_file(str(advanced_run / "checkpoints" / "best" / "model.safetensors"))
+    after = load_file(str(out / "checkpoints" / "best" / "model.safetensors"))
+    assert set(before) == set(after)
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("heads."))  # the encoder kept
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("heads."))  # the heads trained
+    assert metrics["params"]["trainable"] == sum(metrics["params"]["task_specific"].values())
+    start = json.loads((advanced_run / "metrics.json").read_text())["best_update"]
+    parent = pd.read_csv(advanced_run / "history.csv").set_index("update")["examples"][start]
+    own = pd.read_csv(out / "history.csv")
+    assert (own["start_examples"] == parent).all()
+    assert list(read_history(out)["examples"]) == list(own["examples"] + parent)  # on the parent's axis

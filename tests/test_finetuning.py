@@ -71,3 +71,16 @@ def test_run_summary_for_multitask_single_task_and_random_runs():
     assert math.isnan(random["examples_per_second"]) and random["params_total"] == 0
     assert finetuning.run_scores(RunRecord(dev={"sst/acc": 0.5}, test={"sst/acc": 0.4}, updates=3, params={"a": 1})) == {
         "dev": {"sst/acc": 0.5}, "test": {"sst/acc": 0.4}, "updates": 3}
+
+
+def test_the_setup_says_what_a_matched_or_heads_only_or_continued_run_trains():
+    from mtlib.config import load_config
+    from tests.helpers import ROOT
+
+    def setup(name):
+        return finetuning.describe_setup(load_config(ROOT / "params.yaml", name, "smoke"), [1])
+
+    assert "trains only the sst batches that a random sampler over sst, para, sts draws" in setup("single_sst_matched")
+    assert "only the heads train" in setup("continued_heads") and "only the heads" not in setup("continued")
+    assert "starts from `results/runs/advanced_model/seed{seed}`" in setup("continued")
+    assert setup("base_model").endswith("micro-batches at learning rate 0.0001.")

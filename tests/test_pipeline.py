@@ -344,7 +344,8 @@ def test_committed_dvc_yaml_is_the_generated_one():
 def test_training_stages_train_every_seed_and_pal_after_waits_for_its_start():
     for name in ("finetune", "pal_after"):
         assert "pipeline.seeds" in _stages()[name]["params"]  # one stage trains every seed
-    assert DVC["stages"]["pal_after"]["foreach"] == {"pal_after": "advanced_model", "pal_after_adjusted": "pal_after"}
+    assert DVC["stages"]["pal_after"]["foreach"] == {"pal_after": "advanced_model", "pal_after_adjusted": "pal_after",
+                                                     "continued": "advanced_model", "continued_heads": "advanced_model"}
     assert "results/runs/${item}" in _stages()["pal_after"]["deps"]  # the runs it starts from
 
 
@@ -544,3 +545,23 @@ def test_editing_the_training_loop_reruns_every_fine_tuning_stage(locked_pipelin
     training = {f"finetune@{e}" for e in fine_tuned} | {f"pal_after@{e}" for e in starts}
     assert training <= stages
     assert "report" not in stages  # it renders notebooks; it does not train
+
+
+def test_the_pipeline_runs_every_experiment_and_its_table_has_a_row_for_each(tmp_path):
+    """Every experiment of params.yaml trains in a stage of dvc.yaml (03 or 04), so the table the
+    results stage writes from those runs (on smoke as on any profile) has a row for each."""
+    from tests.test_report import write_run
+
+    experiments = read_params(ROOT / "params.yaml")["experiments"]
+    fine_tuned, starts = pipeline.pipeline_experiments(ROOT / "params.yaml")
+    assert sorted([*fine_tuned, *starts]) == sorted(experiments)
+    assert set(DVC["stages"]["finetune"]["matrix"]["experiment"]) == set(fine_tuned)
+    assert DVC["stages"]["pal_after"]["foreach"] == starts
+    for name in [*fine_tuned, *starts]:  # a run of each, as the stages leave them
+        tasks = read_params(ROOT / "params.yaml")["experiments"][name]["set"].get("train", {}).get("tasks")
+        scores = [0.5 if tasks is None or task in tasks else None for task in ("sst", "para", "sts")]
+        write_run(tmp_path / "runs", name, 1, *scores, profile="smoke")
+    summary = report.summarise(report.collect_runs(tmp_path / "runs"), experiments)
+    assert list(summary["experiment"]) == list(experiments)  # a row each, in params.yaml's order
+    not_run = [e for e in experiments if e not in set(summary["experiment"])]
+    assert not_run == [] and "not run at this profile" not in report.table_markdown(summary, not_run=not_run)

@@ -1,4 +1,6 @@
 """The update step: plans, per-task gradient combination, GradScaler, SMART and resume."""
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 import torch
@@ -13,9 +15,10 @@ from mtlib.training.loop import train
 from mtlib.training.stepper import Stepper
 from mtlib.data.encode import BatchStream
 from mtlib.training.samplers import annealed
-from mtlib.settings import PlanSettings
+from mtlib.settings import MatchSettings, PlanSettings
 from mtlib.training.plans import (PLANS, PlanContext, compromise_adjusted, compromise_beta, compromise_group,
-                                    compromise_weights, reference_code_weights, updates_per_epoch)
+                                    compromise_weights, matched_micro_batches, reference_code_weights, sampled,
+                                    total_updates, updates_per_epoch)
 from tests.helpers import crash_on_evaluation, smoke_config
 
 SIZES = {"sst": 100, "para": 1000, "sts": 50}
@@ -266,3 +269,36 @@ def test_evaluations_fall_at_matched_micro_batches_whatever_the_update_rule(tmp_
     sampled, compromise = (pd.read_csv(tmp_path / name / "history.csv") for name in ("sampled", "compromise"))
     assert sampled["update"].tolist() == [12, 24] and compromise["update"].tolist() == [2, 4]
     assert (compromise["update"] * 6).tolist() == sampled["update"].tolist()
+
+
+# ---------------------------------------------------------------------------------------
+# A one-task run's budget matched to a multitask run's share (train.match_examples)
+
+def _budget(sampler, epochs=2, batches_per_epoch=6, accumulation=1, seed=1, task="sst"):
+    t = SimpleNamespace(epochs=epochs, batches_per_epoch=batches_per_epoch, accumulation=accumulation, seed=seed,
+                        tasks=(task,), plan="sampled", group_size=16)
+    return t, MatchSettings(("sst", "para", "sts"), sampler, task)
+
+
+def test_a_matched_budget_is_the_share_a_round_robin_gives_known_by_hand():
+    sizes = {"sst": 100, "para": 1000, "sts": 10}
+    t, match = _budget("round_robin")  # 12 micro-batches, the tasks in turn: 4 each
+    assert matched_micro_batches(match, t, sizes) == 4 and total_updates(t, sizes, match) == 4
+    t, match = _budget("round_robin", accumulation=2)  # 3 updates of 2 per epoch: 12 draws, 4 of sst = 2 updates
+    assert matched_micro_batches(match, t, sizes) == 4 and total_updates(t, sizes, match) == 2
+    t, match = _budget("round_robin", accumulation=5, batches_per_epoch=10)  # 20 draws: sst 7 of them -> 2 updates
+    assert matched_micro_batches(match, t, sizes) == 7 and total_updates(t, sizes, match) == 2
+    assert total_updates(t, sizes) == 4  # unmatched: epochs x updates per epoch
+
+
+@pytest.mark.parametrize("sampler", ["random", "proportional", "annealed"])
+def test_a_matched_budget_is_what_the_multitask_runs_sampler_drew_seed_by_seed(sampler):
+    sizes = {"sst": 300, "para": 1000, "sts": 50}
+    for seed in (1, 2, 3):
+        shares = {task: matched_micro_batches(_budget(sampler, seed=seed, task=task)[1], _budget(sampler, seed=seed)[0],
+                                              sizes) for task in sizes}
+        assert sum(shares.values()) == 12  # the three shares make up the multitask run's micro-batches
+        drawn = TaskSampler(sampler, sizes, 2, seed)  # the multitask run's own draws, through its plan
+        tasks = [task for update in range(12) for task, _ in sampled(PlanContext(
+            drawn, update // 6 + 1, 2, sizes, 1, 16, torch.Generator()))]
+        assert shares == {task: tasks.count(task) for task in sizes}

@@ -89,3 +89,24 @@ def test_a_history_is_read_with_its_experiment_and_seed(tmp_path):
     assert history["experiment"].unique().tolist() == ["hidden"] and history["seed"].unique().tolist() == [2]
     with pytest.raises(RecordError, match="not inside a seed<k> folder"):
         read_history(tmp_path / "hidden")
+
+
+def test_a_continuations_history_is_read_on_its_starts_axis(tmp_path):
+    """A run that starts from another's checkpoint (train.init_from) records the examples its
+    start had seen there; read_history (what every curve is drawn from) counts on from them."""
+    from mtlib.record import examples_at
+
+    start = tmp_path / "advanced_model" / "seed3"
+    start.mkdir(parents=True)
+    pd.DataFrame({"update": [2, 4], "epoch": [1, 2], "examples": [40, 80], "mean": [0.5, 0.6]}).to_csv(
+        start / "history.csv", index=False)
+    after = tmp_path / "pal_after" / "seed3"
+    after.mkdir(parents=True)
+    pd.DataFrame({"update": [2, 4], "epoch": [1, 2], "examples": [30, 60], "start_examples": [80, 80],
+                  "mean": [0.61, 0.62]}).to_csv(after / "history.csv", index=False)
+    assert list(read_history(start)["examples"]) == [40, 80]
+    assert list(read_history(after)["examples"]) == [110, 140] and list(curve(read_history(after))["examples"]) == [110, 140]
+    assert examples_at(start, 4) == 80 and examples_at(after, 2) == 110  # a continuation of a continuation adds up
+    assert examples_at(tmp_path / "none", 0) == 0  # a start that never trained (heads alone)
+    with pytest.raises(RecordError, match="no evaluation at update 3"):
+        examples_at(start, 3)

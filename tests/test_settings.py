@@ -32,6 +32,9 @@ def test_the_methods_are_typed():
     m = load(experiment="pal_after").methods
     assert m.pals.after and m.pretrain.selection is None and not m.per_layer
     assert load().methods.smart is None and load().methods.pals is None
+    m = load(experiment="single_para_matched").methods
+    assert m.match == settings.MatchSettings(("sst", "para", "sts"), "random", "para") and not m.frozen_encoder
+    assert load(experiment="continued_heads").methods.frozen_encoder and load().methods.match is None
 
 
 UNKNOWN_NAMES = [  # unknown names list the valid ones
@@ -51,6 +54,23 @@ WRONG_COMBINATIONS = [  # wrong combinations name the key to change
     (["train.method=heads", "train.pretrain_heads=none"],
      r"train.pretrain_heads: train.method=heads trains only the heads: set it to joint or individual"),
     (["train.method=posthoc"], r"train.init_from: train.method=posthoc scores a trained run"),
+    (["train.match_examples={tasks: [sst, para], sampler: random}"],
+     r"train.match_examples: sizes a one-task run's budget; train.tasks is \['sst', 'para', 'sts'\]"),
+    (["train.tasks=[sts]", "train.match_examples={tasks: [sst, para], sampler: random}"],
+     r"train.match_examples.tasks: must include the run's task 'sts'"),
+    (["train.tasks=[sst]", "train.match_examples={tasks: [sst], sampler: random}"],
+     r"train.match_examples.tasks: must list two or more distinct tasks"),
+    (["train.tasks=[sst]", "train.match_examples={tasks: [sst, para], sampler: nope}"],
+     r"train.match_examples.sampler: 'nope' is not one of"),
+    (["train.tasks=[sst]", "train.match_examples={tasks: [sst, para]}"],
+     r"train.match_examples: missing key\(s\) \['sampler'\]"),
+    (["train.tasks=[sst]", "train.plan=each_task", "train.match_examples={tasks: [sst, para], sampler: random}"],
+     r"train.match_examples: needs train.plan=sampled"),
+    (["train.trainable=encoder"], r"train.trainable: 'encoder' is not one of \['all', 'heads'\]"),
+    (["train.trainable=heads", "model.pals=start"], r"train.trainable: heads: leave model.pals at none"),
+    (["train.trainable=heads", "train.method=heads"], r"train.trainable: heads applies to train.method=finetune"),
+    (["train.trainable=heads", "train.plan=each_task", "train.combiner=pcgrad"],
+     r"train.trainable: heads leaves no shared gradient"),
 ]
 
 
@@ -123,3 +143,27 @@ def test_mtlib_train_refuses_a_bad_setting_before_reading_any_data(tmp_path, mon
 def test_a_knob_without_a_default_must_be_given():
     with pytest.raises(ConfigError, match=r"model.pal_args: missing key\(s\) \['head_dim'\]"):
         settings._knobs(PalSettings, {"num_heads": 2}, "model.pal_args", after=False)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_the_controls_match_what_they_control_on_every_profile(profile):
+    """The matched single-task rows replay base_model's sampler on base_model's data; the
+    continuations train pal_after's micro-batches with advanced_model's lr, sampler, heads and data."""
+    def cfg(name):
+        return load_config(PARAMS, name, profile)
+
+    base = cfg("base_model")
+    for task in ("sst", "para", "sts"):
+        matched = cfg(f"single_{task}_matched")
+        assert matched.methods.match == settings.MatchSettings(base.train.tasks, base.train.sampler, task)
+        assert matched.data == base.data and matched.model == base.model
+        assert {k: v for k, v in vars(matched.train).items() if k not in ("tasks", "match_examples")} == \
+            {k: v for k, v in vars(base.train).items() if k not in ("tasks", "match_examples")}
+    pal, advanced = cfg("pal_after"), cfg("advanced_model")
+    for name in ("continued", "continued_heads"):
+        control = cfg(name)
+        budget = ("epochs", "batches_per_epoch", "accumulation", "plan", "batch_size")
+        assert [getattr(control.train, k) for k in budget] == [getattr(pal.train, k) for k in budget]
+        assert control.train.init_from == pal.train.init_from and control.methods.pals is None
+        assert (control.train.lr, control.train.sampler, control.model.head, control.data) == \
+            (advanced.train.lr, advanced.train.sampler, advanced.model.head, advanced.data)

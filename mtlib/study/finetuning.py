@@ -88,7 +88,12 @@ def describe_setup(cfg: Config, seeds: Sequence[int]) -> str:
             f"{m.pair_mode} concatenation, heads {dict((task, m.head_for(task).kind) for task in t.tasks)}, "
             f"PALs {m.pals}; sampler {t.sampler}, batch plan {t.plan}, combiner {t.combiner}, SMART {t.smart}, "
             f"head pretraining {t.pretrain_heads}; length filter {d.length_filter:.0%}, EDA balancing {d.augment}; "
-            f"{t.epochs} epochs of {t.batches_per_epoch} micro-batches at learning rate {t.lr:g}.")
+            f"{t.epochs} epochs of {t.batches_per_epoch} micro-batches at learning rate {t.lr:g}"
+            + (f", of which it trains only the {t.tasks[0]} batches that a {t.match_examples['sampler']} sampler over "
+               f"{', '.join(t.match_examples['tasks'])} draws (seed by seed: equal examples of {t.tasks[0]})"
+               if t.match_examples else "")
+            + ("; only the heads train (the encoder is frozen)" if cfg.methods.frozen_encoder else "")
+            + (f"; starts from `{t.init_from}`" if t.init_from else "") + ".")
 
 
 def plot_validation_curves(jobs: list[Job], metric: str):

@@ -43,7 +43,7 @@ from mtlib.training import runs
 from mtlib.training.runs import RunFolder, RunState
 from mtlib.training.samplers import TaskSampler
 from mtlib.training.stepper import Stepper, adamw
-from mtlib.training.plans import evaluation_interval, updates_per_epoch
+from mtlib.training.plans import evaluation_interval, total_updates, updates_per_epoch
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class Experiment:
     device: torch.device
     data: dict[str, dict[str, EncodedSplit]]
     counts: dict[str, dict[str, int]]  # training rows after each preparation step; validation and dev rows
+    updates: int = 0          # the optimiser updates fine-tuning makes (mtlib.training.plans.total_updates)
+    start_examples: int = 0   # a continuation (train.init_from): examples its start had seen (runs.start_examples)
 
     @property
     def pad_id(self) -> int:
@@ -80,9 +82,10 @@ class Experiment:
                       prediction_frame(encoded[task], values, (confidences or {}).get(task)))
 
 
-def learning_rate(update: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over ``warmup_steps``, then constant or linear decay to 0."""
-    total = cfg.epochs * updates_per_epoch(cfg)
+def learning_rate(update: int, cfg: TrainConfig, total: int | None = None) -> float:
+    """Linear warm-up over ``warmup_steps``, then constant or linear decay to 0 at update
+    ``total`` (default: epochs x updates per epoch)."""
+    total = cfg.epochs * updates_per_epoch(cfg) if total is None else total
     if update < cfg.warmup_steps:
         return cfg.lr * (update + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
@@ -116,7 +119,9 @@ def build_experiment(cfg: Config, device: torch.device, out_dir: str | Path, dat
             data[name] = {task: encoded for task, encoded in prepared[split].items() if task in t.tasks}
     counts.update({split: {task: len(encoded) for task, encoded in data[split].items()}
                    for split in ("validation", "dev")})
-    return Experiment(cfg, RunFolder(Path(out_dir)), tokenizer, device, data, counts)
+    sizes = {task: len(encoded) for task, encoded in data["train"].items()}
+    return Experiment(cfg, RunFolder(Path(out_dir)), tokenizer, device, data, counts,
+                      total_updates(t, sizes, cfg.methods.match))
 
 
 def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
@@ -135,6 +140,8 @@ def train(cfg: Config, out_dir: str | Path, data_dir=None, resume: bool = False,
 def finetune(experiment: Experiment, resume: bool, progress: bool) -> dict:
     """Build the model (heads pretrained first if asked), then update and evaluate until done."""
     cfg, t = experiment.cfg, experiment.cfg.train
+    if t.init_from:  # a continuation: its curve goes on from its start's
+        experiment = dataclasses.replace(experiment, start_examples=runs.start_examples(t))
     resuming = resume and checkpoint_exists(experiment.folder.last)
     pretrain = cfg.methods.pretrain.selection is not None and not resuming
     stepper = build_training(experiment, pretrain, progress)
@@ -142,13 +149,13 @@ def finetune(experiment: Experiment, resume: bool, progress: bool) -> dict:
         raise FileExistsError(f"{experiment.folder.path}: the run is complete (metrics.json exists); nothing to resume")
     state = _restore(stepper, experiment) if resuming else RunState()
     per_epoch = updates_per_epoch(t)
-    total, eval_every = t.epochs * per_epoch, evaluation_interval(t)
+    total, eval_every = experiment.updates, evaluation_interval(t)
     bar = tqdm(total=total, initial=state.update, disable=not progress, desc=cfg.experiment, mininterval=5)
     stepper.model.train()
     while state.update < total and not state.stopped_early:
         started, epoch = time.perf_counter(), state.update // per_epoch + 1
         for group in stepper.optimizer.param_groups:
-            group["lr"] = learning_rate(state.update, t)
+            group["lr"] = learning_rate(state.update, t, total)
         examples, tokens = stepper.step(state.update, epoch)
         state.examples, state.tokens, state.update = state.examples + examples, state.tokens + tokens, state.update + 1
         state.train_seconds += time.perf_counter() - started
@@ -168,6 +175,10 @@ def build_training(experiment: Experiment, pretrain: bool, progress: bool) -> St
         load_model_weights(runs.init_checkpoint(t), model)
     if cfg.methods.pals is not None:
         add_task_pals(model, cfg)
+    if cfg.methods.frozen_encoder:
+        model.encoder.requires_grad_(False)
+    for task in set(TASK_NAMES) - set(t.tasks):  # a head no batch reaches never trains: not counted as trainable
+        model.heads[task].requires_grad_(False)
     model = model.to(device)
     if pretrain:
         _pretrain_heads(experiment, model, progress)
@@ -177,7 +188,7 @@ def build_training(experiment: Experiment, pretrain: bool, progress: bool) -> St
                for task in t.tasks}
     sizes = {task: len(train_data[task]) for task in t.tasks}
     sampler = TaskSampler(t.sampler, sizes, t.epochs, t.seed)
-    return Stepper(cfg, model, optimizer, scaler, streams, sampler, sizes, device, t.amp)
+    return Stepper(cfg, model, optimizer, scaler, streams, sampler, sizes, device, t.amp, total=experiment.updates)
 
 
 def _features_dir(cfg: Config) -> Path:
@@ -208,8 +219,9 @@ def _evaluate_and_checkpoint(experiment: Experiment, stepper: Stepper, state: Ru
     """Score the validation split, keep the weights if they are the best so far, checkpoint."""
     t, fingerprint, folder = experiment.cfg.train, runs.fingerprint(experiment.cfg), experiment.folder
     metrics, *_ = evaluate(stepper.model, experiment.data["validation"], *experiment.eval_args)
+    start = {"start_examples": experiment.start_examples} if experiment.start_examples else {}
     state.history.append({"update": state.update, "epoch": epoch, "examples": state.examples,
-                          "train_seconds": round(state.train_seconds, 3), **metrics})
+                          "train_seconds": round(state.train_seconds, 3), **start, **metrics})
     if score_that_counts(metrics) > state.best_score:
         state.best_score, state.best_update, state.bad_evals = score_that_counts(metrics), state.update, 0
         save_checkpoint(folder.best, stepper.model, state={"update": state.update, "metrics": metrics},

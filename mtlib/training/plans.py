@@ -14,6 +14,7 @@ public reference code's variant of the weights.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -167,3 +168,26 @@ def evaluation_interval(t) -> int:
     if t.eval_every is None:
         return updates_per_epoch(t)
     return max(1, round(t.eval_every / plan_settings(t).batches))
+
+
+
+def matched_micro_batches(match, t, sizes: dict[str, int]) -> int:
+    """The micro-batches of its one task that a multitask run would draw under ``match``
+    (``train.match_examples``, mtlib.settings.MatchSettings): ``match.sampler`` over
+    ``match.tasks`` on the training-set ``sizes`` (as this run prepared them), replayed draw
+    by draw as :func:`sampled` draws them, for this run's epochs, updates per epoch,
+    accumulation and seed. A sampler's draws depend only on its seed and their number, so
+    this is the count that run drew, seed by seed."""
+    sampler = TaskSampler(match.sampler, {task: sizes[task] for task in match.tasks}, t.epochs, t.seed)
+    per_epoch = updates_per_epoch(t)
+    return sum(sampler.draw(update // per_epoch + 1) == match.task
+               for update in range(t.epochs * per_epoch) for _ in range(t.accumulation))
+
+
+def total_updates(t, sizes: dict[str, int], match=None) -> int:
+    """The optimiser updates a run makes: ``epochs`` x :func:`updates_per_epoch`, or with
+    ``match`` (a one-task run's MatchSettings) the updates that hold
+    :func:`matched_micro_batches` of its task, rounded up to whole updates (at least one)."""
+    if match is None:
+        return t.epochs * updates_per_epoch(t)
+    return max(1, math.ceil(matched_micro_batches(match, t, sizes) / plan_settings(t).batches))

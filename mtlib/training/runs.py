@@ -30,6 +30,7 @@ import yaml
 from mtlib.config import Config, TrainConfig, load_config_file
 from mtlib.errors import RunFolderError
 from mtlib.io import write_text
+from mtlib.record import RunRecord, examples_at
 from mtlib.training.checkpoint import checkpoint_exists
 
 MARKER = ".mtlib-run"
@@ -74,6 +75,15 @@ class RunFolder:
 def init_checkpoint(t: TrainConfig) -> Path:
     """The best weights of the run ``train.init_from`` names (``{seed}``: this run's seed)."""
     return RunFolder(Path(t.init_from.format(seed=t.seed))).best
+
+
+def start_examples(t: TrainConfig) -> int:
+    """The examples the run ``train.init_from`` names had seen at the checkpoint this run
+    starts from (its best: the update its metrics.json selected), counted from that run's
+    own start: where this run's curve continues (mtlib.record.read_history)."""
+    folder = Path(t.init_from.format(seed=t.seed))
+    record = RunRecord.read(RunFolder(folder).metrics)
+    return examples_at(folder, int(record.best_update or 0))
 
 
 def read_run_config(run_dir: str | Path) -> Config:

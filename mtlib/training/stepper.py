@@ -42,7 +42,7 @@ class Stepper:
     """
 
     def __init__(self, cfg: Config, model: MultitaskModel, optimizer, scaler, streams, sampler,
-                 sizes: dict[str, int], device: torch.device, amp: str):
+                 sizes: dict[str, int], device: torch.device, amp: str, total: int | None = None):
         t, methods = cfg.train, cfg.methods
         self.t, self.model, self.optimizer, self.scaler = t, model, optimizer, scaler
         self.streams, self.sampler, self.sizes, self.device, self.amp = streams, sampler, sizes, device, amp
@@ -53,7 +53,7 @@ class Stepper:
         self.segments = param_segments(named, methods.per_layer)
         self.task_index = {task: i for i, task in enumerate(t.tasks)}
         self.combiner_state = self.combiner.init_state(len(t.tasks), len(self.segments))
-        total = t.epochs * updates_per_epoch(t)
+        total = t.epochs * updates_per_epoch(t) if total is None else total  # the run's updates
         smart = methods.smart
         self.smart = Smart(model, dataclasses.replace(smart, total_steps=smart.total_steps or total)) if smart else None
         self.batch_counts: dict[str, int] = {}
