@@ -89,3 +89,10 @@ def test_a_history_is_read_with_its_experiment_and_seed(tmp_path):
     assert history["experiment"].unique().tolist() == ["hidden"] and history["seed"].unique().tolist() == [2]
     with pytest.raises(RecordError, match="not inside a seed<k> folder"):
         read_history(tmp_path / "hidden")
+
+
+def test_installed_versions_are_what_is_installed_and_leave_out_what_is_not():
+    from mtlib.record import installed_versions
+
+    assert installed_versions(("pandas", "no-such-distribution-xyz")) == {"pandas": pd.__version__}
+    assert RunRecord.from_json({"dev": {}, "packages": {"pandas": "1"}}).packages == {"pandas": "1"}

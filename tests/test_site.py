@@ -194,3 +194,11 @@ def test_the_site_passes_in_a_browser_and_each_kind_of_defect_fails_it(built, tm
     assert any(p == "01_data.html: uncaught exception: on purpose" for p in problems)
     assert any(p.startswith("01_data.html: visible text holds a Python traceback") for p in problems)
     assert site_check.main([str(broken)]) == 1 and site_check.main([str(html)]) == 0
+
+
+@pytest.mark.slow
+def test_a_site_over_the_size_limit_fails(tmp_path, monkeypatch):
+    (tmp_path / "index.html").write_text("<!DOCTYPE html><html><body><p>ok</p></body></html>")
+    monkeypatch.setattr(site_check, "MAX_BYTES", 10)
+    problems = site_check.check_site(tmp_path)
+    assert len(problems) == 1 and re.fullmatch(r".+: 0\.0 MB, more than the 0 MB a site may publish", problems[0])

@@ -6,7 +6,8 @@ reader would meet:
 - a broken link (to a page or an anchor of the site that does not exist) or a missing image,
   style sheet or script (a request that fails or answers an error);
 - a JavaScript console error, or an uncaught exception;
-- visible text that holds a Python traceback.
+- visible text that holds a Python traceback;
+- a site larger than :data:`MAX_BYTES` (what the repository publishes stays small).
 
 Links that leave the site (http(s) to another host, mailto:) are not followed: the machines
 that build the site are offline.
@@ -33,6 +34,7 @@ from urllib.parse import unquote, urldefrag, urlparse
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^-{20,}\n\w+(Error|Exception)\b", re.M)
+MAX_BYTES = 15 * 2**20
 ANCHOR = re.compile(r"""\b(?:id|name)=["']([^"']+)["']""")
 
 
@@ -103,6 +105,9 @@ def check_site(folder: str | Path, executable: str | None = None) -> list[str]:
     if not pages:
         return [f"{folder.name}: no HTML pages"]
     problems: list[str] = []
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    if size > MAX_BYTES:
+        problems.append(f"{folder.name}: {size / 2**20:.1f} MB, more than the {MAX_BYTES / 2**20:.0f} MB a site may publish")
     with serve(folder) as base, tempfile.TemporaryDirectory(prefix="mtlib-chromium-") as profile, \
             sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
