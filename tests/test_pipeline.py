@@ -319,7 +319,7 @@ def test_an_experiment_declared_once_is_everywhere_and_removed_in_one_place(tmp_
 
 
 def test_the_best_rows_keep_their_checkpoints():
-    """PAL-after starts from the AdvancedModel's weights, and its run is the one README predicts with."""
+    """PAL-after starts from the AdvancedModel's weights, and its run is the one docs/library.md predicts with."""
     for experiment in ("advanced_model", "pal_after"):
         assert PARAMS["experiments"][experiment]["set"]["train"]["keep_checkpoint"] is True
 

@@ -72,6 +72,9 @@ def test_a_page_folds_all_code_drops_parameters_boxes_logs_and_numbers_each_figu
     assert [c.metadata["mystnb"]["figure"] for c in figures] == [
         {"caption": "Curves. Higher is better.", "name": f"figure-{i}"} for i in (1, 2)]
     assert len(notebook.cells) == 6 and "seed = 1" in notebook.cells[1].source  # the original is untouched
+    notebook.cells[-1].metadata["caption"] = "What to see."  # a cell's own caption wins
+    page = site.prepare_notebook(notebook)
+    assert [c.metadata["mystnb"]["figure"]["caption"] for c in page.cells if "mystnb" in c.metadata] == ["What to see."] * 2
 
 
 def _summary_row(experiment, parent, mean, lo, hi, diff=math.nan, diff_lo=math.nan, diff_hi=math.nan,
@@ -149,7 +152,8 @@ def built(tmp_path_factory):
 def test_the_site_has_every_page_in_order_with_navigation_and_no_leftovers(built):
     html = built / "reports" / "html"
     assert not (html / "stale.html").exists() and not (html / ".buildinfo").exists()
-    assert not (html / "_sources").exists() and not list((html / "_static").rglob("*.html"))
+    assert not (html / "_sources").exists() and not (html / "_static" / "locales").exists()
+    assert not list((html / "_static").rglob("*.html")) and not list((html / "_static").rglob("*.map"))
     index = (html / "index.html").read_text()
     order = ["01_data.html", "03_finetune.html", "03_finetune/random_predictor.html", "03_finetune/head_only.html",
              "03_finetune/base_model.html", "05_results.html"]

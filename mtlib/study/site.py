@@ -434,9 +434,11 @@ def build_site(executed_dir: str | Path, html_dir: str | Path, index_path: str |
                 app.build(force_all=True)
             if app.statuscode:
                 raise RuntimeError(f"{html_dir}: Sphinx failed (status {app.statuscode})")
-            # Sphinx's build state, and the themes' template fragments it copies as static files
-            leftovers = [Path(out) / name for name in (".buildinfo", "_sources", ".doctrees")]
-            for path in leftovers + sorted((Path(out) / "_static").rglob("*.html")):
+            # Sphinx's build state; of the themes' static files, the template fragments, the
+            # source maps (for debugging their scripts; a third of the site) and the translations
+            static = Path(out) / "_static"
+            leftovers = [Path(out) / name for name in (".buildinfo", "_sources", ".doctrees")] + [static / "locales"]
+            for path in leftovers + sorted(static.rglob("*.html")) + sorted(static.rglob("*.map")):
                 if path.is_dir():
                     shutil.rmtree(path)
                 elif path.exists():
