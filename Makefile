@@ -1,5 +1,6 @@
 # The two commands a fresh machine needs (see README.md):
-#   make repro   set up, then rebuild the study (`dvc repro`) on params.yaml's profile (cpu)
+#   make repro   set up, then rebuild the study (`dvc repro`) on params.yaml's profile (cpu),
+#                then check its outputs and the report's site (headless Chromium)
 #   make test    set up, then run the test suite (with the slow ones: DVC runs of the smoke
 #                profile; `pytest -m "not slow"` leaves them out while developing)
 # Set-up is idempotent: a virtual environment in .venv with exactly the packages of
@@ -38,9 +39,10 @@ data/nltk_data/.complete: $(VENV)/.installed mtlib/data/nltk_data.py
 test: setup chromium
 	$(VENV)/bin/pytest -q
 
-repro: setup
+repro: setup chromium
 	dvc repro
 	$(PY) -m mtlib.study.pipeline check-outputs
+	$(PY) -m mtlib.study.site_check reports/html
 
 # The whole pipeline on the smoke profile, in a temporary clone of HEAD (what CI runs).
 smoke: setup chromium
