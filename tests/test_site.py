@@ -1,6 +1,5 @@
-"""mtlib.study.site and site_check: the report as a site, built from executed notebooks, and
-the site in a real browser (headless Chromium), with a test of that test: a site broken on
-purpose fails it, one problem per kind."""
+"""mtlib.study.site: the report as a site, built from executed notebooks: each page, the
+landing page, the navigation (the browser test of the site: tests/test_site_check.py)."""
 from __future__ import annotations
 
 import base64
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 
 from mtlib.record import RunRecord
-from mtlib.study import pipeline, site, site_check
+from mtlib.study import pipeline, site
 from mtlib.study.report import SUMMARY_COLUMNS
 from tests.helpers import ROOT
 
@@ -174,35 +173,3 @@ def test_the_site_has_every_page_in_order_with_navigation_and_no_leftovers(built
     redirect = (built / "reports" / "index.html").read_text()
     assert 'url=html/index.html"' in redirect and 'href="html/index.html"' in redirect
     assert pipeline.find_machine_paths(built, [str(built)]) == []
-
-
-@pytest.mark.slow
-def test_the_site_passes_in_a_browser_and_each_kind_of_defect_fails_it(built, tmp_path):
-    import shutil
-
-    html = built / "reports" / "html"
-    assert site_check.check_site(html) == []
-    broken = tmp_path / "html"
-    shutil.copytree(html, broken)
-    page = broken / "03_finetune" / "head_only.html"
-    page.write_text(page.read_text().replace('href="base_model.html"', 'href="gone.html"'))
-    (image,) = re.findall(r'<img[^>]* src="(_images/[^"]+)"', (broken / "05_results.html").read_text())
-    (broken / image).unlink()
-    data = broken / "01_data.html"
-    data.write_text(data.read_text().replace("</body>", "<script>throw new Error('on purpose')</script>"
-                                                        "<p>Traceback (most recent call last):</p></body>"))
-    problems = site_check.check_site(broken)
-    assert "03_finetune/head_only.html: broken link to 03_finetune/gone.html (no such file)" in problems
-    assert any(p.startswith("05_results.html: missing image") for p in problems)
-    assert f"05_results.html: {image} answered 404" in problems
-    assert any(p == "01_data.html: uncaught exception: on purpose" for p in problems)
-    assert any(p.startswith("01_data.html: visible text holds a Python traceback") for p in problems)
-    assert site_check.main([str(broken)]) == 1 and site_check.main([str(html)]) == 0
-
-
-@pytest.mark.slow
-def test_a_site_over_the_size_limit_fails(tmp_path, monkeypatch):
-    (tmp_path / "index.html").write_text("<!DOCTYPE html><html><body><p>ok</p></body></html>")
-    monkeypatch.setattr(site_check, "MAX_BYTES", 10)
-    problems = site_check.check_site(tmp_path)
-    assert len(problems) == 1 and re.fullmatch(r".+: 0\.0 MB, more than the 0 MB a site may publish", problems[0])

@@ -25,6 +25,7 @@ from ruamel.yaml import YAML
 from mtlib.config import ConfigError, read_params
 from mtlib.data.files import DataError, find_data_dir
 from mtlib.io import write_text
+from mtlib.study.site import build_site
 
 TABLE_FILES = ("results/table.csv", "results/table.md")
 DEF_OR_CLASS = re.compile(r"^\s*(async\s+def|def|class)\s")
@@ -358,8 +359,6 @@ def main(argv: list[str] | None = None) -> int:
             print(text, end="")
         return 0
     if args.command == "report":
-        from mtlib.study.site import build_site
-
         fine_tuned, starts = pipeline_experiments(args.params)
         not_run = [name for name, entry in read_params(args.params)["experiments"].items() if not entry["run"]]
         landing = build_site(args.executed, args.html, args.index, Path(args.params).parent,
