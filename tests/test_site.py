@@ -114,6 +114,7 @@ def test_landing_page_findings_table_scorecard_and_what_the_runs_recorded(tmp_pa
     assert "<td>+0.002</td>" not in text and 'title="95% interval [-0.010, +0.014]">+0.002</abbr></td>' in text
     assert "```{figure} _figures/05_budget.png" in text and site.LANDING_FIGURES["05_budget.png"] in text
     assert "| a gain |" in text and "`pal_start`" in text
+    assert "these runs use `minilm` to fit a CPU" in text and "optimistic" in text
     assert "| torch | 2.13.0+cpu |" in text and "| machine | CPU X (2 logical CPUs) |" in text
     assert "| precision | bf16 autocast |" in text and "| notebooks executed | 2026-01-02 |" in text
     assert "The best model" not in text  # results/best_model/summary.json is optional ...
