@@ -78,6 +78,8 @@ CSS = """\
 details.mtlib-log { margin: 0.2em 0 0.8em; font-size: 0.8em; color: #555; }
 details.mtlib-log pre { max-height: 20em; overflow: auto; }
 abbr.mtlib-interval { text-decoration: underline dotted; cursor: help; }
+table.mtlib-headline td { font-weight: 400; }
+table.mtlib-headline td strong { font-weight: 700; }
 """
 
 
