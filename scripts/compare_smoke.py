@@ -12,7 +12,7 @@ A refactor that promises "no behaviour change" is checked with it: train every e
 experiment that starts from another one's runs (its overrides name
 ``results/runs/<name>/seed{seed}``) starts from that experiment's run in ``--out``.
 ``diff`` compares every metrics.json value except those that measure time or name the
-machine, history.csv except its time column, and every prediction file byte for byte; it
+machine or its installed package versions, history.csv except its time column, and every prediction file byte for byte; it
 exits 1 on any difference.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-TIMING = re.compile(r"(seconds|per_second|^machine$)")
+TIMING = re.compile(r"(seconds|per_second|^machine$|^packages$)")
 PARENT = re.compile(r"results/runs/(\w+)/seed")
 
 

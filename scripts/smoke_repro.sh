@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `dvc repro` of the smoke profile in a temporary clone of HEAD, then the checks a published
 # report must pass: the results table and every figure dvc.yaml declares exist and are
-# non-empty, no published file names a path of this machine, a second `dvc repro` reruns
-# nothing, and the outputs, once committed, agree with dvc.lock.
+# non-empty, no published file names a path of this machine, the report's site passes the
+# browser test (headless Chromium: every page loads, links and images resolve, no console
+# error, no traceback, 15 MB at most), a second `dvc repro` reruns nothing, and the outputs,
+# once committed, agree with dvc.lock.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 data=${MTLIB_DATA:-$root/../shared/data/cs224n}
@@ -19,6 +21,7 @@ start=$(date +%s)
 dvc repro
 echo "smoke dvc repro: $(( $(date +%s) - start )) s"
 python -m mtlib.study.pipeline check-outputs
+python -m mtlib.study.site_check reports/html
 dvc repro | tee "$tmp/second.log"
 if grep -q "Running stage" "$tmp/second.log"; then
   echo "smoke_repro: a second dvc repro reran stages" >&2

@@ -72,7 +72,7 @@ def test_pal_after_trains_only_pals_and_starts_from_the_fine_tuned_model(workdir
     history = pd.read_csv(out / "history.csv")
     assert history["update"].min() > 0  # the starting point is no candidate: PALs' gain is not >= 0 by construction
     assert metrics["best_update"] in set(history["update"])
-    # the kept checkpoint predicts (README: the best model), PALs included
+    # the kept checkpoint predicts (docs/library.md: checkpoints), PALs included
     from mtlib.training.inference import predict_file
 
     predict_file(out, "sst", workdir / "data" / "ids-sst-dev.csv", workdir / "pal-sst.csv")

@@ -77,6 +77,8 @@ def test_run_folder_contents(tmp_path):
     assert set(metrics["dev"]) == {"sst/acc", "para/acc", "sts/pearson", "mean"}
     assert metrics["params"]["task_specific"].keys() == {"sst", "para", "sts"}
     assert metrics["precision"] == "none" and metrics["machine"] == describe_machine("cpu", 1)  # where it ran
+    assert metrics["packages"]["torch"] == torch.__version__ and metrics["packages"]["pandas"] == pd.__version__
+    assert list(metrics)[-1] == "packages"  # after what identifies the run
     sst = pd.read_csv(run / "predictions" / "sst-dev.csv")
     assert list(sst.columns) == ["id", "sentiment", "probability"] and sst["sentiment"].between(0, 4).all()
     assert sst["probability"].between(0.2, 1).all()  # the predicted class's: never below 1/5 without adjustment

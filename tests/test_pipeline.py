@@ -43,70 +43,7 @@ def test_pipeline_experiments_start_from_the_encoder_or_from_another_experiment(
         pipeline.pipeline_experiments(params)
 
 
-# ---------------------------------------------------------------------------------------
-# The HTML report
-
-def _executed(path, heading, parameters=None):
-    """An executed notebook as papermill leaves it: a title, the parameters cells, a computation
-    cell, and a prose cell tagged hide-input."""
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_markdown_cell(f"intro\n\n# {heading}\n\ntext"),
-                      nbformat.v4.new_code_cell("seed = 1", metadata={"tags": ["parameters"]}),
-                      nbformat.v4.new_code_cell("seed = 2", metadata={"tags": ["injected-parameters"]}),
-                      nbformat.v4.new_code_cell("computed = 41 + 1"),
-                      nbformat.v4.new_code_cell("Markdown(f'prose of {computed}')", metadata={"tags": ["hide-input"]})]
-    notebook.cells[-1].outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": "prose of 42"})]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.metadata["papermill"] = {"parameters": parameters or {}, "start_time": "2026-01-02T10:00:00",
-                                      "end_time": "2026-01-03T09:00:00"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(notebook, path)
-
-
-def _text(page: str) -> str:
-    """What a reader sees of an HTML page: its text without tags, styles or scripts."""
-    import html
-
-    body = re.sub(r"<(style|script)\b.*?</\1>", "", page, flags=re.S)
-    return html.unescape(re.sub(r"<[^>]+>", "", body))
-
-
-def test_build_report_renders_every_notebook_and_links_them_in_order(tmp_path):
-    executed = tmp_path / "executed"
-    _executed(executed / "05_results.ipynb", "05 Results")
-    _executed(executed / "01_data.ipynb", "01 Data <and> more", {"profile": "smoke", "seed": 1})
-    for experiment in ("zeta", "beta", "alpha"):
-        _executed(executed / "03_finetune" / f"{experiment}.ipynb", "03 Fine-tuning", {"experiment": experiment})
-    pages = pipeline.build_report(executed, tmp_path / "out" / "html", tmp_path / "out" / "index.html",
-                                  order=["zeta", "beta"])
-    assert [p["href"] for p in pages] == ["html/01_data.html", "html/03_finetune/zeta.html",
-                                          "html/03_finetune/beta.html", "html/03_finetune/alpha.html",
-                                          "html/05_results.html"]
-    assert pages[0]["title"] == "01 Data <and> more"
-    assert pages[1]["title"] == "03 Fine-tuning (experiment zeta)"
-    for page in pages:
-        page_html = (tmp_path / "out" / page["href"]).read_text()
-        text = _text(page_html)
-        assert page_html.startswith("<!DOCTYPE html>") and "intro" in text
-        assert "computed = 41 + 1" in text and "prose of 42" in text  # computation shows its code ...
-        assert "Markdown(f'prose of {computed}')" not in text          # ... prose only its output
-        assert "seed = " not in text                                  # the parameters cells are left out
-        assert not re.search(r"(In|Out)\s*\[", text)                  # no prompts
-        head = page_html[:page_html.index("</head>")]
-        (sheet,) = re.findall(r'<link rel="stylesheet" href="([^"]+)">', head)  # styles in one shared file
-        assert "<style" not in head and ".jp-Cell" in (tmp_path / "out" / page["href"]).parent.joinpath(sheet).read_text()
-    assert len(list((tmp_path / "out" / "html").glob("style-*.css"))) == 1
-    index = (tmp_path / "out" / "index.html").read_text()
-    positions = [index.index(f'href="{p["href"]}"') for p in pages]
-    assert positions == sorted(positions)
-    assert "01 Data &lt;and&gt; more" in index and "<and>" not in index
-    assert "03 Fine-tuning (3 experiments)" in index
-    assert "2026-01-02 to 2026-01-03" in index
-
-
-def test_build_report_needs_notebooks(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no executed notebooks"):
-        pipeline.build_report(tmp_path, tmp_path / "html", tmp_path / "index.html")
+# The HTML report: tests/test_site.py
 
 
 # ---------------------------------------------------------------------------------------
@@ -383,7 +320,7 @@ def test_an_experiment_declared_once_is_everywhere_and_removed_in_one_place(tmp_
 
 
 def test_the_best_rows_keep_their_checkpoints():
-    """PAL-after starts from the AdvancedModel's weights, and its run is the one README predicts with."""
+    """PAL-after starts from the AdvancedModel's weights, and its run is the one docs/library.md predicts with."""
     for experiment in ("advanced_model", "pal_after"):
         assert PARAMS["experiments"][experiment]["set"]["train"]["keep_checkpoint"] is True
 

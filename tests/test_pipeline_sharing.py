@@ -1,4 +1,4 @@
-"""Sharing runs across machines through a DVC remote and its run-cache (README: *Several
+"""Sharing runs across machines through a DVC remote and its run-cache (docs/pipeline.md: *Several
 machines*): two clones each run a share of the stages that train and push them, a third
 fetches and restores every one of them, running only the stages that draw the published
 report from the data and the runs."""

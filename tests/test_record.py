@@ -110,3 +110,10 @@ def test_a_continuations_history_is_read_on_its_starts_axis(tmp_path):
     assert examples_at(tmp_path / "none", 0) == 0  # a start that never trained (heads alone)
     with pytest.raises(RecordError, match="no evaluation at update 3"):
         examples_at(start, 3)
+
+
+def test_installed_versions_are_what_is_installed_and_leave_out_what_is_not():
+    from mtlib.record import installed_versions
+
+    assert installed_versions(("pandas", "no-such-distribution-xyz")) == {"pandas": pd.__version__}
+    assert RunRecord.from_json({"dev": {}, "packages": {"pandas": "1"}}).packages == {"pandas": "1"}

@@ -2,8 +2,8 @@
 
 dvc.yaml runs the numbered notebooks, whose sources are percent-format scripts under
 notebooks/ (jupytext turns each into a notebook that papermill executes). This module
-generates dvc.yaml (:func:`dvc_yaml`), renders the executed notebooks as an HTML report
-(:func:`build_report`) and checks the notebook sources (:func:`check_notebook`), the
+generates dvc.yaml (:func:`dvc_yaml`), renders the executed notebooks as the report's site
+(``report``: :func:`mtlib.study.site.build_site`) and checks the notebook sources (:func:`check_notebook`), the
 pipeline's outputs (:func:`check_outputs`) and dvc.lock (:func:`check_lock`).
 
 Command line: ``python -m mtlib.study.pipeline {dvc-yaml,report,check-notebooks,check-outputs,check-lock} ...``.
@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
-import html
 import io
-import os
 import re
 import subprocess
 import sys
@@ -28,6 +25,7 @@ from ruamel.yaml import YAML
 from mtlib.config import ConfigError, read_params
 from mtlib.data.files import DataError, find_data_dir
 from mtlib.io import write_text
+from mtlib.study.site import build_site
 
 TABLE_FILES = ("results/table.csv", "results/table.md")
 DEF_OR_CLASS = re.compile(r"^\s*(async\s+def|def|class)\s")
@@ -35,12 +33,6 @@ DEF_OR_CLASS = re.compile(r"^\s*(async\s+def|def|class)\s")
 # by the notebooks only, so editing one of its figures reruns just the stages that draw it.
 # Lower layers are used wholesale (training reaches all of data and model) and count as folders.
 FILE_LAYERS = ("mtlib/study",)
-# Cells tagged so render without their code in the report (prose and plotting cells); cells
-# tagged with one of REMOVED_CELL_TAGS are left out (papermill's parameters, which every
-# page's "what was run" header states).
-HIDE_INPUT_TAG = "hide-input"
-HEAD_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.S)
-REMOVED_CELL_TAGS = ("parameters", "injected-parameters")
 # What the repository publishes: committed files there must be cache: false outputs of dvc.yaml.
 PUBLISHED = ("figures/", "reports/index.html", "reports/html/", "results/table.", "results/scorecard.md",
              "results/best_model/config.yaml", "results/best_model/predictions/", "results/best_model/scores.json")
@@ -177,127 +169,6 @@ def dvc_yaml(params: Mapping | str | Path = "params.yaml", root: str | Path = ".
     text = io.StringIO()
     round_trip.dump(template, text)
     return "".join(line.rstrip() + "\n" for line in text.getvalue().splitlines())  # no trailing blanks
-
-
-# ---------------------------------------------------------------------------------------
-# The HTML report
-
-def notebook_heading(notebook) -> str:
-    """The first Markdown heading of a notebook (without the #s)."""
-    for cell in notebook.cells:
-        if cell.cell_type == "markdown":
-            heading = next((line for line in cell.source.splitlines() if line.startswith("#")), None)
-            if heading:
-                return heading.lstrip("#").strip()
-    return "untitled notebook"
-
-
-def _parameters(notebook) -> dict:
-    return dict(notebook.metadata.get("papermill", {}).get("parameters", {}))
-
-
-def notebook_title(notebook) -> str:
-    """:func:`notebook_heading`, plus the experiment papermill ran it with."""
-    experiment = _parameters(notebook).get("experiment")
-    heading = notebook_heading(notebook)
-    return f"{heading} (experiment {experiment})" if experiment else heading
-
-
-def _reading_order(relative: Path, notebook, order: Sequence[str]) -> tuple:
-    rank = {name: i for i, name in enumerate(order)}
-    experiment = str(_parameters(notebook).get("experiment", ""))
-    return relative.parts[0], rank.get(experiment, len(rank)), experiment, relative
-
-
-def render_html(notebook, path: str | Path, title: str, styles_dir: str | Path) -> Path:
-    """One executed notebook (a NotebookNode) as an HTML page (images inline) that reads as a
-    report: cells tagged ``hide-input`` show their outputs only, the parameters cells are
-    left out, and no cell carries an In/Out prompt. The page's style sheets go to a file in
-    ``styles_dir`` that every page shares (:func:`shared_styles`)."""
-    from nbconvert import HTMLExporter
-    from nbconvert.preprocessors import TagRemovePreprocessor
-
-    exporter = HTMLExporter(template_name="lab", exclude_input_prompt=True, exclude_output_prompt=True)
-    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={HIDE_INPUT_TAG},
-                                                         remove_cell_tags=set(REMOVED_CELL_TAGS)), enabled=True)
-    body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": title}})
-    write_text(path, shared_styles(body, Path(path), Path(styles_dir)))
-    return Path(path)
-
-
-def shared_styles(page: str, path: Path, styles_dir: Path) -> str:
-    """``page`` (to be written at ``path``) with the style sheets of its head moved to
-    ``styles_dir/style-<hash>.css`` and linked: the same quarter of a megabyte of
-    JupyterLab's CSS on every page would otherwise make most of the published report."""
-    head_end = page.index("</head>")
-    styles = HEAD_STYLE.findall(page[:head_end])  # their contents
-    if not styles:
-        return page
-    css = "\n".join(styles)
-    sheet = styles_dir / f"style-{hashlib.sha256(css.encode()).hexdigest()[:12]}.css"
-    if not sheet.exists():
-        write_text(sheet, css)
-    href = Path(os.path.relpath(sheet.resolve(), path.resolve().parent)).as_posix()
-    head = HEAD_STYLE.sub("", page[:head_end])
-    return f'{head}<link rel="stylesheet" href="{html.escape(href)}">\n{page[head_end:]}'
-
-
-def _dates(notebooks: Iterable) -> str:
-    """The day(s) papermill executed ``notebooks`` on, from their metadata (UTC)."""
-    days = sorted({str(time)[:10] for nb in notebooks for key in ("start_time", "end_time")
-                   if (time := nb.metadata.get("papermill", {}).get(key))})
-    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}" if days else "unknown dates"
-
-
-def index_page(pages: Sequence[Mapping[str, str]], title: str, note: str = "") -> str:
-    """An HTML page linking ``pages`` (dicts with 'section', 'heading', 'title', 'href') in
-    order: a section of one page is one link, a larger one its heading over a list of links
-    (one per experiment). ``note`` is a line of text under the title."""
-    sections: dict[str, list] = {}
-    for page in pages:
-        sections.setdefault(page["section"], []).append(page)
-
-    def link(page):
-        return f'<a href="{html.escape(page["href"])}">{html.escape(page["title"])}</a>'
-
-    items = []
-    for members in sections.values():
-        if len(members) == 1:
-            items.append(f"<li>{link(members[0])}</li>")
-        else:
-            inner = "\n".join(f"<li>{link(p)}</li>" for p in members)
-            items.append(f"<li>{html.escape(members[0]['heading'])} ({len(members)} experiments)<ul>\n{inner}\n</ul></li>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title>\n"
-            "<style>body{font-family:sans-serif;max-width:52em;margin:2em auto;line-height:1.5}</style>\n"
-            f"</head>\n<body>\n<h1>{html.escape(title)}</h1>\n" + (f"<p>{html.escape(note)}</p>\n" if note else "")
-            + "<ol>\n" + "\n".join(items) + "\n</ol>\n</body>\n</html>\n")
-
-
-def build_report(executed_dir: str | Path, html_dir: str | Path, index_path: str | Path,
-                 order: Sequence[str] = ()) -> list[dict]:
-    """Render every ``*.ipynb`` under ``executed_dir`` to ``html_dir`` (same relative paths,
-    .html; their shared style sheet beside them) and write ``index_path`` linking them: by
-    top-level name (the notebook number), then in ``order`` of experiments (the rest
-    alphabetically). Returns the pages in that order."""
-    import nbformat
-
-    executed_dir, html_dir, index_path = Path(executed_dir), Path(html_dir), Path(index_path)
-    relatives = [p.relative_to(executed_dir) for p in executed_dir.rglob("*.ipynb")
-                 if ".ipynb_checkpoints" not in p.parts]
-    if not relatives:
-        raise FileNotFoundError(f"{executed_dir}: no executed notebooks to render")
-    notebooks = {r: nbformat.read(executed_dir / r, as_version=4) for r in relatives}
-    pages = []
-    for relative in sorted(relatives, key=lambda r: _reading_order(r, notebooks[r], order)):
-        notebook = notebooks[relative]
-        target = render_html(notebook, html_dir / relative.with_suffix(".html"), notebook_title(notebook), html_dir)
-        pages.append({"section": relative.parts[0].split(".")[0], "heading": notebook_heading(notebook),
-                      "title": notebook_title(notebook),
-                      "href": Path(os.path.relpath(target.resolve(), index_path.resolve().parent)).as_posix()})
-    note = f"Notebooks executed by papermill on {_dates(notebooks.values())} (UTC); each page opens with what it ran."
-    write_text(index_path, index_page(pages, "Multitask BERT: the study, notebook by notebook", note))
-    return pages
 
 
 # ---------------------------------------------------------------------------------------
@@ -455,11 +326,13 @@ def _covers(name: str, paths: Iterable[str]) -> bool:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mtlib.study.pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    report = commands.add_parser("report", help="render executed notebooks to HTML and write an index page")
+    report = commands.add_parser("report", help="build the report's site from the executed notebooks, the "
+                                                "results table, the scorecard and the figures")
     report.add_argument("--executed", default="reports/executed")
     report.add_argument("--html", default="reports/html")
     report.add_argument("--index", default="reports/index.html")
-    report.add_argument("--params", help="order fine-tuning notebooks as params.yaml lists experiments")
+    report.add_argument("--params", default="params.yaml",
+                        help="order fine-tuning pages as it lists experiments; its folder holds results/ and figures/")
     generate = commands.add_parser("dvc-yaml", help="generate dvc.yaml from params.yaml's experiments")
     generate.add_argument("--params", default="params.yaml")
     generate.add_argument("--all", action="store_true", help="every experiment, whatever its `run` flag")
@@ -487,9 +360,11 @@ def main(argv: list[str] | None = None) -> int:
             print(text, end="")
         return 0
     if args.command == "report":
-        fine_tuned, starts = pipeline_experiments(args.params) if args.params else ([], {})
-        pages = build_report(args.executed, args.html, args.index, order=[*fine_tuned, *starts])
-        print(f"{args.index}: {len(pages)} pages")
+        fine_tuned, starts = pipeline_experiments(args.params)
+        not_run = [name for name, entry in read_params(args.params)["experiments"].items() if not entry["run"]]
+        landing = build_site(args.executed, args.html, args.index, Path(args.params).parent,
+                             order=[*fine_tuned, *starts], not_run=not_run)
+        print(f"{args.index} -> {landing}")
         return 0
     if args.command == "check-notebooks":
         paths = args.paths or sorted(str(p) for p in Path("notebooks").glob("*.py"))

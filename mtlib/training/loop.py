@@ -31,7 +31,7 @@ from mtlib.data.prepare import prepare_counted, prepare_data
 from mtlib.io import write_csv
 from mtlib.model.backbone import check_max_length, load_tokenizer
 from mtlib.model.multitask import MultitaskModel, add_task_pals, build_model, parameter_counts
-from mtlib.record import TRAINED_ORDER, RunRecord, score_that_counts
+from mtlib.record import TRAINED_ORDER, RunRecord, installed_versions, score_that_counts
 from mtlib.tasks import TASK_NAMES, TASKS
 from mtlib.training.adjust import fit_adjustment, save_adjustment, sst_probabilities
 from mtlib.training.checkpoint import checkpoint_exists, load_checkpoint, load_model_weights, save_checkpoint
@@ -258,7 +258,7 @@ def _write_record(experiment: Experiment, model: MultitaskModel | None, scores: 
     record = RunRecord(**scores, **counters, data=experiment.counts, params=params,
                        precision=None if model is None else cfg.train.amp, backbone=cfg.backbone.name,
                        profile=cfg.profile, experiment=cfg.experiment, seed=cfg.train.seed,
-                       machine=describe_machine(experiment.device))
+                       machine=describe_machine(experiment.device), packages=installed_versions())
     return record.write(experiment.folder.metrics, None if state is None else TRAINED_ORDER)
 
 
