@@ -2,6 +2,8 @@
 landing page, the navigation (the browser test of the site: tests/test_site_check.py)."""
 from __future__ import annotations
 
+import json
+
 import base64
 import math
 import re
@@ -117,11 +119,13 @@ def test_landing_page_findings_table_scorecard_and_what_the_runs_recorded(tmp_pa
     assert "these runs use `minilm` to fit a CPU" in text and "optimistic" in text
     assert "| torch | 2.13.0+cpu |" in text and "| machine | CPU X (2 logical CPUs) |" in text
     assert "| precision | bf16 autocast |" in text and "| notebooks executed | 2026-01-02 |" in text
-    assert "The best model" not in text  # results/best_model/summary.json is optional ...
+    assert "The best model" not in text  # results/best_model/scores.json is the best_model stage's ...
     (tmp_path / "results" / "best_model").mkdir()
-    (tmp_path / "results" / "best_model" / "summary.json").write_text('{"experiment": "pal_after", "dev_mean": 0.7}')
+    row = {"sst": 0.45, "para": 0.82, "sts": 0.86, "mean": 0.71}
+    (tmp_path / "results" / "best_model" / "scores.json").write_text(json.dumps(
+        {"split": "dev", "rows": [{"row": "best_model", "label": "best model (cpu, 800 updates)", "seeds": 1, **row}]}))
     text = site.landing_page(tmp_path, [], "2026-01-02", [])
-    assert "## The best model" in text and "| experiment | pal_after |" in text  # ... read where present
+    assert "## The best model" in text and "| best model (cpu, 800 updates) | 1 | 0.450 | 0.820 | 0.860 | 0.710 |" in text
     assert "mtlib predict --run results/best_model/seed1" in text
 
 

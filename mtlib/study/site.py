@@ -29,6 +29,7 @@ import pandas as pd
 
 from mtlib.io import atomic_dir, write_text
 from mtlib.record import RECORDED_PACKAGES, RunRecord
+from mtlib.study import readme
 
 HIDE_INPUT, REMOVE_CELL = "hide-input", "remove-cell"
 REMOVED_CELL_TAGS = ("parameters", "injected-parameters")
@@ -44,7 +45,7 @@ LANDING_FIGURES = {
     "05_budget.png": "Validation mean at twice the profile's budget: whether the rows were still learning "
                      "when the canonical budget stopped them.",
 }
-BEST_MODEL_SUMMARY = "results/best_model/summary.json"
+BEST_MODEL_SCORES = "results/best_model/scores.json"  # the best_model stage's (mtlib.study.best_model.comparison)
 VERDICTS = ("confirmed", "contradicted", "not resolvable", "not run")
 CONF = '''\
 project = {title!r}
@@ -270,18 +271,12 @@ def _markdown_table(rows: Sequence[tuple[str, str]], head=("", "")) -> str:
 
 
 def _best_model(path: Path) -> str:
-    """The best-model block from ``path`` (a JSON object; optional): its scalar fields as a table."""
+    """The best-model block from the best_model stage's scores file ``path``, where it exists
+    (the stage runs after the results: a site built before it has no such block)."""
     if not path.is_file():
         return ""
-    try:
-        content = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not JSON: {error}") from error
-    if not isinstance(content, dict):
-        raise ValueError(f"{path}: not a JSON object")
-    rows = [(key, value) for key, value in content.items() if isinstance(value, (str, int, float, bool))]
-    return ("## The best model\n\n" + _markdown_table(rows) + "\n\n"
-            "Use it: `mtlib predict --run results/best_model/seed1 --task sts --input my.csv`.\n")
+    return ("## The best model\n\n" + readme.best_model_block(path) + "\n\n"
+            "Use it: `mtlib predict --run results/best_model/seed1 --task sts --input my.csv --output pred.csv`.\n")
 
 
 def landing_page(root: str | Path, figures: Sequence[str], dates: str, not_run: Sequence[str]) -> str:
@@ -312,7 +307,7 @@ def landing_page(root: str | Path, figures: Sequence[str], dates: str, not_run: 
         for i, name in enumerate(figures, 1):
             parts += [f"```{{figure}} _figures/{name}", f":name: landing-figure-{i}", ":width: 100%", "",
                       LANDING_FIGURES.get(name, name), "```", ""]
-    best = _best_model(root / BEST_MODEL_SUMMARY)
+    best = _best_model(root / BEST_MODEL_SCORES)
     if best:
         parts += [best, ""]
     if scorecard:
