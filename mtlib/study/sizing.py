@@ -1,0 +1,111 @@
+"""What the evaluation cuts of a profile cost the intervals: computed from the runs themselves.
+
+A profile scores a sample of the Quora dev file and validates on a split carved from train,
+to fit its time budget. Two questions, answered here from the canonical runs' outputs:
+
+- **The Quora dev sample.** Every run scores the same n dev pairs, so the shared dev-sample
+  part of a paired Quora Δ has standard error sd(z) / sqrt(n), with z_i the per-pair
+  difference in correctness of the two experiments (1, 0 or -1), averaged over the seeds
+  both ran. The same pairs give it at another sample size m: sd(z) / sqrt(m) (a sample of m
+  pairs drawn from the same file). :func:`quora_dev_se` reports both for each comparison, and
+  on the headline mean (the mean of three task metrics: divided by 3).
+- **The validation split.** Checkpoint selection picks the validation point with the best
+  score. Where the runs are still learning, the climb between points is far larger than the
+  validation noise, and the last point is selected whatever the split's size.
+  :func:`selection_summary` counts the runs that selected their last point and compares the
+  median climb between consecutive points with the standard error of one point's validation
+  mean at the split's size (and at another), from the binomial variance p(1-p)/n of each
+  accuracy and (1-r^2)^2/n of a Pearson r (large-sample approximations; the validation
+  predictions are not stored). Two checkpoints of a run are scored on the same rows, so
+  the noise in their difference is at most sqrt(2) times that when their errors are
+  positively correlated, as they are.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mtlib.record import score_that_counts
+
+SCORE_COLUMNS = {"sst": "sst/acc", "para": "para/acc", "sts": "sts/pearson"}
+
+
+def correctness_difference(labels: np.ndarray, predictions: Mapping[tuple[str, int], np.ndarray],
+                           experiment: str, reference: str) -> np.ndarray:
+    """z_i: (correct by experiment) − (correct by reference) on each dev pair, averaged over
+    the seeds both ran; empty when they share no seed."""
+    seeds = sorted({s for e, s in predictions if e == experiment} & {s for e, s in predictions if e == reference})
+    if not seeds:
+        return np.empty(0)
+    per_seed = [(predictions[(experiment, s)] == labels).astype(float) - (predictions[(reference, s)] == labels)
+                for s in seeds]
+    return np.mean(per_seed, axis=0)
+
+
+def quora_dev_se(labels: np.ndarray, predictions: Mapping[tuple[str, int], np.ndarray],
+                 pairs: Sequence[tuple[str, str]], other_n: int) -> pd.DataFrame:
+    """Per (experiment, reference) pair: n (the dev pairs scored), the dev-sample standard
+    error of the seed-averaged Quora accuracy Δ at n and at ``other_n`` pairs, and both on
+    the mean of three tasks (module docstring)."""
+    rows = []
+    for experiment, reference in pairs:
+        z = correctness_difference(labels, predictions, experiment, reference)
+        if len(z) < 2:
+            continue
+        sd = float(np.std(z, ddof=1))
+        rows.append({"experiment": experiment, "reference": reference, "n": len(z),
+                     "se": sd / math.sqrt(len(z)), "se_other": sd / math.sqrt(other_n),
+                     "mean_se": sd / math.sqrt(len(z)) / 3, "mean_se_other": sd / math.sqrt(other_n) / 3})
+    return pd.DataFrame(rows, columns=["experiment", "reference", "n", "se", "se_other", "mean_se", "mean_se_other"])
+
+
+def point_se(scores: Mapping[str, float], sizes: Mapping[str, int]) -> float:
+    """Standard error of a validation mean (the mean of the tasks' metrics in ``scores``,
+    e.g. {'sst/acc': .5, 'para/acc': .7, 'sts/pearson': .6}) on ``sizes`` examples per task:
+    binomial for an accuracy, (1 - r^2) / sqrt(n) for a Pearson r."""
+    variances = []
+    for task, column in SCORE_COLUMNS.items():
+        if column not in scores or pd.isna(scores[column]):
+            continue
+        value, n = float(scores[column]), int(sizes[task])
+        variances.append((1 - value ** 2) ** 2 / n if task == "sts" else value * (1 - value) / n)
+    return math.sqrt(sum(variances)) / len(variances) if variances else math.nan
+
+
+def selection_summary(histories: pd.DataFrame, sizes: Mapping[str, int], other_sizes: Mapping[str, int]) -> dict:
+    """From every run's validation history (mtlib.study.report.collect_histories): how many
+    runs there are, how many selected their last point (best score that counts, first best on
+    ties, as training keeps it), the median points per run, the median climb of the
+    validation score between consecutive points, and the median SE of one point's score at
+    ``sizes`` and at ``other_sizes`` (:func:`point_se` of each run's last point)."""
+    metric_columns = [c for c in histories.columns if "/" in c or c == "mean"]
+    runs, last, points, climbs, se, se_other = 0, 0, [], [], [], []
+    for _, run in histories.sort_values("update", kind="stable").groupby(["experiment", "seed"]):
+        counted = [score_that_counts(row.dropna().to_dict()) for _, row in run[metric_columns].iterrows()]
+        if not counted:
+            continue
+        runs += 1
+        last += int(int(np.argmax(counted)) == len(counted) - 1)
+        points.append(len(counted))
+        climbs += list(np.diff(counted))
+        final = run[metric_columns].iloc[-1].to_dict()
+        se.append(point_se(final, sizes))
+        se_other.append(point_se(final, other_sizes))
+    median = (lambda values: float(np.median(values)) if len(values) else math.nan)
+    return {"runs": runs, "selected_last": last, "points": median(points), "climb": median(climbs),
+            "se": median(se), "se_other": median(se_other)}
+
+
+def parse_sizes(text: str) -> dict[str, int]:
+    """'sst=300,para=400,sts=300' -> {'sst': 300, 'para': 400, 'sts': 300}."""
+    sizes = {}
+    for item in text.split(","):
+        task, _, value = item.partition("=")
+        if task.strip() not in SCORE_COLUMNS or not value.strip().isdigit():
+            raise ValueError(f"sizes {text!r}: expected task=count for {', '.join(SCORE_COLUMNS)}, got {item!r}")
+        sizes[task.strip()] = int(value)
+    return sizes
+
