@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from mtlib.study.budget import (APPEARS, HOLDS, REVERSES, VANISHES, budget_columns, point_scores, stability,
-                                stability_markdown)
+from mtlib.study.budget import (APPEARS, HOLDS, REVERSES, VANISHES, budget_columns, point_scores, primary_comparisons,
+                                stability, stability_markdown)
 from mtlib.study.report import collect_histories
 from mtlib.study.stats import Interval
 
@@ -106,3 +106,17 @@ def test_claims_need_their_columns_and_one_row_each(tmp_path):
         budget_columns(CLAIMS.drop(columns="direction"), runs)
     with pytest.raises(ValueError, match="one row per claim"):
         budget_columns(pd.concat([CLAIMS, CLAIMS]), runs)
+
+
+def test_primary_comparison_is_each_claims_first_line(tmp_path):
+    card = pd.DataFrame([
+        {"claim": "x", "experiment": "a", "reference": "b", "metric": "mean", "direction": "better", "verdict": "v1"},
+        {"claim": "x", "experiment": "c", "reference": "b", "metric": "mean", "direction": "better", "verdict": "v2"},
+        {"claim": "y", "experiment": "b", "reference": "a", "metric": "sst", "direction": "worse", "verdict": "v3"}])
+    claims = primary_comparisons(card)
+    assert claims[["claim", "experiment", "metric"]].values.tolist() == [["x", "a", "mean"], ["y", "b", "sst"]]
+    runs = write_runs(tmp_path, {"a": {1: [0.5, 0.6], 2: [0.5, 0.7]}, "b": {1: [0.5, 0.5], 2: [0.5, 0.5]}})
+    table = budget_columns(claims, runs).join(pd.Series({"x": "confirmed", "y": "contradicted"},
+                                                                       name="claim_verdict"))
+    text = stability_markdown(table)
+    assert "| x | confirmed | a − b (mean) |" in text and "| y | contradicted | b − a (sst) |" in text

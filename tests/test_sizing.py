@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlib.study.sizing import correctness_difference, parse_sizes, point_se, quora_dev_se, selection_summary
+from mtlib.study.sizing import (correctness_difference, parse_sizes, point_se, quora_cut_effect, quora_dev_se,
+                                selection_summary, width_ratio)
 
 
 def test_quora_dev_se_known_answer():
@@ -57,3 +58,24 @@ def test_parse_sizes():
     assert parse_sizes("sst=300,para=400,sts=300") == {"sst": 300, "para": 400, "sts": 300}
     with pytest.raises(ValueError, match="task=count"):
         parse_sizes("sst=300,quora=4")
+
+
+def test_width_ratio_known_answer():
+    differences = [0.01, 0.03, 0.05]   # s = 0.02, k = 3: s^2/k = 0.0004/3
+    seed_part = 0.0004 / 3
+    assert width_ratio(differences, 0.02, 0.01) == pytest.approx(math.sqrt((seed_part + 4e-4) / (seed_part + 1e-4)))
+    assert width_ratio(differences, 0.01, 0.01) == 1.0
+    assert math.isnan(width_ratio([0.01], 0.02, 0.01))
+
+
+def test_quora_cut_effect_pairs_runs_by_seed():
+    labels = np.array([1, 0, 1, 0])
+    predictions = {("a", 1): labels, ("a", 2): 1 - labels, ("b", 1): 1 - labels, ("b", 2): labels}
+    runs = pd.DataFrame({"experiment": ["a", "a", "b", "b"], "seed": [1, 2, 1, 2],
+                         "para": [1.0, 0.0, 0.0, 1.0], "mean": [0.6, 0.2, 0.2, 0.6]})
+    table = quora_cut_effect(runs, labels, predictions, [("a", "b")], other_n=16)
+    row = table.iloc[0]
+    # z averages +1 (seed 1) and -1 (seed 2) on every pair: no dev-sample part at all
+    assert row["se"] == 0 and row["para_width_ratio"] == 1.0
+    # per-seed para Δ +1, -1
+    assert row["n"] == 4

@@ -109,6 +109,16 @@ def _examples(scores: pd.DataFrame, names: tuple[str, str]) -> float:
     return float(seen.median()) if len(seen) else math.nan
 
 
+def primary_comparisons(scorecard: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim from a scorecard with one line per comparison (columns claim,
+    experiment, reference, metric, direction; mtlib.study.scorecard.judge): each claim's
+    first comparison, its primary one, in the scorecard's order."""
+    missing = [c for c in CLAIM_COLUMNS if c not in scorecard]
+    if missing:
+        raise ValueError(f"scorecard: missing column(s) {', '.join(missing)}")
+    return scorecard.drop_duplicates("claim", keep="first")[list(CLAIM_COLUMNS)].reset_index(drop=True)
+
+
 def budget_columns(claims: pd.DataFrame, histories: pd.DataFrame,
                    budget_histories: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per claim (``claims``: one row per claim, its primary comparison in columns claim,
@@ -143,7 +153,9 @@ def budget_columns(claims: pd.DataFrame, histories: pd.DataFrame,
 
 
 def stability_markdown(table: pd.DataFrame, digits: int = 3) -> str:
-    """The budget columns as a markdown table: Δ [interval] at each point, and the word."""
+    """The budget columns as a markdown table: Δ [interval] at each point, and the word
+    (and the claim's verdict at the profile's budget first, where ``table`` has a
+    ``claim_verdict`` column)."""
     def cell(row: Mapping, prefix: str) -> str:
         if not row[f"{prefix}_n"]:
             return "–"
@@ -151,10 +163,13 @@ def stability_markdown(table: pd.DataFrame, digits: int = 3) -> str:
         bracket = "" if math.isnan(lo) else f" [{lo:+.{digits}f}, {hi:+.{digits}f}]"
         return f"{row[f'{prefix}_delta']:+.{digits}f}{bracket} (n={row[f'{prefix}_n']})"
 
-    lines = ["| claim | comparison | first validation point | last validation point | longer budget | stability |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    verdicts = "claim_verdict" in table
+    lines = ["| claim |" + (" verdict |" if verdicts else "") + " comparison | first validation point | "
+             "last validation point | longer budget | stability |",
+             "| --- |" + (" --- |" if verdicts else "") + " --- | --- | --- | --- | --- |"]
     for name, row in table.iterrows():
         word = row["stability"] or "–"
-        lines.append(f"| {name} | {row['experiment']} − {row['reference']} ({row['metric']}) | {cell(row, FIRST)} | "
-                     f"{cell(row, LAST)} | {cell(row, LONGER)} | {word} ({row['stability_from']}) |")
+        verdict = f" {row['claim_verdict']} |" if verdicts else ""
+        lines.append(f"| {name} |{verdict} {row['experiment']} − {row['reference']} ({row['metric']}) | "
+                     f"{cell(row, FIRST)} | {cell(row, LAST)} | {cell(row, LONGER)} | {word} ({row['stability_from']}) |")
     return "\n".join(lines)

@@ -109,3 +109,33 @@ def parse_sizes(text: str) -> dict[str, int]:
         sizes[task.strip()] = int(value)
     return sizes
 
+
+
+def width_ratio(seed_differences, dev_se: float, dev_se_other: float) -> float:
+    """How much wider a paired Δ's interval is with the dev-sample SE ``dev_se`` than with
+    ``dev_se_other``: sqrt(s^2/k + dev_se^2) / sqrt(s^2/k + dev_se_other^2), s the standard
+    deviation of the k per-seed differences (mtlib.study.stats: SE^2 = s^2/k + v_dev; the
+    t quantile is left out, so this is the ratio of the standard errors)."""
+    values = np.asarray(seed_differences, float)
+    if len(values) < 2:
+        return math.nan
+    seed_part = float(np.var(values, ddof=1)) / len(values)
+    return math.sqrt(seed_part + dev_se ** 2) / math.sqrt(seed_part + dev_se_other ** 2)
+
+
+def quora_cut_effect(runs: pd.DataFrame, labels: np.ndarray, predictions: Mapping[tuple[str, int], np.ndarray],
+                     pairs: Sequence[tuple[str, str]], other_n: int) -> pd.DataFrame:
+    """:func:`quora_dev_se` of each pair with, from ``runs`` (one row per run: experiment,
+    seed, para, mean), the ratio of the SE of its Quora Δ and of its mean Δ at the sample's n
+    to the same at ``other_n`` (:func:`width_ratio`; for the mean, the Quora part is the only
+    dev part counted, so the ratio is an upper bound)."""
+    table = quora_dev_se(labels, predictions, pairs, other_n)
+    by_run = runs.set_index(["experiment", "seed"])
+    para_ratio, mean_ratio = [], []
+    for row in table.itertuples(index=False):
+        seeds = sorted(set(by_run.loc[row.experiment].index) & set(by_run.loc[row.reference].index))
+        differences = {column: [by_run.loc[(row.experiment, s), column] - by_run.loc[(row.reference, s), column]
+                                for s in seeds] for column in ("para", "mean")}
+        para_ratio.append(width_ratio(differences["para"], row.se, row.se_other))
+        mean_ratio.append(width_ratio(differences["mean"], row.mean_se, row.mean_se_other))
+    return table.assign(para_width_ratio=para_ratio, mean_width_ratio=mean_ratio)
