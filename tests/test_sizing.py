@@ -66,6 +66,7 @@ def test_width_ratio_known_answer():
     assert width_ratio(differences, 0.02, 0.01) == pytest.approx(math.sqrt((seed_part + 4e-4) / (seed_part + 1e-4)))
     assert width_ratio(differences, 0.01, 0.01) == 1.0
     assert math.isnan(width_ratio([0.01], 0.02, 0.01))
+    assert math.isnan(width_ratio([0.01, 0.01], 0.0, 0.0))     # identical runs: no interval to compare
 
 
 def test_quora_cut_effect_pairs_runs_by_seed():

@@ -168,7 +168,7 @@ def stability_markdown(table: pd.DataFrame, digits: int = 3) -> str:
              "last validation point | longer budget | stability |",
              "| --- |" + (" --- |" if verdicts else "") + " --- | --- | --- | --- | --- |"]
     for name, row in table.iterrows():
-        word = row["stability"] or "–"
+        word = "–" if pd.isna(row["stability"]) else row["stability"]
         verdict = f" {row['claim_verdict']} |" if verdicts else ""
         lines.append(f"| {name} |{verdict} {row['experiment']} − {row['reference']} ({row['metric']}) | "
                      f"{cell(row, FIRST)} | {cell(row, LAST)} | {cell(row, LONGER)} | {word} ({row['stability_from']}) |")

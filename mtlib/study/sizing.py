@@ -115,12 +115,14 @@ def width_ratio(seed_differences, dev_se: float, dev_se_other: float) -> float:
     """How much wider a paired Δ's interval is with the dev-sample SE ``dev_se`` than with
     ``dev_se_other``: sqrt(s^2/k + dev_se^2) / sqrt(s^2/k + dev_se_other^2), s the standard
     deviation of the k per-seed differences (mtlib.study.stats: SE^2 = s^2/k + v_dev; the
-    t quantile is left out, so this is the ratio of the standard errors)."""
+    t quantile is left out, so this is the ratio of the standard errors). NaN with fewer
+    than two seeds, or when the two sides do not differ at all (both SEs 0)."""
     values = np.asarray(seed_differences, float)
     if len(values) < 2:
         return math.nan
     seed_part = float(np.var(values, ddof=1)) / len(values)
-    return math.sqrt(seed_part + dev_se ** 2) / math.sqrt(seed_part + dev_se_other ** 2)
+    other = seed_part + dev_se_other ** 2
+    return math.sqrt(seed_part + dev_se ** 2) / math.sqrt(other) if other > 0 else math.nan
 
 
 def quora_cut_effect(runs: pd.DataFrame, labels: np.ndarray, predictions: Mapping[tuple[str, int], np.ndarray],
