@@ -29,8 +29,7 @@ import numpy as np
 import pandas as pd
 
 from mtlib.record import score_that_counts
-
-SCORE_COLUMNS = {"sst": "sst/acc", "para": "para/acc", "sts": "sts/pearson"}
+from mtlib.tasks import TASK_NAMES, TASKS, metric_key
 
 
 def correctness_difference(labels: np.ndarray, predictions: Mapping[tuple[str, int], np.ndarray],
@@ -67,11 +66,12 @@ def point_se(scores: Mapping[str, float], sizes: Mapping[str, int]) -> float:
     e.g. {'sst/acc': .5, 'para/acc': .7, 'sts/pearson': .6}) on ``sizes`` examples per task:
     binomial for an accuracy, (1 - r^2) / sqrt(n) for a Pearson r."""
     variances = []
-    for task, column in SCORE_COLUMNS.items():
+    for task in TASK_NAMES:
+        column = metric_key(task)
         if column not in scores or pd.isna(scores[column]):
             continue
         value, n = float(scores[column]), int(sizes[task])
-        variances.append((1 - value ** 2) ** 2 / n if task == "sts" else value * (1 - value) / n)
+        variances.append(value * (1 - value) / n if TASKS[task].integer_labels else (1 - value ** 2) ** 2 / n)
     return math.sqrt(sum(variances)) / len(variances) if variances else math.nan
 
 
@@ -104,8 +104,8 @@ def parse_sizes(text: str) -> dict[str, int]:
     sizes = {}
     for item in text.split(","):
         task, _, value = item.partition("=")
-        if task.strip() not in SCORE_COLUMNS or not value.strip().isdigit():
-            raise ValueError(f"sizes {text!r}: expected task=count for {', '.join(SCORE_COLUMNS)}, got {item!r}")
+        if task.strip() not in TASK_NAMES or not value.strip().isdigit():
+            raise ValueError(f"sizes {text!r}: expected task=count for {', '.join(TASK_NAMES)}, got {item!r}")
         sizes[task.strip()] = int(value)
     return sizes
 
