@@ -3,11 +3,12 @@
 A profile scores a sample of the Quora dev file and validates on a split carved from train,
 to fit its time budget. Two questions, answered here from the canonical runs' outputs:
 
-- **The Quora dev sample.** Every run scores the same n dev pairs, so the shared dev-sample
-  part of a paired Quora Δ has standard error sd(z) / sqrt(n), with z_i the per-pair
-  difference in correctness of the two experiments (1, 0 or -1), averaged over the seeds
-  both ran. The same pairs give it at another sample size m: sd(z) / sqrt(m) (a sample of m
-  pairs drawn from the same file). :func:`quora_dev_se` reports both for each comparison, and
+- **The Quora dev sample.** Every run scores the same n dev pairs, so the dev-sample part
+  of a paired Quora Δ has standard error sd(z) / sqrt(n), with z_i the per-pair difference
+  in correctness of the two experiments (1, 0 or -1), averaged over the seeds both ran.
+  (Its square estimates the shared part sigma_e^2 of mtlib.study.stats plus a k-th of the
+  seed-specific part: a little more than the intervals' dev part, never less.) The same
+  pairs give it at another sample size m: sd(z) / sqrt(m) (m pairs drawn from the same file). :func:`quora_dev_se` reports both for each comparison, and
   on the headline mean (the mean of three task metrics: divided by 3).
 - **The validation split.** Checkpoint selection picks the validation point with the best
   score. Where the runs are still learning, the climb between points is far larger than the
