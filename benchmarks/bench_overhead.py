@@ -88,6 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a variant of the run (repeatable): with variants, every round runs each of them once on "
                    "the warm cache, in an order rotated from round to round, and medians over rounds are printed")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the variants (default 3)")
+    p.add_argument("--no-warmup", action="store_true", help="with variants: no untimed first run (the cache given "
+                   "with --cache-dir is warm already)")
     p.add_argument("--json", default=None, metavar="PATH")
     return p.parse_args(argv)
 
@@ -199,8 +201,9 @@ def run_variants(args, overrides: list[str], cache: Path, tmp: Path, timers: Tim
     variants = parse_variants(args.variant)
     configs = {name: load_config(args.params, args.experiment, args.profile, args.seed, overrides=overrides + sets)
                for name, sets in variants.items()}
-    print(f"running {args.experiment} (warm-up) ...", file=sys.stderr, flush=True)
-    timed_run(next(iter(configs.values())), tmp / "warmup", timers)
+    if not args.no_warmup:
+        print(f"running {args.experiment} (warm-up) ...", file=sys.stderr, flush=True)
+        timed_run(next(iter(configs.values())), tmp / "warmup", timers)
     runs = {}
 
     def one(name):

@@ -42,7 +42,7 @@ from IPython.display import Markdown
 
 from mtlib.study.provenance import config_header
 
-Markdown(config_header(params, experiments.split(",")[0], profile, seeds))
+Markdown(config_header(params, experiments, profile, seeds))
 
 # %%
 # %matplotlib inline

@@ -57,3 +57,9 @@ def test_runs_header_describes_the_runs_it_is_given(tmp_path):
     assert rows(runs_header(many))["machine"] == "not recorded"
     with pytest.raises(FileNotFoundError):
         runs_header([])
+
+
+def test_config_header_names_every_experiment_a_notebook_runs():
+    facts = rows(config_header(PARAMS, "base_model,augmented", "smoke", "1,2,3"))
+    assert facts["experiment"] == "base_model, augmented"
+    assert facts["seeds"] == "1, 2, 3"
