@@ -62,8 +62,13 @@ PHASES = {
     "  read feature cache": ("mtlib.training.pretrain", "load_features"),
     "training updates": ("mtlib.training.stepper", "Stepper.step"),
     "evaluation": ("mtlib.training.loop", "evaluate"),
+    "validation points (+ checkpoints)": ("mtlib.training.loop", "_evaluate_and_checkpoint"),
     "checkpoints": ("mtlib.training.loop", "save_checkpoint"),
+    "dev scoring (+ prediction files)": ("mtlib.training.loop", "_score_splits"),
+    "metrics.json": ("mtlib.training.loop", "_write_record"),
 }
+# "evaluation" is inside the two rows after it; they are not added again to the phases' sum.
+OVERLAPPING = ("validation points (+ checkpoints)", "dev scoring (+ prediction files)", "metrics.json")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,6 +84,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=None, help="token and feature cache to use and keep (default: a new, "
                    "empty one); runs that find it filled are 'warm'")
     p.add_argument("--runs", type=int, default=2, help="timed train() runs, one after the other (default 2)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
+                   help="a variant of the run (repeatable): with variants, every round runs each of them once on "
+                   "the warm cache, in an order rotated from round to round, and medians over rounds are printed")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the variants (default 3)")
+    p.add_argument("--no-warmup", action="store_true", help="with variants: no untimed first run (the cache given "
+                   "with --cache-dir is warm already)")
     p.add_argument("--json", default=None, metavar="PATH")
     return p.parse_args(argv)
 
@@ -162,11 +173,67 @@ def print_breakdown(before: dict, runs: dict[str, dict]) -> None:
             print(f"  {phase:30}" + "".join(cells))
     for n in names:
         r = runs[n]
-        known = sum(p["seconds"] for ph, p in r["phases"].items() if not ph.startswith(" "))
+        known = sum(p["seconds"] for ph, p in r["phases"].items() if not ph.startswith(" ") and ph not in OVERLAPPING)
         r["other_seconds"] = r["wall_seconds"] - known
     print(f"  {'other (in train())':30}" + "".join(f"{runs[n]['other_seconds']:>17.1f}s" for n in names))
     print(f"  {'total':30}" + "".join(f"{runs[n]['stage_seconds']:>17.1f}s" for n in names))
     print(f"  {'non-training share':30}" + "".join(f"{runs[n]['non_training_share']:>18.0%}" for n in names))
+
+
+def parse_variants(specs: list[str]) -> dict[str, list[str]]:
+    """``NAME=KEY=VALUE;KEY=VALUE`` -> {NAME: [KEY=VALUE, ...]} (``NAME=`` alone: no overrides)."""
+    variants = {}
+    for spec in specs:
+        name, _, sets = spec.partition("=")
+        if not name or name in variants:
+            raise SystemExit(f"--variant {spec!r}: give each variant a new name, as NAME=KEY=VALUE;...")
+        variants[name] = [item for item in sets.split(";") if item]
+    return variants
+
+
+def run_variants(args, overrides: list[str], cache: Path, tmp: Path, timers: Timers) -> dict[str, dict]:
+    """One warm-up run (untimed: it fills the cache), then ``args.rounds`` rounds of every variant,
+    rotated (benchmarks.interleave.run_rounds); keys '<variant> #<round>'."""
+    from mtlib.config import load_config
+
+    from benchmarks.interleave import run_rounds
+
+    variants = parse_variants(args.variant)
+    configs = {name: load_config(args.params, args.experiment, args.profile, args.seed, overrides=overrides + sets)
+               for name, sets in variants.items()}
+    if not args.no_warmup:
+        print(f"running {args.experiment} (warm-up) ...", file=sys.stderr, flush=True)
+        timed_run(next(iter(configs.values())), tmp / "warmup", timers)
+    runs = {}
+
+    def one(name):
+        def run(r):
+            print(f"running {args.experiment} ({name}, round {r + 1}) ...", file=sys.stderr, flush=True)
+            runs[f"{name} #{r + 1}"] = timed_run(configs[name], tmp / f"{name}-{r}", timers)
+            return 1.0, runs[f"{name} #{r + 1}"]["wall_seconds"]
+        return run
+
+    run_rounds({name: one(name) for name in variants}, args.rounds)
+    return runs
+
+
+def print_medians(runs: dict[str, dict]) -> None:
+    """Per variant, the median over its rounds of every phase, and its share of the stage."""
+    by_variant: dict[str, list[dict]] = {}
+    for key, run in runs.items():
+        by_variant.setdefault(key.rsplit(" #", 1)[0], []).append(run)
+    print("medians over rounds (seconds):")
+    names = list(by_variant)
+    print(f"  {'phase':36}" + "".join(f"{n:>14}" for n in names))
+    rows = [*PHASES, "other (in train())", "total"]
+    for phase in rows:
+        cells = []
+        for n in names:
+            values = [r["other_seconds"] if phase.startswith("other") else r["stage_seconds"] if phase == "total"
+                      else r["phases"].get(phase, {}).get("seconds") for r in by_variant[n]]
+            values = [v for v in values if v is not None]
+            cells.append(f"{statistics.median(values):>13.1f}s" if values else f"{'-':>14}")
+        print(f"  {phase:36}" + "".join(cells))
 
 
 def main(argv=None) -> int:
@@ -198,7 +265,9 @@ def main(argv=None) -> int:
         cache = Path(args.cache_dir or Path(tmp) / "cache")
         overrides = [f"data.cache_dir={cache}", f"train.num_threads={threads}", *args.set]
         cfg = load_config(args.params, args.experiment, args.profile, args.seed, overrides=overrides)
-        for k in range(args.runs):
+        if args.variant:
+            runs = run_variants(args, overrides, cache, Path(tmp), timers)
+        for k in range(0 if args.variant else args.runs):
             name = f"{'warm' if any(cache.rglob('*.safetensors')) else 'cold'} cache" + (f" ({k + 1})" if k > 1 else "")
             print(f"running {args.experiment} ({name}) ...", file=sys.stderr, flush=True)
             runs[name] = timed_run(cfg, Path(tmp) / f"run{k}", timers)
@@ -210,6 +279,8 @@ def main(argv=None) -> int:
     print(f"stage: {args.experiment}, seed {args.seed}, profile {args.profile}, {threads} thread(s), precision "
           f"{first['precision']}, {first['updates']} updates; seconds (calls)")
     print_breakdown(before, runs)
+    if args.variant:
+        print_medians(runs)
     print("kernel start and imports are measured once and counted in both columns; indented rows are part of the "
           "row above; 'other' is the rest of train() (writing predictions, metrics, configs).")
     info.update(loadavg_end=loadavg(), wall_seconds=time.perf_counter() - started)

@@ -32,6 +32,8 @@ scorecard_md = "results/scorecard.md"
 figures_dir = "figures"
 budget_dir = "results/budget"     # the budget study's runs (notebook 07)
 benchmarks_dir = "benchmarks/results"  # bench_combiners JSON: the cost of a surgery update
+quora_reference = 5000            # the Quora dev sample the cpu profile scored before it was cut
+validation_reference = "sst=300,para=400,sts=300"   # and the validation split it used then
 compromise = "hidden_compromise"  # Gradient Compromise ...
 annealed = "hidden"               # ... against the annealed sampler it builds on
 
@@ -50,7 +52,8 @@ from IPython.display import Markdown, display
 
 from mtlib.config import read_params
 from mtlib.io import write_text
-from mtlib.study import analysis, figures, plotting, report, scorecard
+from mtlib.study import analysis, budget, figures, plotting, report, scorecard, sizing
+from mtlib.training.runs import read_run_config
 
 rows = read_params(params)["experiments"]  # the table's rows, in order
 runs = report.collect_runs(runs_dir)
@@ -205,11 +208,68 @@ pair = histories[histories["experiment"].isin([compromise, annealed])]
 # %% [markdown]
 # ## The training budget
 #
-# The budget study (notebook 07): the BaseModel and AdvancedModel rows trained for twice the
-# profile's budget, at its learning rate and at twice it, scored on validation along the way.
+# The budget study (notebook 07): the experiments of the claims this profile contradicted or
+# could not resolve, trained for a multiple of the profile's budget, scored on validation
+# after every multiple of it.
 
 # %% tags=["hide-input"]
-budget = report.collect_histories(budget_dir)
-plotting.plot_learning_curves(budget, f"{figures_dir}/05_budget.png", metric="mean",
-                              title="Validation mean against training examples seen, at twice the profile's budget",
-                              run=plotting.run_caption(budget, profile))
+budget_histories = report.collect_histories(budget_dir)
+factor = int(budget_histories.groupby(["experiment", "seed"]).size().max()) if len(budget_histories) else 1
+plotting.plot_learning_curves(budget_histories, f"{figures_dir}/05_budget.png", metric="mean",
+                              title=f"Validation mean against training examples seen, to {factor}x the profile's budget",
+                              run=plotting.run_caption(budget_histories, profile))
+
+# %% [markdown]
+# ### Verdicts against the budget
+#
+# Each claim's primary comparison (its first line in the scorecard), paired by seed on the
+# validation mean or task metric it is judged on: its Δ at the runs' first and last
+# validation points, and at the last validation point of the budget study's runs where its
+# experiments were studied, with 95% t-intervals over seeds, and a word for how it moves
+# (mtlib.study.budget: **holds**, **appears**, **vanishes**, **reverses**).
+
+# %%
+claims = budget.primary_comparisons(card)
+stability = card.groupby("claim", sort=False)[["claim_verdict"]].first().join(
+    budget.budget_columns(claims, histories, budget_histories))
+
+# %% tags=["hide-input"]
+Markdown(budget.stability_markdown(stability))
+
+# %% [markdown]
+# ## What the profile's evaluation cuts cost
+#
+# To fit every row into one sitting, the profile scores a sample of the Quora dev file and a
+# validation split smaller than it did before (`quora_reference`, `validation_reference`).
+# From these runs' own predictions and histories (mtlib.study.sizing): the dev-sample
+# standard error of each row's Quora Δ to its parent at the sample scored and at the
+# reference sample, how much wider that makes the Δ's interval, and how checkpoint
+# selection fares at the validation split's size.
+
+# %%
+labels, predictions = report.collect_predictions(runs)
+pairs = [(e, rows[e]["parent"]) for e in rows
+         if rows[e]["parent"] and {e, rows[e]["parent"]} <= set(runs.loc[runs["para"].notna(), "experiment"])]
+quora = sizing.quora_cut_effect(runs, labels["para"], predictions["para"], pairs, quora_reference)
+validation_size = read_run_config(runs["path"].iloc[0]).data.validation_size
+validation_sizes = {task: validation_size[task] for task in ("sst", "para", "sts")}
+selection = sizing.selection_summary(histories, validation_sizes, sizing.parse_sizes(validation_reference))
+quora.round(4)
+
+# %% tags=["hide-input"]
+median = quora.median(numeric_only=True)
+Markdown(
+    f"**Quora dev sample.** {len(labels['para']):,} pairs scored against {quora_reference:,} before. Over the "
+    f"{len(quora)} paired comparisons, the median dev-sample SE of a Quora accuracy Δ is {median['se']:.4f} "
+    f"({median['se_other']:.4f} at {quora_reference:,}); on the mean of the three tasks {median['mean_se']:.4f} "
+    f"({median['mean_se_other']:.4f}). With the seeds' spread, the SE of a Quora Δ is {median['para_width_ratio']:.2f}x "
+    f"and of a mean Δ at most {median['mean_width_ratio']:.2f}x what it would be at {quora_reference:,} "
+    f"(medians; largest {quora['mean_width_ratio'].max():.2f}x for the mean).\n\n"
+    f"**Validation split** ({', '.join(f'{t} {n:,}' for t, n in validation_sizes.items())}). "
+    f"{selection['selected_last']} of {selection['runs']} fine-tuned runs selected their last validation point "
+    f"(median {selection['points']:.0f} points a run). The median climb of the score that counts between "
+    f"consecutive points is {selection['climb']:+.4f}; one point's validation mean has a standard error of about "
+    f"{selection['se']:.4f} at this size ({selection['se_other']:.4f} at {validation_reference}), so "
+    + ("selection follows the learning curve, not the validation noise."
+       if abs(selection["climb"]) > 2 ** 0.5 * selection["se"] else
+       "the noise between two points is as large as the climb: selection among points is partly chance."))

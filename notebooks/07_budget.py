@@ -15,19 +15,23 @@
 # %% [markdown]
 # # 07 The training budget
 #
-# How the default profile was sized. The same experiments as the study's BaseModel and
-# AdvancedModel rows, trained for twice the profile's budget and scored on the validation
-# split (held out of the training data) every eighth of the way, over three seeds; the
-# BaseModel also at twice the profile's learning rate. The budget and the learning rate are chosen on
-# these curves, on validation, never on dev; dev is scored once, at the end of each run.
+# Are the study's verdicts "learns faster in the first examples" or "ends better"? The
+# experiments of the claims the study contradicts or cannot resolve at the profile's budget
+# (`experiments` below: the annealed schedule, base_annealed against base_model; the
+# augmentation, augmented against hidden; individual head pretraining, advanced_model against
+# augmented; and hidden, which augmented builds on) are trained again for `budget_factor`
+# times the profile's epochs, each of the profile's micro-batches per epoch, so that the
+# annealed sampler, which changes its task weights once per epoch, anneals over as many
+# epochs as the budget has. Each run is scored on the validation split (held out of the
+# training data) after every multiple of the profile's budget, and on dev once, at the end,
+# with the checkpoint its validation split selected. Notebook 05 reads these runs for the
+# scorecard's budget columns (mtlib.study.budget).
 
 # %% tags=["parameters"]
 profile = None                                   # smoke, cpu or paper; None: params.yaml's `profile`
-experiments = "base_model,advanced_model"        # the rows whose budget is studied
+experiments = "base_model,base_annealed,hidden,augmented,advanced_model"   # the budget study's rows
 seeds = "1,2,3"
-budget_factor = 2                                # times the profile's micro-batches per epoch
-evaluations = 8                                  # validation scores per run
-lr_factors = "2"                                 # other learning rates (times the profile's), first experiment only
+budget_factor = 4                                # times the profile's epochs (of its micro-batches per epoch)
 workers = 0                                      # runs at once; 0: one per free core on a CPU
 params = "params.yaml"
 runs_dir = "results/budget"
@@ -38,7 +42,7 @@ from IPython.display import Markdown
 
 from mtlib.study.provenance import config_header
 
-Markdown(config_header(params, experiments.split(",")[0], profile, seeds))
+Markdown(config_header(params, experiments, profile, seeds))
 
 # %%
 # %matplotlib inline
@@ -49,49 +53,66 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto wi
 import pandas as pd
 from IPython.display import Markdown, display
 
-from mtlib.config import load_config, resolve_seeds, with_overrides
-from mtlib.study import plotting
+from mtlib.config import load_config, read_params, resolve_seeds, with_overrides
+from mtlib.study import budget, plotting
 from mtlib.record import RunRecord, read_history
 from mtlib.training.sweep import Job, train_many
 
 seeds = resolve_seeds(seeds, params)
-default = load_config(params, experiments.split(",")[0], profile, seeds[0]).train
-per_epoch = default.batches_per_epoch * budget_factor
 studied = experiments.split(",")
-settings = [(e, 1.0) for e in studied] + [(studied[0], float(f)) for f in lr_factors.split(",") if f]
-every = max(1, default.epochs * per_epoch // evaluations)  # micro-batches between validation scores
-jobs, names = [], {}
-for experiment, factor in settings:
-    name = experiment if factor == 1 else f"{experiment}, lr x{factor:g}"
+default = load_config(params, studied[0], profile, seeds[0]).train
+profile_batches = default.epochs * default.batches_per_epoch   # micro-batches of a study run
+jobs = []
+for experiment in studied:
     for seed in seeds:
         cfg = load_config(params, experiment, profile, seed)
-        cfg = with_overrides(cfg, [f"train.batches_per_epoch={per_epoch}", f"train.lr={cfg.train.lr * factor}",
-                                   f"train.eval_every={every}", "train.patience=null"])
-        folder = Path(runs_dir) / name.replace(", lr x", "-lr") / f"seed{seed}"
-        jobs.append(Job(cfg, folder, overwrite=True))
-        names[folder] = name
+        cfg = with_overrides(cfg, [f"train.epochs={cfg.train.epochs * budget_factor}",
+                                   f"train.eval_every={cfg.train.epochs * cfg.train.batches_per_epoch}",
+                                   "train.patience=null", "train.keep_checkpoint=false"])
+        jobs.append(Job(cfg, Path(runs_dir) / experiment / f"seed{seed}", overwrite=True))
 records = [RunRecord.from_json(content) for content in train_many(jobs, workers)]
-
-# %%
-history = pd.concat([read_history(job.out_dir).assign(experiment=names[job.out_dir]) for job in jobs],
-                    ignore_index=True)
-final = pd.DataFrame([{"experiment": names[job.out_dir], "seed": r.seed, "dev mean": r.dev["mean"],
-                       "best validation mean": r.validation["mean"]} for job, r in zip(jobs, records)])
-final.groupby("experiment")[["dev mean", "best validation mean"]].agg(["mean", "std"]).round(3)
-
-# %% tags=["hide-input"]
-plotting.plot_learning_curves(history, figure_path, metric="mean",
-                              title="Validation mean against training examples seen (mean ± std over seeds)")
-
-# %%
-budgets = history.groupby(["experiment", "seed"]).apply(
-    lambda run: pd.Series({"profile": run[run["update"] <= run["update"].max() / budget_factor]["mean"].iloc[-1],
-                           "doubled": run["mean"].iloc[-1]}), include_groups=False).groupby("experiment").mean()
-budgets.assign(gain=budgets["doubled"] - budgets["profile"]).round(3)
 
 # %% tags=["hide-input"]
 Markdown(
-    f"The profile trains {default.epochs} epochs of {default.batches_per_epoch} micro-batches at learning rate "
-    f"{default.lr:g}. Doubling that budget changes the validation mean by "
-    + "; ".join(f"{name} {row.doubled - row.profile:+.3f}" for name, row in budgets.iterrows())
-    + " (mean over seeds): what the study's rows leave on the table at the profile's budget.")
+    f"**What was run.** {len(studied)} experiments ({', '.join(studied)}), seeds {', '.join(map(str, seeds))}: "
+    f"{len(jobs)} runs of {default.epochs * budget_factor} epochs of {default.batches_per_epoch} micro-batches "
+    f"({budget_factor} x the profile's {profile_batches} micro-batches), each experiment with its own settings "
+    f"from params.yaml, validation after every {profile_batches} micro-batches, no early stopping.")
+
+# %%
+history = pd.concat([read_history(job.out_dir) for job in jobs], ignore_index=True)
+history["budget"] = history.groupby(["experiment", "seed"]).cumcount() + 1   # multiple of the profile's budget
+final = pd.DataFrame([{"experiment": r.experiment, "seed": r.seed, "dev mean": r.dev["mean"],
+                       "selected validation mean": r.validation["mean"], "selected at": r.best_update,
+                       "updates": r.updates} for r in records])
+display(final.groupby("experiment", sort=False)[["dev mean", "selected validation mean"]].agg(["mean", "std"]).round(3))
+history.pivot_table(index="experiment", columns="budget", values="mean", aggfunc="mean", sort=False).round(3)
+
+# %% tags=["hide-input"]
+plotting.plot_learning_curves(history, figure_path, metric="mean",
+                              title=f"Validation mean against training examples seen, to {budget_factor}x the "
+                                    "profile's budget (mean ± std over seeds)")
+
+# %% [markdown]
+# Each studied experiment against its parent in params.yaml (where the parent was studied
+# too), paired by seed: the Δ of the validation mean after each multiple of the profile's
+# budget, with its 95% t-interval over seeds.
+
+# %%
+parents = {e: read_params(params)["experiments"][e]["parent"] for e in studied}
+pairs = [(e, p) for e, p in parents.items() if p in studied]
+deltas = []
+for position in range(int(history["budget"].max())):
+    scores = budget.point_scores(history[history["budget"] == position + 1], "mean", -1)
+    for experiment, parent in pairs:
+        delta = budget.paired_delta(scores, experiment, parent)
+        deltas.append({"comparison": f"{experiment} − {parent}", "budget": f"{position + 1}x",
+                       "delta": delta.estimate, "lo": delta.lo, "hi": delta.hi, "seeds": delta.n})
+deltas = pd.DataFrame(deltas)
+deltas.pivot(index="comparison", columns="budget", values="delta").round(3)
+
+# %% tags=["hide-input"]
+last = deltas[deltas["budget"] == deltas["budget"].iloc[-1]]
+Markdown("At the longest budget: " + "; ".join(
+    f"{r.comparison} {r.delta:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]" for r in last.itertuples())
+    + ". Notebook 05 sets these beside the profile's verdicts (the scorecard's budget columns).")

@@ -83,3 +83,9 @@ def test_the_backbone_caveat_without_the_frozen_row():
     assert "not measured" in backbone_caveat(backbone_head_start(table, ["base_model"]))
     no_pairs = _table([("frozen_cosine", math.nan, math.nan), ("base_model", 0.74, 0.80)])
     assert backbone_head_start(no_pairs, ["base_model"]).empty
+
+
+def test_config_header_names_every_experiment_a_notebook_runs():
+    facts = rows(config_header(PARAMS, "base_model,augmented", "smoke", "1,2,3"))
+    assert facts["experiment"] == "base_model, augmented"
+    assert facts["seeds"] == "1, 2, 3"

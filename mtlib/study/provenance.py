@@ -95,14 +95,18 @@ def header(facts: Mapping[str, str], backbones: Iterable[str]) -> str:
 
 def config_header(params: str | Path, experiment: str, profile: str | None = None, seeds=None,
                   computes: bool = True) -> str:
-    """The header of a notebook that computes here: ``experiment`` on ``profile`` (None:
-    params.yaml's) for ``seeds`` (as :func:`mtlib.config.resolve_seeds` reads them), with
-    the precision its config resolves to on this machine (``computes=False``: none is used)."""
+    """The header of a notebook that computes here: ``experiment`` (or several, comma-separated)
+    on ``profile`` (None: params.yaml's) for ``seeds`` (as :func:`mtlib.config.resolve_seeds`
+    reads them), with the precision their configs resolve to on this machine
+    (``computes=False``: none is used)."""
     seeds = resolve_seeds(seeds, params)
-    cfg = load_config(params, experiment, profile, seeds[0])
+    names = [name.strip() for name in experiment.split(",") if name.strip()]
+    configs = [load_config(params, name, profile, seeds[0]) for name in names]
+    cfg = configs[0]
     device = resolve_device(cfg.train.device)
-    precision = PRECISIONS[resolve_amp(cfg.train.amp, device)] if computes else "– (no model is run)"
-    return header({"profile": cfg.profile, "experiment": experiment, "seeds": _listed(seeds),
+    precision = (_listed(PRECISIONS[resolve_amp(c.train.amp, device)] for c in configs) if computes
+                 else "– (no model is run)")
+    return header({"profile": cfg.profile, "experiment": _listed(names), "seeds": _listed(seeds),
                    "backbone": cfg.backbone.name, "precision": precision,
                    "machine": describe_machine(device, cfg.train.num_threads)}, [cfg.backbone.name])
 
