@@ -115,6 +115,8 @@ def test_primary_comparison_is_each_claims_first_line(tmp_path):
         {"claim": "y", "experiment": "b", "reference": "a", "metric": "sst", "direction": "worse", "verdict": "v3"}])
     claims = primary_comparisons(card)
     assert claims[["claim", "experiment", "metric"]].values.tolist() == [["x", "a", "mean"], ["y", "b", "sst"]]
+    judged = card.assign(role=["secondary", "primary", "primary"], statistic=["dev", "dev", "training speed"])
+    assert primary_comparisons(judged)[["claim", "experiment"]].values.tolist() == [["x", "c"]]  # primary, not speed
     runs = write_runs(tmp_path, {"a": {1: [0.5, 0.6], 2: [0.5, 0.7]}, "b": {1: [0.5, 0.5], 2: [0.5, 0.5]}})
     table = budget_columns(claims, runs).join(pd.Series({"x": "confirmed", "y": "contradicted"},
                                                                        name="claim_verdict"))

@@ -482,7 +482,6 @@ def test_editing_the_training_loop_reruns_every_fine_tuning_stage(locked_pipelin
     fine_tuned, starts = pipeline.pipeline_experiments(PARAMS)
     training = {f"finetune@{e}" for e in fine_tuned} | {f"pal_after@{e}" for e in starts}
     assert training <= stages
-    assert "report" not in stages  # it renders notebooks; it does not train
 
 
 def test_the_pipeline_runs_every_experiment_and_its_table_has_a_row_for_each(tmp_path):

@@ -112,11 +112,17 @@ def _examples(scores: pd.DataFrame, names: tuple[str, str]) -> float:
 def primary_comparisons(scorecard: pd.DataFrame) -> pd.DataFrame:
     """One row per claim from a scorecard with one line per comparison (columns claim,
     experiment, reference, metric, direction; mtlib.study.scorecard.judge): each claim's
-    first comparison, its primary one, in the scorecard's order."""
+    first primary comparison (column ``role`` where there is one), in the scorecard's order;
+    claims measured by training speed (column ``statistic``) are left out."""
     missing = [c for c in CLAIM_COLUMNS if c not in scorecard]
     if missing:
         raise ValueError(f"scorecard: missing column(s) {', '.join(missing)}")
-    return scorecard.drop_duplicates("claim", keep="first")[list(CLAIM_COLUMNS)].reset_index(drop=True)
+    lines = scorecard
+    if "role" in lines:  # a judged scorecard: its primary lines, the secondary ones decide nothing
+        lines = lines[lines["role"] == "primary"]
+    if "statistic" in lines:  # a claim measured by training speed has no validation curve to follow
+        lines = lines[lines["statistic"] != "training speed"]
+    return lines.drop_duplicates("claim", keep="first")[list(CLAIM_COLUMNS)].reset_index(drop=True)
 
 
 def budget_columns(claims: pd.DataFrame, histories: pd.DataFrame,
