@@ -206,6 +206,20 @@ def test_check_lock_finds_each_disagreement(published_project):
     assert "not committed beside its other outputs" in pipeline.check_lock(root)[0]
 
 
+def test_check_lock_lets_an_output_declared_since_the_locked_run_wait_for_the_next(published_project):
+    root, env = published_project
+    run_tool(["dvc", "repro", "-q"], root, env)
+    run_tool(["git", "add", "-A"], root, env)
+    run_tool(["git", "commit", "-q", "-m", "results"], root, env)
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    spec["stages"]["draw"]["outs"].append({"figures/new.png": {"cache": False}})
+    (root / "dvc.yaml").write_text(yaml.safe_dump(spec))
+    assert pipeline.check_lock(root) == []  # dvc.lock has no record of it: nothing to disagree with
+    run_tool(["git", "rm", "-q", "--cached", "results/table.md"], root, env)
+    problems = pipeline.check_lock(root)  # what the lock does record is still checked
+    assert len(problems) == 1 and problems[0].endswith("draw: ['results/table.md'] not committed beside its other outputs")
+
+
 def test_committed_outputs_agree_with_dvc_lock():
     """The repository's own published report (the CI check): see pipeline.check_lock."""
     assert pipeline.check_lock(ROOT) == []

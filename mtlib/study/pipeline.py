@@ -285,8 +285,9 @@ def check_lock(root: str | Path = ".") -> list[str]:
 
     Published outputs are the ``cache: false`` outs of dvc.yaml (the table, the figures, the
     report) that git tracks. Each must have the hash dvc.lock records for it (DVC computes
-    and compares it); a stage of which one output is published must have them all
-    published; and every tracked file under :data:`PUBLISHED` must be such an output (no
+    and compares it); a stage of which one output is published must have published every
+    output dvc.lock records for it (one declared since the locked run waits for the next run);
+    and every tracked file under :data:`PUBLISHED` must be such an output (no
     stale figure left behind). Outputs that git does not track are unpublished, not in
     disagreement: a clone before the first committed run passes, and so does a working
     copy whose fresh, uncommitted run has updated dvc.lock."""
@@ -301,8 +302,10 @@ def check_lock(root: str | Path = ".") -> list[str]:
             published = [(name, out) for name, out in outs
                          if tracked is None and out.exists or tracked is not None and _covers(name, tracked)]
             covered += [name for name, _ in outs]
-            if published and len(published) < len(outs):
-                missing = sorted(set(n for n, _ in outs) - set(n for n, _ in published))
+            # an output dvc.lock records no hash for is one the locked run predates (declared
+            # since): it waits for the next run, as every output did before the first one
+            missing = sorted(set(n for n, out in outs if out.hash_info) - set(n for n, _ in published))
+            if published and missing:
                 problems.append(f"stage {stage.addressing}: {missing} not committed beside its other outputs")
             for name, out in published:
                 if not out.hash_info:
