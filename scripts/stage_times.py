@@ -3,8 +3,8 @@
 papermill records each notebook's start, end and duration in its metadata. This prints one
 Markdown row per stage group (data, pretraining, the fine-tuning stages, ...) with the count,
 the median and the sum of its notebooks' durations, then the total: what a run that was never
-interrupted spends executing notebooks. The report stage runs no notebook; its time is not
-in the table (README gives it from the run's log).
+interrupted spends executing notebooks. The report stage runs no notebook, so its time is not
+in the table.
 
     python scripts/stage_times.py reports/executed
 """
@@ -32,7 +32,7 @@ def durations(executed: Path) -> dict[str, list[tuple[str, float]]]:
         meta = json.loads(path.read_text())["metadata"].get("papermill") or {}
         seconds = meta.get("duration")
         if seconds is None or meta.get("exception"):
-            raise ValueError(f"{path}: metadata.papermill: no duration (the notebook did not finish)")
+            raise ValueError(f"{path}: metadata.papermill: no duration, or an exception (the notebook did not finish)")
         found.setdefault(group, []).append((rel, float(seconds)))
     return {group: found[group] for group in GROUPS.values() if group in found}
 

@@ -30,8 +30,9 @@ def test_groups_sum_and_median_by_stage(tmp_path, capsys):
     assert "| **all** | 5 | | **10.5 min** |" in out       # 30 + 480 + 120 s
 
 
-def test_unfinished_notebook_is_an_error(tmp_path, capsys):
-    _notebook(tmp_path / "03_finetune" / "a.ipynb", None)
+@pytest.mark.parametrize("seconds, exception", [(None, None), (42.0, True)])  # running; raised
+def test_unfinished_notebook_is_an_error(tmp_path, capsys, seconds, exception):
+    _notebook(tmp_path / "03_finetune" / "a.ipynb", seconds, exception)
     with pytest.raises(ValueError, match="a.ipynb: metadata.papermill: no duration"):
         stage_times.durations(tmp_path)
     assert stage_times.main([str(tmp_path)]) == 1
