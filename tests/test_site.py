@@ -134,6 +134,14 @@ def test_scorecard_verdicts_read_the_verdict_column_only():
     assert site.scorecard_verdicts("no table here\n") == {}
 
 
+def test_scorecard_verdicts_count_the_claim_table_not_the_secondary_or_budget_tables():
+    # regression: the secondary comparisons' table (one line per comparison, a verdict each)
+    # was counted as claims: 18 claims read as 48 on the canonical scorecard
+    after = ("\n## Secondary comparisons\n\n| claim | secondary comparison | verdict |\n|---|---|---|\n"
+             "| a | x − y | contradicted |\n| b | x − z | confirmed |\n")
+    assert site.scorecard_verdicts(SCORECARD + after) == {"confirmed": 1, "contradicted": 1, "not run": 1}
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A site built by the report stage's command from made-up executed notebooks and study."""
@@ -158,6 +166,8 @@ def test_the_site_has_every_page_in_order_with_navigation_and_no_leftovers(built
     assert not (html / "stale.html").exists() and not (html / ".buildinfo").exists()
     assert not (html / "_sources").exists() and not (html / "_static" / "locales").exists()
     assert not list((html / "_static").rglob("*.html")) and not list((html / "_static").rglob("*.map"))
+    # nothing beside what the stage declares (myst-nb's jupyter_execute folder was left in reports/)
+    assert sorted(p.name for p in (built / "reports").iterdir()) == ["executed", "html", "index.html"]
     index = (html / "index.html").read_text()
     order = ["01_data.html", "03_finetune.html", "03_finetune/random_predictor.html", "03_finetune/head_only.html",
              "03_finetune/base_model.html", "05_results.html"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import html
+import itertools
 import json
 import math
 import os
@@ -203,10 +204,13 @@ def headline_table(summary: pd.DataFrame) -> str:
 
 
 def scorecard_verdicts(scorecard_md: str) -> dict[str, int]:
-    """``{verdict: number of claims}`` from the scorecard's table (its last column, e.g.
-    '**confirmed (on the 1 of 2 comparisons run)**' counts as 'confirmed')."""
+    """``{verdict: number of claims}`` from the scorecard's claim table, its first table (its
+    last column, e.g. '**confirmed (on the 1 of 2 comparisons run)**' counts as 'confirmed');
+    the tables after it (secondary comparisons, the budget) judge no claim."""
     counts: dict[str, int] = {}
-    lines = [line for line in scorecard_md.splitlines() if line.startswith("|")]
+    text = scorecard_md.splitlines()
+    start = next((i for i, line in enumerate(text) if line.startswith("|")), len(text))
+    lines = list(itertools.takewhile(lambda line: line.startswith("|"), text[start:]))
     if not lines or "verdict" not in lines[0]:
         return counts
     for line in lines[2:]:
@@ -428,25 +432,28 @@ def build_site(executed_dir: str | Path, html_dir: str | Path, index_path: str |
 
     html_dir, index_path = Path(html_dir), Path(index_path)
     with tempfile.TemporaryDirectory(prefix="mtlib-site-") as tmp:
-        source, doctrees = Path(tmp) / "source", Path(tmp) / "doctrees"
+        # built in the temporary folder: myst-nb writes its jupyter_execute folder beside the
+        # output folder, which would otherwise be beside html_dir
+        source, doctrees, built = Path(tmp) / "source", Path(tmp) / "doctrees", Path(tmp) / "build" / "html"
         source.mkdir()
         write_sources(executed_dir, source, root, order, not_run)
+        with docutils_namespace():
+            app = Sphinx(str(source), str(source), str(built), str(doctrees), "html",
+                         status=None, warning=None, freshenv=True)
+            app.build(force_all=True)
+        if app.statuscode:
+            raise RuntimeError(f"{html_dir}: Sphinx failed (status {app.statuscode})")
+        # Sphinx's build state; of the themes' static files, the template fragments, the
+        # source maps (for debugging their scripts; a third of the site) and the translations
+        static = built / "_static"
+        leftovers = [built / name for name in (".buildinfo", "_sources", ".doctrees")] + [static / "locales"]
+        for path in leftovers + sorted(static.rglob("*.html")) + sorted(static.rglob("*.map")):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
         with atomic_dir(html_dir) as out:
-            with docutils_namespace():
-                app = Sphinx(str(source), str(source), str(out), str(doctrees), "html",
-                             status=None, warning=None, freshenv=True)
-                app.build(force_all=True)
-            if app.statuscode:
-                raise RuntimeError(f"{html_dir}: Sphinx failed (status {app.statuscode})")
-            # Sphinx's build state; of the themes' static files, the template fragments, the
-            # source maps (for debugging their scripts; a third of the site) and the translations
-            static = Path(out) / "_static"
-            leftovers = [Path(out) / name for name in (".buildinfo", "_sources", ".doctrees")] + [static / "locales"]
-            for path in leftovers + sorted(static.rglob("*.html")) + sorted(static.rglob("*.map")):
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+            shutil.copytree(built, out, dirs_exist_ok=True)
     href = Path(os.path.relpath(html_dir.resolve() / "index.html", index_path.resolve().parent)).as_posix()
     write_text(index_path, REDIRECT.format(title=html.escape(TITLE), href=html.escape(href)))
     return html_dir / "index.html"
