@@ -119,10 +119,13 @@ histories = report.collect_histories(runs_dir)
 profile = runs["profile"].dropna().iloc[0] if runs["profile"].notna().any() else None
 card = scorecard.judge(runs, replicates, histories, rows, params=params, profile=profile,
                        benchmarks=sorted(Path(benchmarks_dir).glob("bench_combiners_*.json")))
-write_text(scorecard_md, scorecard.scorecard_markdown(card))
+budget_histories = report.collect_histories(budget_dir)  # the budget study's runs (notebook 07)
+against_budget = scorecard.budget_markdown(
+    card, budget.budget_columns(budget.primary_comparisons(card), histories, budget_histories))
+write_text(scorecard_md, scorecard.scorecard_markdown(card, against_budget))
 
 # %% tags=["hide-input"]
-Markdown(Path(scorecard_md).read_text())
+Markdown(Path(scorecard_md).read_text().split(scorecard.BUDGET_HEADING)[0])  # the budget section: below
 
 # %% [markdown]
 # ## What each comparison can detect
@@ -213,7 +216,6 @@ pair = histories[histories["experiment"].isin([compromise, annealed])]
 # after every multiple of it.
 
 # %% tags=["hide-input"]
-budget_histories = report.collect_histories(budget_dir)
 factor = int(budget_histories.groupby(["experiment", "seed"]).size().max()) if len(budget_histories) else 1
 plotting.plot_learning_curves(budget_histories, f"{figures_dir}/05_budget.png", metric="mean",
                               title=f"Validation mean against training examples seen, to {factor}x the profile's budget",
@@ -222,19 +224,10 @@ plotting.plot_learning_curves(budget_histories, f"{figures_dir}/05_budget.png", 
 # %% [markdown]
 # ### Verdicts against the budget
 #
-# Each claim's primary comparison (its first line in the scorecard), paired by seed on the
-# validation mean or task metric it is judged on: its Δ at the runs' first and last
-# validation points, and at the last validation point of the budget study's runs where its
-# experiments were studied, with 95% t-intervals over seeds, and a word for how it moves
-# (mtlib.study.budget: **holds**, **appears**, **vanishes**, **reverses**).
-
-# %%
-claims = budget.primary_comparisons(card)
-stability = card.groupby("claim", sort=False)[["claim_verdict"]].first().join(
-    budget.budget_columns(claims, histories, budget_histories))
+# The scorecard's last section (results/scorecard.md; mtlib.study.budget computes it):
 
 # %% tags=["hide-input"]
-Markdown(budget.stability_markdown(stability))
+Markdown(against_budget)  # as results/scorecard.md holds it
 
 # %% [markdown]
 # ## What the profile's evaluation cuts cost

@@ -14,9 +14,9 @@ from scipy import stats as scipy_stats
 
 from mtlib.config import read_params
 from mtlib.study.report import METRICS, bootstrap_runs, collect_runs, summarise
-from mtlib.study.scorecard import (BETTER, CLAIMS, CONFIRMED, CONTRADICTED, CURVE, DEV, DIRECTIONS, LEGEND, NO_EFFECT,
+from mtlib.study.scorecard import (BETTER, BUDGET_HEADING, CLAIMS, CONFIRMED, CONTRADICTED, CURVE, DEV, DIRECTIONS, LEGEND, NO_EFFECT,
                                    NOT_RESOLVABLE, NOT_RUN, PRIMARY, RULE, SECONDARY, SPEED, SPEED_COLUMN, WORSE,
-                                   Claim, Comparison, combine, decide_all, holm, judge, power_table,
+                                   Claim, Comparison, budget_markdown, combine, decide_all, holm, judge, power_table,
                                    primary_comparisons, report_difference, schedule_note, scorecard_markdown, verdict)
 from mtlib.study.stats import curve_mean
 from tests.helpers import ROOT, dev_labels, write_predicted_run, write_task_files
@@ -258,6 +258,7 @@ def test_the_markdown_scorecard_shows_every_column_the_verdict_follows_from(stud
     assert "| cut words | pal_start − base_model (mean; 0 seeds) | – | not run |" in md
     big = card[card["claim"] == "big"].iloc[0]
     assert f"| {big['margin']:.3f} | one comparison | **contradicted** |" in md
+    assert BUDGET_HEADING not in md and scorecard_markdown(card, "SECTION") == md + f"\n{BUDGET_HEADING}\n\nSECTION\n"
     assert big["test"] == "H0: |Δ| ≤ margin" and "<0.001 (H0: \\|Δ\\| ≤ margin)" in md  # which test a 'no effect' p is
     assert "## Secondary comparisons" in md and "| big | worse − base_model (mean; 4 seeds) |" in md
 
@@ -349,3 +350,26 @@ def test_the_power_table_gives_each_comparison_its_own_detectable_effect():
     independent = power.loc["independent"]
     assert independent["mde_seed"] == pytest.approx(independent["mde"] * 0.02 / math.sqrt(5) / se)
     assert power.loc["independent", "comparison"] == "b − d"
+
+
+def test_the_budget_section_follows_claims_with_a_curve_and_names_the_others():
+    card = pd.DataFrame({"claim": ["up", "up", "fast", "matrix"],
+                         "claim_verdict": [CONFIRMED, CONFIRMED, NOT_RESOLVABLE, CONTRADICTED],
+                         "statistic": [DEV, DEV, SPEED, DEV]})
+    columns = pd.DataFrame([
+        {"claim": "up", "experiment": "better", "reference": "base_model", "metric": "sst", "direction": BETTER,
+         "first_delta": 0.01, "first_lo": -0.02, "first_hi": 0.04, "first_n": 6, "last_delta": 0.03,
+         "last_lo": 0.01, "last_hi": 0.05, "last_n": 6, "budget_delta": 0.05, "budget_lo": 0.02, "budget_hi": 0.08,
+         "budget_n": 3, "stability": "holds", "stability_from": "last -> budget"},
+        {"claim": "matrix", "experiment": "adjusted", "reference": "plain", "metric": "sst", "direction": NO_EFFECT,
+         **{f"{p}_{c}": math.nan for p in ("first", "last", "budget") for c in ("delta", "lo", "hi")},
+         "first_n": 0, "last_n": 0, "budget_n": 0, "stability": None, "stability_from": "first -> last"},
+    ]).set_index("claim")
+    section = budget_markdown(card, columns)
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    # one row per claim with a curve, integer seed counts, its verdict beside it; no 'nan' anywhere
+    assert rows == [f"| up | {CONFIRMED} | better − base_model (sst) | +0.010 [-0.020, +0.040] (n=6) | "
+                    "+0.030 [+0.010, +0.050] (n=6) | +0.050 [+0.020, +0.080] (n=3) | holds (last -> budget) |"]
+    assert "nan" not in section.lower()
+    assert section.endswith("No validation curve to follow: fast (measured by training speed); "
+                            "matrix (its runs keep no validation history).")

@@ -94,6 +94,7 @@ import pandas as pd
 from statsmodels.stats.multitest import multipletests
 
 from mtlib.config import load_config, read_params
+from mtlib.study import budget
 from mtlib.study.report import METRICS, markdown_rows, report_row, seed_interval
 from mtlib.study.stats import (Interval, Replicates, curve_mean, detectable_parts, difference_p, equivalence_p,
                                interval, minimum_effect_p)
@@ -574,9 +575,35 @@ LEGEND = (f"One line per claim. Δ = experiment − reference, paired by seed, w
           f"Training-speed lines show ratios.")
 
 
-def scorecard_markdown(scorecard: pd.DataFrame) -> str:
+BUDGET_HEADING = "## Against the training budget"
+BUDGET_INTRO = ("Each claim's first primary comparison, paired by seed on the validation score it is judged on: "
+                "its Δ at the runs' first and last validation points and at the last validation point of the "
+                "budget study's longer runs, where its experiments were in that study, with 95% t-intervals over "
+                "the seeds (n); and how the Δ moves from the shorter budget to the longer one named in brackets: "
+                "holds (resolved with the same sign at both, or unresolved at both), appears (resolved only at "
+                "the longer), vanishes (resolved only at the shorter) or reverses (resolved at both, opposite signs).")
+
+
+def budget_markdown(scorecard: pd.DataFrame, columns: pd.DataFrame) -> str:
+    """The scorecard's budget section from :func:`judge`'s frame and
+    :func:`mtlib.study.budget.budget_columns` of its primary comparisons: one row per claim with
+    a validation curve to follow, its verdict first, then the claims without one, each with
+    why (measured by training speed, or no validation history in its runs)."""
+    verdicts = scorecard.groupby("claim", sort=False)["claim_verdict"].first()
+    counts = [f"{prefix}_n" for prefix in (budget.FIRST, budget.LAST, budget.LONGER)]
+    followed = [c for c in verdicts.index if c in columns.index and columns.loc[c, counts].astype(bool).any()]
+    table = columns.loc[followed].assign(claim_verdict=verdicts.loc[followed])
+    text = BUDGET_INTRO + "\n\n" + budget.stability_markdown(table)
+    statistic = scorecard.groupby("claim", sort=False)["statistic"].first()
+    left = [f"{c} ({'measured by ' + SPEED if statistic[c] == SPEED else 'its runs keep no validation history'})"
+            for c in verdicts.index if c not in followed]
+    return text + ("\n\nNo validation curve to follow: " + "; ".join(left) + "." if left else "")
+
+
+def scorecard_markdown(scorecard: pd.DataFrame, against_budget: str = "") -> str:
     """:func:`judge`'s frame as Markdown: the legend, one line per claim (several primary
-    comparisons share a cell, one per line), then the secondary comparisons."""
+    comparisons share a cell, one per line), then the secondary comparisons, then
+    ``against_budget`` (:func:`budget_markdown`) under its heading where given."""
     body = []
     for _, group in scorecard.groupby("claim", sort=False):
         first = group.iloc[0]
@@ -597,4 +624,4 @@ def scorecard_markdown(scorecard: pd.DataFrame) -> str:
                           [[r["claim"], _comparison(r), _theirs(r), _delta(r), _p_cell(r), _mde(r), r["verdict"]]
                            for r in secondary])
     return (LEGEND + "\n\n" + "\n".join(lines) + "\n\n## Secondary comparisons (shown, not deciding; uncorrected)\n\n"
-            + "\n".join(extra) + "\n")
+            + "\n".join(extra) + "\n" + (f"\n{BUDGET_HEADING}\n\n{against_budget}\n" if against_budget else ""))
