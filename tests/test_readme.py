@@ -94,8 +94,9 @@ def test_readme_write_replaces_only_the_marked_tables(tmp_path):
     path = tmp_path / "README.md"
     start, end = "<!-- profile-table: generated -->", "<!-- end profile-table -->"
     path.write_text(f"# Title\n\nbefore\n{start}\n| old | table |\n{end}\nafter\n")
-    args = ["--params", str(ROOT / "params.yaml"), "--table", str(tmp_path / "none.csv"), "--write", str(path)]
-    assert readme.main(args) == 0  # no results table yet: only the profile table is written
+    args = ["--params", str(ROOT / "params.yaml"), "--table", str(tmp_path / "none.csv"),
+            "--best-model", str(tmp_path / "none.json"), "--write", str(path)]
+    assert readme.main(args) == 0  # no results table or best model yet: only the profile table is written
     text = path.read_text()
     assert text.startswith(f"# Title\n\nbefore\n{start}\n") and text.endswith(f"{end}\nafter\n")
     assert readme.block(text, "profile-table") == readme.profile_table(PARAMS) and "| old |" not in text
