@@ -125,7 +125,7 @@ against_budget = scorecard.budget_markdown(
 write_text(scorecard_md, scorecard.scorecard_markdown(card, against_budget))
 
 # %% tags=["hide-input"]
-Markdown(Path(scorecard_md).read_text().split(scorecard.BUDGET_HEADING)[0])  # the budget section: below
+Markdown(scorecard.scorecard_markdown(card))  # results/scorecard.md less its budget section, shown below
 
 # %% [markdown]
 # ## What each comparison can detect

@@ -589,14 +589,14 @@ def budget_markdown(scorecard: pd.DataFrame, columns: pd.DataFrame) -> str:
     :func:`mtlib.study.budget.budget_columns` of its primary comparisons: one row per claim with
     a validation curve to follow, its verdict first, then the claims without one, each with
     why (measured by training speed, or no validation history in its runs)."""
-    verdicts = scorecard.groupby("claim", sort=False)["claim_verdict"].first()
+    claims = scorecard.groupby("claim", sort=False)[["claim_verdict", "statistic"]].first()
     counts = [f"{prefix}_n" for prefix in (budget.FIRST, budget.LAST, budget.LONGER)]
-    followed = [c for c in verdicts.index if c in columns.index and columns.loc[c, counts].astype(bool).any()]
-    table = columns.loc[followed].assign(claim_verdict=verdicts.loc[followed])
+    followed = [c for c in claims.index if c in columns.index and columns.loc[c, counts].astype(bool).any()]
+    table = columns.loc[followed].assign(claim_verdict=claims.loc[followed, "claim_verdict"])
     text = BUDGET_INTRO + "\n\n" + budget.stability_markdown(table)
-    statistic = scorecard.groupby("claim", sort=False)["statistic"].first()
-    left = [f"{c} ({'measured by ' + SPEED if statistic[c] == SPEED else 'its runs keep no validation history'})"
-            for c in verdicts.index if c not in followed]
+    why = {SPEED: f"measured by {SPEED}"}
+    left = [f"{c} ({why.get(claims.loc[c, 'statistic'], 'its runs keep no validation history')})"
+            for c in claims.index if c not in followed]
     return text + ("\n\nNo validation curve to follow: " + "; ".join(left) + "." if left else "")
 
 
