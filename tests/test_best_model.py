@@ -13,6 +13,8 @@ from mtlib.config import ConfigError, load_config, load_config_file
 from mtlib.data.files import read_task_file
 from mtlib.record import RunRecord
 from mtlib.study import best_model
+from mtlib.training.loop import learning_rate
+from mtlib.training.plans import evaluation_interval, updates_per_epoch
 from tests.helpers import ROOT, write_task_files
 
 PARAMS = ROOT / "params.yaml"
@@ -94,6 +96,19 @@ def test_the_trained_config_is_the_choice_at_the_stages_budget_and_its_file_load
     assert cfg.model.pair_mode == "embedding" and cfg.train.sampler == row.train.sampler
     best_model.write_config(tmp_path / "config.yaml", cfg)
     assert load_config_file(tmp_path / "config.yaml") == cfg
+
+
+def test_the_committed_stage_keeps_the_final_weights_of_a_decayed_run(configs):
+    """params.yaml's best_model on the cpu profile: one validation, at the last update (the loop
+    keeps the best-validated weights, so with one point those are the final ones), and a
+    learning rate that decays to zero by then after a short warm-up."""
+    choice = best_model.choose(best_model.validation_frame(made_up_runs(sst_gain=0.03)), configs)
+    t = best_model.best_config(PARAMS, "cpu", choice, best_model.read_settings(PARAMS)).train
+    total = t.epochs * updates_per_epoch(t)
+    assert evaluation_interval(t) == total
+    assert t.schedule == "linear" and 0 < t.warmup_steps <= total // 10
+    assert learning_rate(total - 1, t) < learning_rate(total // 2, t) < learning_rate(t.warmup_steps, t) == t.lr
+    assert learning_rate(total, t) == 0.0
 
 
 @pytest.mark.parametrize("key, value, message", [
